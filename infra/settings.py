@@ -1,0 +1,60 @@
+"""Configuration from environment variables with defaults for the embedded stack.
+
+Every knob is a ``VITRINA_*`` env var; the same code runs against the embedded
+stack (Tansu + SeaweedFS + Redis) and against Apache Kafka + MinIO + Redis from
+docker-compose.kafka.yml by changing these variables only.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(_env("VITRINA_DATA_DIR", "./var")).resolve())
+    kafka_bootstrap: str = field(default_factory=lambda: _env("VITRINA_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    schema_registry_url: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_REGISTRY_URL", ""))
+    redis_url: str = field(default_factory=lambda: _env("VITRINA_REDIS_URL", "redis://127.0.0.1:16379/0"))
+    s3_endpoint: str = field(default_factory=lambda: _env("VITRINA_S3_ENDPOINT", "127.0.0.1:18333"))
+    s3_access_key: str = field(default_factory=lambda: _env("VITRINA_S3_ACCESS_KEY", "vitrina"))
+    s3_secret_key: str = field(default_factory=lambda: _env("VITRINA_S3_SECRET_KEY", "vitrina-secret"))
+    s3_secure: bool = field(default_factory=lambda: _env("VITRINA_S3_SECURE", "0") == "1")
+    s3_region: str = field(default_factory=lambda: _env("VITRINA_S3_REGION", "us-east-1"))
+    media_bucket: str = field(default_factory=lambda: _env("VITRINA_MEDIA_BUCKET", "media"))
+    models_bucket: str = field(default_factory=lambda: _env("VITRINA_MODELS_BUCKET", "models"))
+    broker_bucket: str = field(default_factory=lambda: _env("VITRINA_BROKER_BUCKET", "tansu"))
+    broker_storage: str = field(default_factory=lambda: _env("VITRINA_BROKER_STORAGE", "s3"))  # s3 | memory
+    topic_prefix: str = field(default_factory=lambda: _env("VITRINA_TOPIC_PREFIX", ""))
+    replication_factor: int = field(default_factory=lambda: int(_env("VITRINA_REPLICATION_FACTOR", "1")))
+    app_id: str = field(default_factory=lambda: _env("VITRINA_APP_ID", "vitrina"))
+    api_host: str = field(default_factory=lambda: _env("VITRINA_API_HOST", "127.0.0.1"))
+    api_port: int = field(default_factory=lambda: int(_env("VITRINA_API_PORT", "18080")))
+    worker_web_port: int = field(default_factory=lambda: int(_env("VITRINA_WORKER_WEB_PORT", "16066")))
+    url_signing_key: str = field(default_factory=lambda: _env("VITRINA_URL_SIGNING_KEY", "dev-only-change-me"))
+    log_level: str = field(default_factory=lambda: _env("VITRINA_LOG_LEVEL", "info"))
+
+    @property
+    def broker_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def redis_port(self) -> int:
+        return int(self.redis_url.split("://", 1)[1].split("/")[0].rsplit(":", 1)[1])
+
+    @property
+    def s3_port(self) -> int:
+        return int(self.s3_endpoint.rsplit(":", 1)[1])
+
+    def describe(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+def load() -> Settings:
+    """Read settings from the environment now (not at import time)."""
+    return Settings()

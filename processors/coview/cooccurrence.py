@@ -1,0 +1,194 @@
+"""Session co-occurrence counts per title, time-decayed, with bounded memory.
+
+A view at position p of a session is paired with the views at positions
+p-1 .. p-window of the same session (``ViewCompleted.previous``). The pair at
+distance d gets weight ``w(d)`` (``weighting``): the earlier title gets the later
+one as a neighbour with weight w(d) ("watched next"), the later title gets the
+earlier one with ``w(d) * backward_factor``. Each view also adds 1 to its own
+title's count, and the first view of a session adds 1 to the global session count.
+
+Decay (forward decay, Cormode et al. 2009)
+    Counts decay with half-life H: a contribution of weight w made at time a is
+    worth ``w * 2**(-(now - a) / H)`` at time ``now``. Each state stores values
+    scaled to its own landmark time L: ``stored += w * 2**((a - L) / H)``, and a
+    value is read as ``stored * 2**((L - now) / H)``. Adding is O(1) (no pass over
+    the neighbours to decay them), works for events in any time order, and the
+    stored numbers are comparable within one state so pruning needs no decay
+    either. When ``a - L`` exceeds ``_RENORMALISE_HALF_LIVES`` half-lives the state
+    is rescaled once to a new landmark (O(M), rare) to keep floats finite.
+
+Bounded memory (heavy hitters with batch pruning)
+    A title keeps at most ``max_neighbours`` (M) neighbours after each pruning; new
+    neighbours are appended until the map holds M + ``prune_slack`` entries, then
+    the smallest weights are dropped in one ``heapq.nlargest`` pass (amortised
+    O(log M) per insert, never a sort on the per-event path). As in lossy
+    counting, a dropped neighbour that comes back starts from zero, so its weight
+    is an underestimate; ``err`` records the largest weight ever dropped (stored
+    scale) - listings should require support above it (``similarity`` does).
+
+State of one title (plain JSON-able dict; Faust table keyed by item id)::
+
+    {"L": 1700000000000,   # landmark, event-time ms
+     "n": 12.5,            # own view count, stored scale
+     "nb": {"m7": 3.0, "m3": 0.5},  # neighbour -> co-view weight, stored scale
+     "err": 0.0,           # largest pruned neighbour weight, stored scale
+     "t": 1700000400000}   # latest contribution time (ms)
+
+Totals (one small dict, e.g. a single table key): ``{"L": ..., "sessions": ...,
+"views": ..., "t": ...}``.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Callable, NamedTuple
+
+from processors.coview.sessionize import ViewCompleted
+
+__all__ = [
+    "CoviewConfig",
+    "Contribution",
+    "TitleState",
+    "TotalsState",
+    "WEIGHTINGS",
+    "contributions_for_view",
+    "apply_contribution",
+    "add_view_to_totals",
+    "decayed",
+    "decay_factor",
+]
+
+TitleState = dict[str, Any]
+TotalsState = dict[str, Any]
+
+DAY_MS = 24 * 3600 * 1000
+_RENORMALISE_HALF_LIVES = 256.0
+
+WEIGHTINGS: dict[str, Callable[[int], float]] = {
+    "flat": lambda d: 1.0,
+    "inverse": lambda d: 1.0 / d,
+    "inverse_sqrt": lambda d: d ** -0.5,
+    "inverse_square": lambda d: 1.0 / (d * d),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CoviewConfig:
+    window: int = 5
+    weighting: str = "inverse"
+    backward_factor: float = 1.0
+    half_life_ms: int | None = 7 * DAY_MS  # None: no decay
+    max_neighbours: int = 200
+    prune_slack: int = 50
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError("window must be >= 1")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}")
+        if self.half_life_ms is not None and self.half_life_ms <= 0:
+            raise ValueError("half_life_ms must be positive or None")
+        if self.max_neighbours < 1 or self.prune_slack < 0:
+            raise ValueError("max_neighbours must be >= 1 and prune_slack >= 0")
+
+
+class Contribution(NamedTuple):
+    """One update of one title's state; ``neighbour`` None means the title's own count."""
+
+    title: str
+    neighbour: str | None
+    weight: float
+    at_ms: int
+
+
+def contributions_for_view(view: ViewCompleted, config: CoviewConfig = CoviewConfig()) -> list[Contribution]:
+    """The title updates one view causes (route each by ``title``)."""
+    at = view.at_ms
+    item = view.item_id
+    out = [Contribution(item, None, 1.0, at)]
+    weight_of = WEIGHTINGS[config.weighting]
+    backward = config.backward_factor
+    for distance, earlier in enumerate(view.previous[: config.window], 1):
+        if earlier == item:
+            continue
+        weight = weight_of(distance)
+        out.append(Contribution(earlier, item, weight, at))
+        if backward > 0.0:
+            out.append(Contribution(item, earlier, weight * backward, at))
+    return out
+
+
+def decay_factor(at_ms: int, landmark_ms: int, half_life_ms: int | None) -> float:
+    """``2 ** ((at - L) / H)``: the stored-scale multiplier for a contribution at ``at``."""
+    if half_life_ms is None:
+        return 1.0
+    return 2.0 ** ((at_ms - landmark_ms) / half_life_ms)
+
+
+def decayed(stored: float, landmark_ms: int, now_ms: int, half_life_ms: int | None) -> float:
+    """Value at ``now`` of a number stored at landmark scale."""
+    if half_life_ms is None:
+        return stored
+    return stored * 2.0 ** ((landmark_ms - now_ms) / half_life_ms)
+
+
+def _rebased(state: dict[str, Any], at_ms: int, half_life_ms: int, keys: tuple[str, ...]) -> dict[str, Any]:
+    shrink = 2.0 ** ((state["L"] - at_ms) / half_life_ms)
+    out = dict(state)
+    out["L"] = at_ms
+    for key in keys:
+        out[key] = state[key] * shrink
+    if "nb" in state:
+        out["nb"] = {k: v * shrink for k, v in state["nb"].items()}
+    return out
+
+
+def apply_contribution(
+    state: TitleState | None, contribution: Contribution, config: CoviewConfig = CoviewConfig()
+) -> TitleState:
+    """Return the title state with one contribution added (input not mutated)."""
+    at = contribution.at_ms
+    if state is None:
+        state = {"L": at, "n": 0.0, "nb": {}, "err": 0.0, "t": at}
+    half_life = config.half_life_ms
+    if half_life is not None and at - state["L"] > _RENORMALISE_HALF_LIVES * half_life:
+        state = _rebased(state, at, half_life, ("n", "err"))
+    scale = 1.0 if half_life is None else 2.0 ** ((at - state["L"]) / half_life)
+    new = dict(state)
+    if at > new["t"]:
+        new["t"] = at
+    neighbour = contribution.neighbour
+    if neighbour is None:
+        new["n"] = state["n"] + contribution.weight * scale
+        return new
+    neighbours = dict(state["nb"])
+    neighbours[neighbour] = neighbours.get(neighbour, 0.0) + contribution.weight * scale
+    if len(neighbours) > config.max_neighbours + config.prune_slack:
+        kept = heapq.nlargest(config.max_neighbours, neighbours.items(), key=itemgetter(1))
+        kept_keys = {key for key, _ in kept}
+        dropped_max = max((v for k, v in neighbours.items() if k not in kept_keys), default=0.0)
+        new["err"] = max(state["err"], dropped_max)
+        neighbours = dict(kept)
+    new["nb"] = neighbours
+    return new
+
+
+def add_view_to_totals(
+    totals: TotalsState | None, view: ViewCompleted, config: CoviewConfig = CoviewConfig()
+) -> TotalsState:
+    """Global decayed counts of views and of sessions (a session counts at its first view)."""
+    at = view.at_ms
+    if totals is None:
+        totals = {"L": at, "sessions": 0.0, "views": 0.0, "t": at}
+    half_life = config.half_life_ms
+    if half_life is not None and at - totals["L"] > _RENORMALISE_HALF_LIVES * half_life:
+        totals = _rebased(totals, at, half_life, ("sessions", "views"))
+    scale = 1.0 if half_life is None else 2.0 ** ((at - totals["L"]) / half_life)
+    new = dict(totals)
+    new["views"] = totals["views"] + scale
+    if view.position_in_session == 1:
+        new["sessions"] = totals["sessions"] + scale
+    if at > new["t"]:
+        new["t"] = at
+    return new

@@ -1,0 +1,68 @@
+"""Example agent of the foundation: playback -> per-title play counts (table, Redis, stats.plays).
+
+Playback is keyed by viewer, counts by title, so the first agent repartitions
+(an explicit group_by that forwards the original bytes) and the second keeps a
+changelog-backed table keyed by title.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from infra.logs import get_logger
+from infra.settings import load
+from processors.counters import apply_playback
+from sinks.redis_views import POPULAR_KEY, async_client, plays_key
+from streams.app import app
+from streams.codec import default_codec
+from streams.inbound import decoded_batches, raw_topic
+from streams.metrics import EVENTS_OUT, VIEW_WRITES
+from streams.topics import spec
+
+settings = load()
+log = get_logger("vitrina.agent.plays")
+PLAYBACK = spec("playback")
+BY_ITEM = spec("playback.by-item")
+STATS = spec("stats.plays")
+
+playback_topic = raw_topic(app, PLAYBACK)
+by_item_topic = raw_topic(app, BY_ITEM, partitions=BY_ITEM.partitions)
+stats_topic = raw_topic(app, STATS)
+plays_table = app.Table("plays", default=None, partitions=BY_ITEM.partitions,
+                        key_type=str, value_type=dict, key_serializer="json", value_serializer="json")
+
+
+@app.agent(playback_topic, name="playback-by-item")
+async def repartition_playback(stream):
+    async for batch in decoded_batches(app, stream, PLAYBACK, "playback-by-item"):
+        for event in batch:
+            await by_item_topic.send(key=event.value["item_id"].encode(), value=event.raw)
+        EVENTS_OUT.labels(topic=BY_ITEM.name, agent="playback-by-item").inc(len(batch))
+
+
+@app.agent(by_item_topic, name="play-counter")
+async def count_plays(stream):
+    codec = default_codec()
+    redis = async_client(settings)
+    async for batch in decoded_batches(app, stream, BY_ITEM, "play-counter"):
+        changed: dict[str, dict] = {}
+        for event in batch:
+            item = event.value["item_id"]
+            state, did_change = apply_playback(plays_table[item], event.value, event.partition, event.offset)
+            if did_change:
+                plays_table[item] = state
+                changed[item] = state
+        if not changed:
+            continue
+        async with redis.pipeline(transaction=False) as pipe:
+            for item, state in changed.items():
+                pipe.hset(plays_key(item), mapping={"plays": state["plays"], "events": state["events"],
+                                                    "updated_ms": state["updated_ms"]})
+                pipe.zadd(POPULAR_KEY, {item: state["plays"]})
+            await pipe.execute()
+        VIEW_WRITES.labels(view="plays").inc(len(changed))
+        for item, state in changed.items():
+            value = codec.encode(STATS.schema, {
+                "item_id": item, "plays": state["plays"], "events": state["events"],
+                "updated_at": datetime.fromtimestamp(state["updated_ms"] / 1000, timezone.utc)})
+            await stats_topic.send(key=item.encode(), value=value)
+        EVENTS_OUT.labels(topic=STATS.name, agent="play-counter").inc(len(changed))

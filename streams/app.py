@@ -1,0 +1,43 @@
+"""The Faust application: one per process, configured from Settings.
+
+Agents live in ``streams/agents/``; importing ``streams.agents`` registers them.
+Values on every topic are raw bytes here and decoded by ``streams.inbound`` so a
+malformed record becomes a dead letter instead of killing an agent.
+"""
+from __future__ import annotations
+
+import faust
+
+from infra.settings import Settings, load
+
+
+def kafka_urls(settings: Settings) -> list[str]:
+    return [f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")]
+
+
+def create_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=kafka_urls(settings),
+        store=f"rocksdb://",
+        datadir=str(settings.data_dir / "faust"),
+        autodiscover=False,
+        web_enabled=True,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=6,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        key_serializer="raw",
+        value_serializer="raw",
+        stream_wait_empty=False,
+        broker_commit_every=2000,
+        broker_commit_interval=1.0,
+        table_cleanup_interval=30.0,
+        worker_redirect_stdouts=False,
+    )
+
+
+app = create_app(load())

@@ -1,0 +1,66 @@
+"""Decode raw Faust events, route undecodable ones to the dead-letter topic, log with context."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import faust
+
+from infra.logs import get_logger
+from streams.codec import Codec, DecodeError, default_codec
+from streams.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
+from streams.metrics import DEAD_LETTERS, EVENTS_IN
+from streams.topics import TopicSpec, full_name
+from infra.settings import load
+
+_settings = load()
+
+
+@dataclass(frozen=True)
+class Inbound:
+    key: bytes | None
+    value: dict
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    raw: bytes
+
+
+def raw_topic(app: faust.App, topic: TopicSpec | str, **kwargs: Any) -> faust.TopicT:
+    name = topic.name if isinstance(topic, TopicSpec) else topic
+    return app.topic(full_name(_settings, name), key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw", **kwargs)
+
+
+async def send_dead_letter(app: faust.App, codec: Codec, source: str, partition: int, offset: int, agent: str,
+                           code: str, error: str, key: bytes | None, value: bytes | None) -> None:
+    envelope = dead_letter(source, partition, offset, agent, code, error, key, value)
+    await raw_topic(app, dlq_topic_for(source)).send(key=key, value=encode_dead_letter(codec, envelope))
+    DEAD_LETTERS.labels(source=source, agent=agent, reason=code).inc()
+
+
+async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSpec, agent: str,
+                          max_batch: int = 2000, within_s: float = 0.2,
+                          codec: Codec | None = None) -> AsyncIterator[list[Inbound]]:
+    """Yield batches of decoded events; bad records are dead-lettered and never stop the agent."""
+    codec = codec or default_codec()
+    log = get_logger("vitrina.agent", agent=agent, topic=source.name)
+    async for events in stream.take_events(max_batch, within=within_s):
+        good: list[Inbound] = []
+        for event in events:
+            message = event.message
+            raw = event.value
+            try:
+                value = codec.decode(raw, source.schema)
+            except DecodeError as exc:
+                log.warning("dead_letter", partition=message.partition, offset=message.offset, reason=exc.code, error=exc.message)
+                await send_dead_letter(app, codec, source.name, message.partition, message.offset, agent,
+                                       exc.code, exc.message, event.key, raw)
+                continue
+            good.append(Inbound(event.key, value, source.name, message.partition, message.offset,
+                                int((message.timestamp or 0) * 1000), raw))
+        EVENTS_IN.labels(topic=source.name, agent=agent).inc(len(events))
+        if good:
+            log.debug("batch", partition=good[-1].partition, offset=good[-1].offset, size=len(good))
+        yield good

@@ -1,0 +1,12 @@
+"""Prometheus metrics shared by agents (served on each worker's /metrics)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("vitrina_events_in_total", "Records consumed", ["topic", "agent"])
+EVENTS_OUT = Counter("vitrina_events_out_total", "Records produced", ["topic", "agent"])
+DEAD_LETTERS = Counter("vitrina_dead_letters_total", "Records sent to a dead-letter topic", ["source", "agent", "reason"])
+VIEW_WRITES = Counter("vitrina_view_writes_total", "Redis view writes", ["view"])
+BATCH_SECONDS = Histogram("vitrina_batch_seconds", "Processing time per batch", ["agent"],
+                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+CONSUMER_LAG = Gauge("vitrina_consumer_lag", "Records behind the end of the log", ["topic", "partition"])

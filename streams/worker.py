@@ -1,0 +1,19 @@
+"""Start a Faust worker with every agent registered, topics ensured first."""
+from __future__ import annotations
+
+import sys
+
+from infra.settings import load
+
+
+def run_worker(loglevel: str = "warning") -> int:
+    from streams.topics import ensure_topics
+    ensure_topics(load())
+    from streams.app import app
+    import streams.agents  # noqa: F401  (registers agents)
+    import streams.web  # noqa: F401  (metrics page)
+    settings = load()
+    sys.argv = ["vitrina-worker", "worker", "--loglevel", loglevel,
+                "--web-host", "127.0.0.1", "--web-port", str(settings.worker_web_port)]
+    app.main()
+    return 0
