@@ -6,6 +6,8 @@ malformed record becomes a dead letter instead of killing an agent.
 """
 from __future__ import annotations
 
+import os
+
 import faust
 
 from infra.settings import Settings, load
@@ -37,6 +39,11 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         table_cleanup_interval=30.0,
         worker_redirect_stdouts=False,
+        # Tansu completes a JoinGroup after about half the session timeout, so a short
+        # timeout means a fast start; heartbeats run off the agents' event-loop work.
+        broker_session_timeout=float(os.environ.get("VITRINA_SESSION_TIMEOUT_S", "10")),
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=float(os.environ.get("VITRINA_REBALANCE_TIMEOUT_S", "20")),
     )
 
 

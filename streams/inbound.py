@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import weakref
+
 import faust
+from faust.streams import _current_event
 
 from infra.logs import get_logger
 from streams.codec import Codec, DecodeError, default_codec
@@ -25,12 +28,47 @@ class Inbound:
     offset: int
     timestamp_ms: int
     raw: bytes
+    source: Any = None  # the Faust event: table writes need it as the "current event"
+    origin: tuple[int, int] | None = None  # (partition, offset) in the original topic, kept across repartitions
+
+    @property
+    def origin_partition(self) -> int:
+        return self.origin[0] if self.origin else self.partition
+
+    @property
+    def origin_offset(self) -> int:
+        return self.origin[1] if self.origin else self.offset
+
+    def bind(self) -> None:
+        """Make this the current event so Faust tables write to its partition's changelog."""
+        _current_event.set(weakref.ref(self.source))
 
 
 def raw_topic(app: faust.App, topic: TopicSpec | str, **kwargs: Any) -> faust.TopicT:
     name = topic.name if isinstance(topic, TopicSpec) else topic
     return app.topic(full_name(_settings, name), key_type=bytes, value_type=bytes,
                      key_serializer="raw", value_serializer="raw", **kwargs)
+
+
+ORIGIN_HEADER = "vitrina-origin"
+
+
+def _origin(headers: Any) -> tuple[int, int] | None:
+    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
+        if name == ORIGIN_HEADER:
+            partition, offset = value.decode().split(":")
+            return int(partition), int(offset)
+    return None
+
+
+async def forward(topic: faust.TopicT, key: bytes, event: Inbound) -> None:
+    """Repartition (explicit group_by): same bytes, new key, origin position in a header.
+
+    The origin lets downstream state apply each original record once even when
+    a restarted forwarder sends it again (at-least-once repartitioning).
+    """
+    origin = f"{event.origin_partition}:{event.origin_offset}".encode()
+    await topic.send(key=key, value=event.raw, headers=[(ORIGIN_HEADER, origin)])
 
 
 async def send_dead_letter(app: faust.App, codec: Codec, source: str, partition: int, offset: int, agent: str,
@@ -59,8 +97,17 @@ async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSp
                                        exc.code, exc.message, event.key, raw)
                 continue
             good.append(Inbound(event.key, value, source.name, message.partition, message.offset,
-                                int((message.timestamp or 0) * 1000), raw))
+                                int((message.timestamp or 0) * 1000), raw, event, _origin(message.headers)))
         EVENTS_IN.labels(topic=source.name, agent=agent).inc(len(events))
         if good:
             log.debug("batch", partition=good[-1].partition, offset=good[-1].offset, size=len(good))
         yield good
+
+
+async def dead_letter_failed(app: faust.App, event: Inbound, agent: str, exc: BaseException,
+                             codec: Codec | None = None) -> None:
+    """A decoded event whose processing raised: keep it (original bytes) with the error, go on."""
+    get_logger("vitrina.agent", agent=agent, topic=event.topic).error(
+        "processing_failed", partition=event.partition, offset=event.offset, error=repr(exc))
+    await send_dead_letter(app, codec or default_codec(), event.topic, event.partition, event.offset, agent,
+                           "PROCESSING_FAILED", f"{type(exc).__name__}: {exc}", event.key, event.raw)

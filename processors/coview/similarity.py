@@ -57,15 +57,17 @@ def llr(k11: float, k12: float, k21: float, k22: float) -> float:
 def pair_score(measure: str, co: float, n_i: float, n_j: float, total: float) -> float:
     if co <= 0.0 or n_i <= 0.0 or n_j <= 0.0:
         return 0.0
+    # Long-decayed counts can be tiny: avoid products that underflow to 0.
     if measure == "cosine":
-        return co / math.sqrt(n_i * n_j)
+        denominator = math.sqrt(n_i) * math.sqrt(n_j)
+        return co / denominator if denominator > 0.0 else 0.0
     if measure == "jaccard":
         union = n_i + n_j - co
         return co / union if union > 0.0 else 1.0
     if measure == "lift":
         if total <= 0.0:
             return 0.0
-        lift = co * total / (n_i * n_j)
+        lift = (co / n_i) * (total / n_j)
         return lift / (1.0 + lift)
     if measure == "llr":
         k12 = max(n_i - co, 0.0)

@@ -271,8 +271,10 @@ class LabelJoiner:
             play.duration_ms = duration
         if event_time < play.start_time:
             play.start_time = event_time
+        was_ended = play.ended
         play.advance(event_type, position, event_time, self.config.rules.finish_events)
-        self._schedule_check(play.last_time + self.config.idle_timeout, key)
+        if play.ended and not was_ended:
+            self._schedule_check(event_time, key)
 
     def expire(self, now: datetime) -> list[LabelledSample]:
         """Labelled samples whose label is final at watermark ``now``."""

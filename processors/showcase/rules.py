@@ -18,6 +18,7 @@ The assembly applies them in this order (see assemble.py):
 from __future__ import annotations
 
 import re
+from itertools import filterfalse, islice
 from datetime import datetime
 from typing import Callable, Collection, Iterable, Mapping, Sequence
 
@@ -173,15 +174,9 @@ def editorial_first(picks: Iterable[str], ml_results: Iterable[str]) -> tuple[st
 
 def take_unseen(items: Iterable[str], blocked: Collection[str], limit: int) -> list[str]:
     """First ``limit`` items not in ``blocked`` (hidden titles + titles visible in upper shelves)."""
-    out: list[str] = []
     if limit <= 0:
-        return out
-    for item in items:
-        if item not in blocked:
-            out.append(item)
-            if len(out) >= limit:
-                break
-    return out
+        return []
+    return list(islice(filterfalse(blocked.__contains__, items), limit))
 
 
 def dedupe_across_shelves(shelves: Sequence[Sequence[str]], visible: int, length: int | None = None) -> list[list[str]]:

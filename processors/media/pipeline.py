@@ -1,0 +1,292 @@
+"""Orchestration of one upload on local files: content key -> inspect -> ladder -> encode ->
+thumbnails -> validate -> quality. Returns every output as a local path with its object key and
+metadata (the caller uploads them and publishes the processed event), or a Rejection.
+
+Blocking; from asyncio use `EncoderPool.run(process_upload, ...)`, which also wires `cancel`.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from . import layout
+from .content_key import ContentKey, content_key_of_path
+from .encode import EncodeResult, EncodeSettings, encode_renditions
+from .inspect import MediaInfo, inspect, probe
+from .ladder import Recipe, build_ladder
+from .limits import Limits
+from .quality import QualityError, measure_quality
+from .rejection import Rejection, RejectionCode
+from .thumbnails import ThumbnailSpec, make_thumbnails, plan_thumbnails
+from .tools import MediaTools, ToolCancelled, ToolFailed, ToolTimeout
+from .validate import (Tolerance, Violation, check_media_playlist, check_rendition, check_thumbnail,
+                       moov_before_mdat, rejection_for)
+
+# share of the overall progress at the START of each stage
+STAGES = {"inspect": 0.0, "encode": 0.05, "thumbnails": 0.80, "validate": 0.83, "quality": 0.85, "done": 1.0}
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    fraction: float          # overall, 0..1
+    stage_fraction: float    # within the stage, 0..1
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: Path
+    object_key: str
+    content_type: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class RenditionOutput:
+    recipe: Recipe
+    file: OutputFile
+    duration_s: float               # measured on the output
+    video_kbps_measured: int
+    codecs: str                     # RFC 6381, for the HLS master
+    quality: dict[str, float] = field(default_factory=dict)
+    hls_files: tuple[OutputFile, ...] = ()
+
+    def as_event(self) -> dict[str, Any]:
+        """A vitrina.Rendition record."""
+        return {"name": self.recipe.name, "object_key": self.file.object_key, "width": self.recipe.width,
+                "height": self.recipe.height, "video_kbps": self.recipe.video_kbps,
+                "bytes": self.file.size_bytes, "duration_s": self.duration_s, "codec": self.recipe.codec,
+                "quality": dict(self.quality)}
+
+
+@dataclass(frozen=True)
+class ThumbnailOutput:
+    spec: ThumbnailSpec
+    file: OutputFile
+
+    def as_event(self) -> dict[str, Any]:
+        """A vitrina.Thumbnail record."""
+        return {"kind": self.spec.kind, "object_key": self.file.object_key,
+                "width": self.spec.width, "height": self.spec.height}
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    content_key: ContentKey
+    media: MediaInfo
+    renditions: list[RenditionOutput]
+    thumbnails: list[ThumbnailOutput]
+    master_playlist: OutputFile | None
+    timings_s: dict[str, float]
+    encode_commands: list[list[str]]
+    quality_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def asset_id(self) -> str:
+        return str(self.content_key)
+
+    @property
+    def processing_s(self) -> float:
+        return sum(self.timings_s.values())
+
+    def files(self) -> list[OutputFile]:
+        """Everything to upload, playlists last (so a player never sees a playlist before its media)."""
+        media = [r.file for r in self.renditions] + [t.file for t in self.thumbnails]
+        hls = [f for r in self.renditions for f in r.hls_files]
+        segments = [f for f in hls if f.object_key.endswith(".m4s")]
+        playlists = [f for f in hls if f.object_key.endswith(".m3u8")]
+        return media + segments + playlists + ([self.master_playlist] if self.master_playlist else [])
+
+    def as_event_fields(self) -> dict[str, Any]:
+        """The UploadProcessed fields this step knows (the caller adds upload ids and timestamps)."""
+        return {"asset_id": self.asset_id, "duration_s": self.media.duration_s,
+                "source_width": self.media.width, "source_height": self.media.height,
+                "renditions": [r.as_event() for r in self.renditions],
+                "thumbnails": [t.as_event() for t in self.thumbnails],
+                "hls_master_key": self.master_playlist.object_key if self.master_playlist else None,
+                "processing_s": round(self.processing_s, 3)}
+
+
+def _output(path: Path, key: str) -> OutputFile:
+    return OutputFile(path=path, object_key=key, content_type=layout.content_type(key),
+                      size_bytes=path.stat().st_size)
+
+
+def _avc_codec_string(path: Path, recipe: Recipe) -> str:
+    """avc1.PPCCLL from the avcC box of the (faststart, so moov is at the front) MP4."""
+    with open(path, "rb") as f:
+        head = f.read(4 * 1024 * 1024)
+    at = head.find(b"avcC")
+    if at >= 0 and len(head) >= at + 8:
+        profile, constraints, level = head[at + 5], head[at + 6], head[at + 7]
+        return f"avc1.{profile:02x}{constraints:02x}{level:02x}"
+    return layout.avc1_codec(recipe.profile, 40)
+
+
+def process_upload(
+    local_path: str | Path,
+    workdir: str | Path,
+    limits: Limits | None = None,
+    *,
+    tools: MediaTools | None = None,
+    settings: EncodeSettings | None = None,
+    tolerance: Tolerance | None = None,
+    content_key: ContentKey | None = None,
+    measure: bool = True,
+    quality_max_seconds: float = 10.0,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ProcessResult | Rejection:
+    """Raises ToolCancelled when `cancel` is set and ToolMissing when ffmpeg/ffprobe are absent;
+    every problem with the file itself comes back as a Rejection."""
+    limits = limits or Limits()
+    tools = tools or MediaTools()
+    settings = settings or replace(EncodeSettings(), ffmpeg=tools.ffmpeg)
+    tolerance = tolerance or Tolerance()
+    source = Path(local_path)
+    workdir = Path(workdir)
+    timings: dict[str, float] = {}
+
+    def report(stage: str, within: float = 0.0) -> None:
+        if on_progress is None:
+            return
+        names = list(STAGES)
+        start = STAGES[stage]
+        end = STAGES[names[min(names.index(stage) + 1, len(names) - 1)]]
+        on_progress(Progress(stage, round(start + (end - start) * within, 4), round(within, 4)))
+
+    clock = time.monotonic()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        timings[stage] = round(now - clock, 3)
+        clock = now
+
+    report("inspect")
+    info = inspect(source, limits, tools, cancel)
+    if isinstance(info, Rejection):
+        return info
+    key = content_key or content_key_of_path(source)
+    asset_id = str(key)
+    lap("inspect")
+
+    recipes = build_ladder(info)
+    workdir.mkdir(parents=True, exist_ok=True)
+    created: list[Path] = []
+
+    def reject(rejection: Rejection) -> Rejection:
+        for path in created:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        shutil.rmtree(workdir / "thumbs", ignore_errors=True)
+        return rejection
+
+    report("encode")
+    try:
+        encoded: EncodeResult = encode_renditions(
+            source, info, recipes, workdir, settings, timeout_s=limits.encode_timeout_s,
+            on_progress=(lambda f: report("encode", f)) if on_progress else None, cancel=cancel)
+    except ToolCancelled:
+        raise
+    except ToolTimeout as exc:
+        return reject(Rejection(RejectionCode.ENCODE_FAILED, str(exc), {"stage": "encode", "timeout": True}))
+    except ToolFailed as exc:
+        return reject(Rejection(RejectionCode.ENCODE_FAILED, str(exc), {"stage": "encode"}))
+    for r in encoded.renditions:
+        created += [r.path] + [p for p in (r.hls_playlist, r.hls_segments) if p is not None]
+    lap("encode")
+
+    report("thumbnails")
+    specs = plan_thumbnails(info, recipes)
+    try:
+        thumbs = make_thumbnails(source, info, specs, workdir / "thumbs", tools=tools, cancel=cancel)
+    except ToolCancelled:
+        reject(Rejection(RejectionCode.ENCODE_FAILED, "cancelled"))
+        raise
+    except ToolFailed as exc:
+        return reject(Rejection(RejectionCode.ENCODE_FAILED, f"thumbnails: {exc}", {"stage": "thumbnails"}))
+    lap("thumbnails")
+
+    report("validate")
+    violations: list[Violation] = []
+    measured: dict[str, tuple[float, int]] = {}
+    for r in encoded.renditions:
+        try:
+            data = probe(r.path, tools)
+        except Exception as exc:  # ffmpeg.Error: the output is unreadable
+            violations.append(Violation(r.recipe.name, "readable", True, str(exc)))
+            continue
+        violations += check_rendition(data, r.recipe, info, tolerance, faststart=moov_before_mdat(r.path))
+        video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), {})
+        measured[r.recipe.name] = (float(data.get("format", {}).get("duration") or 0.0),
+                                   int(float(video.get("bit_rate") or 0) / 1000))
+        if r.hls_playlist is not None and r.hls_segments is not None:
+            if r.hls_playlist.is_file() and r.hls_segments.is_file():
+                violations += check_media_playlist(r.hls_playlist.read_text(), r.recipe, info,
+                                                   r.hls_segments.stat().st_size, tolerance)
+            else:
+                violations.append(Violation(r.recipe.name, "hls_files", True, False))
+    for thumb in thumbs:
+        try:
+            violations += check_thumbnail(probe(thumb.path, tools), thumb.spec)
+        except Exception as exc:
+            violations.append(Violation(thumb.spec.name, "readable", True, str(exc)))
+    rejection = rejection_for(violations)
+    if rejection:
+        return reject(rejection)
+    lap("validate")
+
+    report("quality")
+    qualities: dict[str, dict[str, float]] = {}
+    quality_errors: dict[str, str] = {}
+    if measure:
+        for i, r in enumerate(encoded.renditions):
+            try:
+                qualities[r.recipe.name] = measure_quality(source, info, r.path, r.recipe, tools=tools,
+                                                           max_seconds=quality_max_seconds, cancel=cancel)
+            except ToolCancelled:
+                reject(Rejection(RejectionCode.ENCODE_FAILED, "cancelled"))
+                raise
+            except (ToolFailed, QualityError, ValueError) as exc:
+                quality_errors[r.recipe.name] = str(exc)   # quality is advisory: never rejects
+            report("quality", (i + 1) / len(encoded.renditions))
+    lap("quality")
+
+    renditions = []
+    for r in encoded.renditions:
+        hls_files: tuple[OutputFile, ...] = ()
+        if r.hls_playlist is not None and r.hls_segments is not None:
+            hls_files = (_output(r.hls_segments, layout.segment_file_key(asset_id, r.recipe.name)),
+                         _output(r.hls_playlist, layout.media_playlist_key(asset_id, r.recipe.name)))
+        duration, kbps = measured[r.recipe.name]
+        renditions.append(RenditionOutput(
+            recipe=r.recipe, file=_output(r.path, layout.rendition_key(asset_id, r.recipe.name)),
+            duration_s=duration, video_kbps_measured=kbps, codecs=_avc_codec_string(r.path, r.recipe),
+            quality=qualities.get(r.recipe.name, {}), hls_files=hls_files))
+    master = None
+    if all(r.hls_files for r in renditions):
+        variants = [layout.Variant(
+            uri=f"{r.recipe.name}.m3u8",
+            bandwidth_bps=max(r.recipe.bandwidth_bps, (r.video_kbps_measured + (r.recipe.audio_kbps or 0)) * 1000),
+            average_bandwidth_bps=int(r.file.size_bytes * 8 / max(r.duration_s, 1e-3)),
+            width=r.recipe.width, height=r.recipe.height,
+            codecs=r.codecs + (f",{layout.AAC_LC}" if r.recipe.audio_kbps else ""),
+            frame_rate=min(info.fps, r.recipe.fps_cap) if info.fps else None) for r in renditions]
+        master_path = workdir / "master.m3u8"
+        master_path.write_text(layout.render_master_playlist(variants))
+        master = _output(master_path, layout.master_playlist_key(asset_id))
+    thumbnails = [ThumbnailOutput(t.spec, _output(t.path, layout.thumbnail_key(asset_id, t.spec.name)))
+                  for t in thumbs]
+    report("done", 1.0)
+    return ProcessResult(content_key=key, media=info, renditions=renditions, thumbnails=thumbnails,
+                         master_playlist=master, timings_s=timings, encode_commands=encoded.commands,
+                         quality_errors=quality_errors)

@@ -1,0 +1,250 @@
+"""Model-version lifecycle and KION's promotion rule, as pure functions on plain data.
+
+States: NONE -> STAGING -> PRODUCTION -> ARCHIVED, plus ARCHIVED -> PRODUCTION for a
+rollback. At most one version is in PRODUCTION; promoting or rolling back archives
+the previous one. Every function returns a new ``Registry``; ``to_dict``/``from_dict``
+give JSON-ready records the I/O shell persists (Redis hash, S3 object...).
+
+Promotion rule (KION): compare the candidate's offline metrics with the active model's
+last N evaluations; promote only if, for every task, candidate AUC >= mean(last N AUCs)
+- tolerance. Without any production history the first candidate is promoted.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from processors.ranking.errors import RegistryError
+from processors.ranking.tasks import TASKS
+
+
+class ModelState(str, Enum):
+    NONE = "NONE"
+    STAGING = "STAGING"
+    PRODUCTION = "PRODUCTION"
+    ARCHIVED = "ARCHIVED"
+
+
+ALLOWED_TRANSITIONS: dict[ModelState, frozenset[ModelState]] = {
+    ModelState.NONE: frozenset({ModelState.STAGING}),
+    ModelState.STAGING: frozenset({ModelState.PRODUCTION, ModelState.ARCHIVED}),
+    ModelState.PRODUCTION: frozenset({ModelState.ARCHIVED}),
+    ModelState.ARCHIVED: frozenset({ModelState.PRODUCTION}),
+}
+
+Metrics = Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    at: datetime
+    metrics: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: datetime
+    from_state: ModelState
+    to_state: ModelState
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    created_at: datetime
+    sha256: str
+    paths: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    state: ModelState = ModelState.NONE
+    evaluations: tuple[Evaluation, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "sha256": self.sha256,
+            "paths": dict(self.paths),
+            "metrics": dict(self.metrics),
+            "state": self.state.value,
+            "evaluations": [{"at": e.at.isoformat(), "metrics": dict(e.metrics)} for e in self.evaluations],
+            "transitions": [
+                {"at": t.at.isoformat(), "from": t.from_state.value, "to": t.to_state.value, "reason": t.reason}
+                for t in self.transitions
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelVersion:
+        try:
+            return cls(
+                version=str(data["version"]),
+                created_at=datetime.fromisoformat(data["created_at"]),
+                sha256=str(data["sha256"]),
+                paths=dict(data.get("paths") or {}),
+                metrics=dict(data.get("metrics") or {}),
+                state=ModelState(data.get("state", "NONE")),
+                evaluations=tuple(
+                    Evaluation(datetime.fromisoformat(e["at"]), dict(e["metrics"])) for e in data.get("evaluations", ())
+                ),
+                transitions=tuple(
+                    Transition(datetime.fromisoformat(t["at"]), ModelState(t["from"]), ModelState(t["to"]), t["reason"])
+                    for t in data.get("transitions", ())
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryError("bad_record", f"cannot read model version record: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Registry:
+    versions: tuple[ModelVersion, ...] = ()
+
+    def get(self, version: str) -> ModelVersion:
+        for record in self.versions:
+            if record.version == version:
+                return record
+        raise RegistryError("unknown_version", f"no model version {version!r}", field="version")
+
+    def production(self) -> ModelVersion | None:
+        return next((v for v in self.versions if v.state is ModelState.PRODUCTION), None)
+
+    def in_state(self, state: ModelState) -> list[ModelVersion]:
+        return [v for v in self.versions if v.state is state]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"versions": [v.to_dict() for v in self.versions]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Registry:
+        return cls(tuple(ModelVersion.from_dict(v) for v in data.get("versions", ())))
+
+
+@dataclass(frozen=True)
+class TaskCheck:
+    candidate: float | None
+    reference: float | None
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: tuple[str, ...]
+    checks: dict[str, TaskCheck] = field(default_factory=dict)
+
+
+def decide_promotion(
+    candidate_metrics: Metrics,
+    production_history: Sequence[Metrics],
+    tolerance: float = 0.0,
+    *,
+    last_n: int | None = None,
+    tasks: Sequence[str] = TASKS,
+) -> Decision:
+    """KION's rule: no task may fall below the active model's mean over its last N evaluations."""
+    if tolerance < 0:
+        raise RegistryError("bad_tolerance", "tolerance must be >= 0", field="tolerance")
+    history = list(production_history)[-last_n:] if last_n else list(production_history)
+    if not history:
+        return Decision(True, ("no_production_history",))
+    reasons: list[str] = []
+    checks: dict[str, TaskCheck] = {}
+    for task in tasks:
+        values = [float(h[task]) for h in history if h.get(task) is not None]
+        candidate = candidate_metrics.get(task)
+        if not values:
+            checks[task] = TaskCheck(candidate, None, True)
+            reasons.append(f"{task}:no_reference")
+            continue
+        reference = sum(values) / len(values)
+        if candidate is None:
+            checks[task] = TaskCheck(None, reference, False)
+            reasons.append(f"{task}:candidate_metric_missing")
+            continue
+        ok = candidate >= reference - tolerance
+        checks[task] = TaskCheck(float(candidate), reference, ok)
+        reasons.append(f"{task}:{'ok' if ok else 'dropped'} {candidate:.4f} vs {reference:.4f} (tol {tolerance:g})")
+    return Decision(all(c.ok for c in checks.values()), tuple(reasons), checks)
+
+
+def _transition(record: ModelVersion, to_state: ModelState, at: datetime, reason: str) -> ModelVersion:
+    if to_state not in ALLOWED_TRANSITIONS[record.state]:
+        raise RegistryError(
+            "illegal_transition", f"{record.version}: {record.state.value} -> {to_state.value} is not allowed"
+        )
+    return replace(record, state=to_state, transitions=(*record.transitions, Transition(at, record.state, to_state, reason)))
+
+
+def _replace(registry: Registry, *records: ModelVersion) -> Registry:
+    by_version = {r.version: r for r in records}
+    return Registry(tuple(by_version.get(v.version, v) for v in registry.versions))
+
+
+def register(registry: Registry, record: ModelVersion) -> Registry:
+    if any(v.version == record.version for v in registry.versions):
+        raise RegistryError("duplicate_version", f"version {record.version!r} already registered", field="version")
+    if record.state is not ModelState.NONE:
+        raise RegistryError("bad_state", "new versions start in NONE", field="state")
+    return Registry((*registry.versions, record))
+
+
+def stage(registry: Registry, version: str, at: datetime) -> Registry:
+    return _replace(registry, _transition(registry.get(version), ModelState.STAGING, at, "staged"))
+
+
+def _make_production(registry: Registry, version: str, at: datetime, reason: str) -> Registry:
+    target = registry.get(version)
+    if target.state is ModelState.PRODUCTION:
+        raise RegistryError("already_production", f"{version} is already in production")
+    promoted = _transition(target, ModelState.PRODUCTION, at, reason)
+    current = registry.production()
+    if current is None:
+        return _replace(registry, promoted)
+    return _replace(registry, promoted, _transition(current, ModelState.ARCHIVED, at, f"replaced by {version}"))
+
+
+def promote(registry: Registry, version: str, at: datetime, reason: str = "promoted") -> Registry:
+    if registry.get(version).state is not ModelState.STAGING:
+        raise RegistryError("illegal_transition", f"only a STAGING version can be promoted, {version} is not")
+    return _make_production(registry, version, at, reason)
+
+
+def reject(registry: Registry, version: str, at: datetime, reason: str = "rejected") -> Registry:
+    return _replace(registry, _transition(registry.get(version), ModelState.ARCHIVED, at, reason))
+
+
+def rollback(registry: Registry, version: str, at: datetime) -> Registry:
+    """Put an ARCHIVED ``version`` back into PRODUCTION; the current one is archived."""
+    if registry.get(version).state is not ModelState.ARCHIVED:
+        raise RegistryError("illegal_transition", f"rollback target {version} must be ARCHIVED")
+    return _make_production(registry, version, at, "rollback")
+
+
+def record_evaluation(registry: Registry, version: str, metrics: Metrics, at: datetime) -> Registry:
+    record = registry.get(version)
+    return _replace(registry, replace(record, evaluations=(*record.evaluations, Evaluation(at, dict(metrics)))))
+
+
+def production_history(registry: Registry, last_n: int) -> list[dict[str, float | None]]:
+    current = registry.production()
+    if current is None:
+        return []
+    return [dict(e.metrics) for e in current.evaluations[-last_n:]] if last_n > 0 else []
+
+
+def evaluate_candidate(
+    registry: Registry, version: str, at: datetime, *, tolerance: float = 0.0, last_n: int = 5
+) -> tuple[Registry, Decision]:
+    """The whole KION step for a STAGING candidate: promote it, or archive it and keep the old one."""
+    candidate = registry.get(version)
+    if candidate.state is not ModelState.STAGING:
+        raise RegistryError("illegal_transition", f"candidate {version} must be STAGING")
+    decision = decide_promotion(candidate.metrics, production_history(registry, last_n), tolerance)
+    if decision.promote:
+        return promote(registry, version, at, "; ".join(decision.reasons)), decision
+    return reject(registry, version, at, "; ".join(decision.reasons)), decision

@@ -1,0 +1,155 @@
+"""Personal ML shelves: "for you" (two-stage) and "watch also", plus the user's genre affinity.
+
+"for you":
+  stage 1, candidates: similar lists of the user's most recent titles (``weights.seeds``), each list
+    weighted by seed recency (1 / (1 + 0.25 * rank)); scores of a candidate are summed; blocked (watched,
+    already visible upper), not allowed, and seed titles are skipped; the best ``weights.candidates`` kept.
+  stage 2, re-rank: relevance = similarity / max similarity, averaged with the min-max normalised
+    ranking score when the ranking model scored the candidate;
+    base = relevance * w_rel + novelty * w_nov + rating * w_rat, with novelty = 1 - popularity / max
+    popularity and rating = rating / 10 (0.5 when unknown); then MMR: pick greedily the candidate
+    maximising lambda * base - (1 - lambda) * (max genre Jaccard with the already picked titles).
+"watch also": the similar list of the last watched title, in similarity order, filtered the same way.
+"""
+from __future__ import annotations
+
+import heapq
+from operator import itemgetter
+from typing import Collection, Mapping, Sequence
+
+from .catalogue import CatalogueIndex, SimilarLists
+from .config import ForYouWeights
+
+
+def _similar_of(item: str, similar: SimilarLists, canonical: Mapping[str, str]) -> Sequence[tuple[str, float]]:
+    found = similar.get(item)
+    if found is None:
+        parent = canonical.get(item)
+        found = similar.get(parent, ()) if parent is not None and parent != item else ()
+    return found
+
+
+def for_you(
+    seeds: Sequence[str],
+    similar: SimilarLists,
+    blocked: Collection[str],
+    allowed: Collection[str],
+    index: CatalogueIndex,
+    limit: int,
+    weights: ForYouWeights,
+    ranking: Mapping[str, float] | None = None,
+) -> list[str]:
+    if limit <= 0:
+        return []
+    canonical, parent = index.canonical, index.episode_parent
+    recent = seeds[: weights.seeds]
+    excluded = set(blocked)
+    excluded.update(canonical.get(s, s) for s in recent)
+    scores: dict[str, float] = {}
+    get = scores.get
+    for rank, seed in enumerate(recent):
+        decay = 1.0 / (1.0 + 0.25 * rank)
+        for candidate, score in _similar_of(seed, similar, canonical):
+            if candidate not in allowed:
+                candidate = parent.get(candidate)
+                if candidate is None or candidate not in allowed:
+                    continue
+            if candidate not in excluded:
+                scores[candidate] = get(candidate, 0.0) + decay * score
+    if not scores:
+        return []
+    size = min(weights.candidates, max(3 * limit, limit + 10))
+    pool = heapq.nlargest(size, scores.items(), key=itemgetter(1))
+    top_similarity = pool[0][1] or 1.0
+    ranked: dict[str, float] = {}
+    if ranking:
+        ranked = {item: ranking[item] for item, _ in pool if item in ranking}
+    low, high = (min(ranked.values()), max(ranked.values())) if ranked else (0.0, 0.0)
+    span = (high - low) or 1.0
+    novelty, rating, masks = index.novelty, index.rating_norm, index.genre_mask
+    w_rel, w_nov, w_rat = weights.relevance, weights.novelty, weights.rating
+    items: list[str] = []
+    base: list[float] = []
+    for item, similarity in pool:
+        relevance = similarity / top_similarity
+        if ranked and item in ranked:
+            relevance = 0.5 * relevance + 0.5 * (ranked[item] - low) / span
+        items.append(item)
+        base.append(w_rel * relevance + w_nov * novelty.get(item, 0.5) + w_rat * rating.get(item, 0.5))
+    return mmr_by_genre(items, base, [masks.get(i, 0) for i in items], limit, weights.mmr_lambda)
+
+
+def mmr_by_genre(items: Sequence[str], base: Sequence[float], masks: Sequence[int], limit: int, lam: float) -> list[str]:
+    """Greedy maximal marginal relevance: each step picks max lam * base - (1 - lam) * max Jaccard of its
+    genre set with the already picked titles. Marginal values only fall as picks accumulate, so a lazy
+    heap gives exactly the greedy result while re-scoring only the few titles that reach the top."""
+    penalty = 1.0 - lam
+    heap = [(-lam * b, i) for i, b in enumerate(base)]
+    heapq.heapify(heap)
+    picked_masks: list[int] = []
+    max_sim = [0.0] * len(items)
+    checked = [0] * len(items)  # how many picks max_sim[i] already accounts for
+    chosen: list[str] = []
+    while heap and len(chosen) < limit:
+        _, idx = heapq.heappop(heap)
+        if penalty > 0.0 and checked[idx] < len(picked_masks):
+            mask, best = masks[idx], max_sim[idx]
+            for other in picked_masks[checked[idx]:]:
+                common = mask & other
+                if common:
+                    sim = common.bit_count() / (mask | other).bit_count()
+                    if sim > best:
+                        best = sim
+            max_sim[idx], checked[idx] = best, len(picked_masks)
+            value = lam * base[idx] - penalty * best
+            if heap and value < -heap[0][0]:
+                heapq.heappush(heap, (-value, idx))
+                continue
+        chosen.append(items[idx])
+        picked_masks.append(masks[idx])
+    return chosen
+
+
+def watch_also(
+    anchor: str | None,
+    similar: SimilarLists,
+    blocked: Collection[str],
+    allowed: Collection[str],
+    index: CatalogueIndex,
+    limit: int,
+) -> list[str]:
+    if anchor is None or limit <= 0:
+        return []
+    canonical, parent = index.canonical, index.episode_parent
+    own = canonical.get(anchor, anchor)
+    ordered = sorted(_similar_of(anchor, similar, canonical), key=itemgetter(1), reverse=True)
+    out: list[str] = []
+    for candidate, _ in ordered:
+        if candidate not in allowed:
+            candidate = parent.get(candidate)
+            if candidate is None or candidate not in allowed:
+                continue
+        if candidate == own or candidate in blocked or candidate in out:
+            continue
+        out.append(candidate)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def genre_profile(recent: Sequence[str], index: CatalogueIndex, depth: int = 20) -> dict[str, float]:
+    """Recency-weighted genre shares of the user's recent titles (sums to 1)."""
+    weights: dict[str, float] = {}
+    for rank, item in enumerate(recent[:depth]):
+        title = index.titles.get(index.canonical.get(item, item))
+        if title is None or not title.genres:
+            continue
+        share = 1.0 / (1.0 + 0.1 * rank) / len(title.genres)
+        for genre in title.genres:
+            weights[genre] = weights.get(genre, 0.0) + share
+    total = sum(weights.values())
+    return {g: w / total for g, w in weights.items()} if total else {}
+
+
+def shelf_affinity(profile: Mapping[str, float], signature: Mapping[str, float]) -> float:
+    return sum(profile.get(g, 0.0) * w for g, w in signature.items())
