@@ -58,3 +58,12 @@ class Settings:
 def load() -> Settings:
     """Read settings from the environment now (not at import time)."""
     return Settings()
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The VITRINA_* variables that reproduce ``settings`` in a child process."""
+    env = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        env[f"VITRINA_{f.name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return env

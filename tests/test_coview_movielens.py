@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from processors.coview.memory import CoviewIndex, SessionStore
-from processors.coview.sessionize import ViewCompleted
+from processors.coview.sessionize import SessionClosed, ViewCompleted
 
 DATA = Path("/work/shared/data/datasets/movielens-ml-latest-small")
 pytestmark = pytest.mark.skipif(not (DATA / "ratings.csv").exists(), reason="MovieLens data not present")
@@ -36,9 +36,10 @@ def movielens():
     views = []
     for event in rating_events(rows):
         for out in store.feed(event):
-            assert type(out) is ViewCompleted, out
-            views.append(out)
-            index.add_view(out)
+            assert type(out) in (ViewCompleted, SessionClosed), out
+            if type(out) is ViewCompleted:
+                views.append(out)
+                index.add_view(out)
     now = max(t for _, _, t in rows) + 4000
     return rows, genres, views, index, now
 

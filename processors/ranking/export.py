@@ -98,6 +98,8 @@ def restore_checkpoint(trainer: Any, path_or_directory: str | Path) -> str:
         if latest is None:
             raise FileNotFoundError(f"no checkpoint in {path}")
         path = latest
+    elif not Path(path + ".index").exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
     with trainer.lock:
         _checkpoint(trainer).restore(path).assert_existing_objects_matched()
     return path

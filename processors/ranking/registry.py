@@ -36,6 +36,7 @@ ALLOWED_TRANSITIONS: dict[ModelState, frozenset[ModelState]] = {
 }
 
 Metrics = Mapping[str, float | None]
+_FLOAT_SLACK = 1e-9  # a mean of equal AUCs must not count as a drop
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def decide_promotion(
             checks[task] = TaskCheck(None, reference, False)
             reasons.append(f"{task}:candidate_metric_missing")
             continue
-        ok = candidate >= reference - tolerance
+        ok = candidate >= reference - tolerance - _FLOAT_SLACK
         checks[task] = TaskCheck(float(candidate), reference, ok)
         reasons.append(f"{task}:{'ok' if ok else 'dropped'} {candidate:.4f} vs {reference:.4f} (tol {tolerance:g})")
     return Decision(all(c.ok for c in checks.values()), tuple(reasons), checks)

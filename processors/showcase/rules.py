@@ -71,11 +71,12 @@ def template_slot(shelf: ShelfDef) -> int | None:
 
 
 def place_in_template(shelves: Sequence[ShelfDef], affinity: Mapping[str, float] | None = None) -> list[ShelfDef]:
-    """Pinned shelves take their slot (a taken slot pushes to the next one); free shelves fill the gaps
+    """Pinned shelves take their slot (a taken slot pushes to the next one; an editor's explicit pin wins
+    over a default slot); free shelves fill the gaps
     ordered ML first, then VOD-like by descending personal affinity, super-shelves last (ties: input order)."""
     pinned = sorted(
         ((template_slot(s), i, s) for i, s in enumerate(shelves) if template_slot(s) is not None),
-        key=lambda t: (t[0], t[1]),
+        key=lambda t: (t[0], t[2].template_slot is None, t[1]),  # explicit pin beats a default slot
     )
     affinity = affinity or {}
     free = sorted(
