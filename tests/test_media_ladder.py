@@ -2,18 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from processors.media.inspect import MediaInfo
+from _media_helpers import make_info as info
 from processors.media.ladder import DEFAULT_RUNGS, Recipe, build_ladder, even, scaled_size, top_recipe
-
-
-def info(width: int, height: int, *, audio_channels: int | None = 2, fps: float = 25.0) -> MediaInfo:
-    return MediaInfo(
-        format_name="mov,mp4,m4a,3gp,3g2,mj2", duration_s=10.0, width=width, height=height,
-        coded_width=width, coded_height=height, rotation=0, codec="h264", pix_fmt="yuv420p", fps=fps,
-        frame_count=int(10 * fps), has_audio=audio_channels is not None, audio_codec="aac" if audio_channels else None,
-        audio_channels=audio_channels, audio_sample_rate=48000 if audio_channels else None, bitrate_kbps=1000,
-        size_bytes=1_000_000, video_stream_index=0, audio_stream_index=1 if audio_channels else None,
-        duration_source="container")
 
 
 LADDER_CASES = [

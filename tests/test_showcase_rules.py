@@ -424,3 +424,52 @@ def _defs(*specs: tuple) -> list[ShelfDef]:
 )
 def test_template_placement(specs, affinity, expected):
     assert [d.shelf_id for d in place_in_template(_defs(*specs), affinity)] == expected
+
+
+def test_nightly_fill_of_600_auto_shelves_out_of_1000():
+    import random
+
+    from processors.showcase import fill_auto_shelves
+    from processors.showcase.sample import GENRES, TAGS, generate_catalogue, generate_stats
+
+    raw = generate_catalogue(1500, seed=5, now=NOW)
+    titles = [title(t["item_id"], **{k: v for k, v in t.items() if k != "item_id"}) for t in raw]
+    popularity = generate_stats(raw, seed=5).popularity
+    rng = random.Random(5)
+    defs = []
+    for n in range(1000):
+        if n % 5 < 3:
+            spec = rule(
+                genres=rng.sample(GENRES, rng.randint(0, 2)), tags=rng.sample(TAGS, rng.randint(0, 1)),
+                min_year=rng.choice([None, 2000, 2015]), max_age_rating=rng.choice([None, 12, 16]),
+                sort=rng.choice(["POPULAR", "NEWEST", "RATING"]), limit=rng.choice([20, 60, 100]),
+            )
+            defs.append(ShelfDef.from_dict(shelf_dict(f"auto{n}", "AUTO", rule=spec)))
+        else:
+            defs.append(ShelfDef.from_dict(shelf_dict(f"ed{n}", "VOD", item_ids=[raw[n]["item_id"]])))
+    fills = fill_auto_shelves(defs, titles, popularity, NOW)
+    assert len(fills) == 600 and all(k.startswith("auto") for k in fills)
+    by_id = {t["item_id"]: t for t in raw}
+    for shelf in defs[:50]:
+        if shelf.rule is None:
+            continue
+        r = shelf.rule
+        expected = [
+            t for t in raw
+            if t["episode"] is None
+            and (t["licence_start"] is None or t["licence_start"] <= NOW)
+            and (t["licence_end"] is None or NOW < t["licence_end"])
+            and (not r.genres or r.genres & set(t["genres"]))
+            and (not r.tags or r.tags & set(t["tags"]))
+            and (r.min_year is None or (t["release_year"] or 0) >= r.min_year)
+            and (r.max_age_rating is None or t["age_rating"] <= r.max_age_rating)
+        ]
+        got = fills[shelf.shelf_id]
+        assert len(got) == min(r.limit, len(expected))
+        assert set(got) <= {t["item_id"] for t in expected}
+        if r.sort == "POPULAR":
+            values = [popularity.get(i, 0.0) for i in got]
+            assert values == sorted(values, reverse=True)
+        elif r.sort == "NEWEST":
+            years = [by_id[i]["release_year"] for i in got]
+            assert years == sorted(years, reverse=True)

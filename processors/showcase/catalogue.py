@@ -60,11 +60,6 @@ def fill_auto_shelves(
     return fills
 
 
-def _normalise(values: Mapping[str, float]) -> dict[str, float]:
-    top = max(values.values(), default=0.0)
-    return {k: (v / top if top > 0 else 0.0) for k, v in values.items()}
-
-
 class AudienceView:
     """Titles allowed for one audience in one licence epoch, and shelf pools filtered for it."""
 
@@ -122,21 +117,22 @@ class CatalogueIndex:
         bit = {g: 1 << i for i, g in enumerate(genres)}
         self.genre_mask = {t.item_id: sum(bit[g] for g in t.genres) for t in showable}
         popularity = self.stats.popularity
-        pop_norm = _normalise({t.item_id: popularity.get(t.item_id, 0.0) for t in showable})
-        self.novelty = {k: 1.0 - v for k, v in pop_norm.items()}  # long tail = novel for most users
+        by_popularity = sorted(showable, key=lambda t: (-popularity.get(t.item_id, 0.0), t.item_id))
+        last = max(len(by_popularity) - 1, 1)
+        # novelty = popularity percentile from the top: the long tail is what a user has most likely not seen
+        self.novelty = {t.item_id: rank / last for rank, t in enumerate(by_popularity)}
         self.rating_norm = {
             t.item_id: (min(max(t.rating, 0.0), 10.0) / 10.0 if t.rating is not None else 0.5) for t in showable
         }
 
-        by_popularity = sorted(showable, key=lambda t: (-popularity.get(t.item_id, 0.0), t.item_id))
         self.banner_candidates = tuple(t.item_id for t in by_popularity if "banner" in t.editorial_flags)
         self.originals_candidates = tuple(t.item_id for t in by_popularity if "original" in t.editorial_flags)
 
-        self.auto_fills = (
-            {k: tuple(v) for k, v in auto_fills.items()}
-            if auto_fills is not None
-            else fill_auto_shelves(self.shelf_defs, showable, popularity, fill_time)
-        )
+        # nightly fills passed in are reused; shelves with a rule but no fill yet are filled now
+        self.auto_fills = {k: tuple(v) for k, v in (auto_fills or {}).items()}
+        unfilled = [d for d in self.shelf_defs if d.rule is not None and d.shelf_id not in self.auto_fills]
+        if unfilled:
+            self.auto_fills.update(fill_auto_shelves(unfilled, showable, popularity, fill_time))
         self._episodes: dict[str, list[Title]] = {}
         for t in self.titles.values():
             if t.is_episode:
@@ -202,6 +198,27 @@ class CatalogueIndex:
             auto_fills=auto_fills,
             similar=similar,
             rejected=rejected,
+        )
+
+    def rebuild(
+        self,
+        titles: Iterable[Mapping[str, Any] | Title] | None = None,
+        shelf_defs: Iterable[Mapping[str, Any] | ShelfDef] | None = None,
+        stats: Stats | None = None,
+        *,
+        now: datetime,
+        refill: bool = False,
+    ) -> "CatalogueIndex":
+        """A new index after catalogue / shelf / stats updates. Auto-shelf fills are kept (they change
+        nightly) unless ``refill``; titles that left the catalogue are still filtered out per request."""
+        return CatalogueIndex.build(
+            self.titles.values() if titles is None else titles,
+            self.shelf_defs if shelf_defs is None else shelf_defs,
+            self.stats if stats is None else stats,
+            now=now,
+            policy=self.policy,
+            auto_fills=None if refill else self.auto_fills,
+            similar=self.similar,
         )
 
     def _shelf_signature(self, shelf: ShelfDef) -> dict[str, float]:

@@ -6,8 +6,9 @@
     already visible upper), not allowed, and seed titles are skipped; the best ``weights.candidates`` kept.
   stage 2, re-rank: relevance = similarity / max similarity, averaged with the min-max normalised
     ranking score when the ranking model scored the candidate;
-    base = relevance * w_rel + novelty * w_nov + rating * w_rat, with novelty = 1 - popularity / max
-    popularity and rating = rating / 10 (0.5 when unknown); then MMR: pick greedily the candidate
+    base = relevance * w_rel + novelty * w_nov + rating * w_rat, with novelty = popularity rank
+    percentile counted from the most popular (0) to the least (1) and rating = rating / 10 (0.5 when
+    unknown); then MMR: pick greedily the candidate
     maximising lambda * base - (1 - lambda) * (max genre Jaccard with the already picked titles).
 "watch also": the similar list of the last watched title, in similarity order, filtered the same way.
 """

@@ -1,0 +1,195 @@
+"""Benchmark of the online ranking core: label join, training, export, LiteRT latency, AUC.
+
+Run from the repo root:  /work/venv/bin/python bench/ranking.py  [--requests N]
+Writes bench/results/ranking.json. Data: the seeded synthetic stream
+(processors/ranking/synthetic.py) labelled by the real LabelJoiner; trained online in
+time order on the first 80 % of the time range, evaluated on the last 20 % (never
+trained on), against the server's pxtr alone (GRF Table 4 comparison). The real
+KuaiRand sample (200 rows) is too small to train on; its label counts are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from processors.ranking.device import DeviceRanker  # noqa: E402
+from processors.ranking.export import FLOAT_KIND, QUANT_KIND, ExportConfig, export_version  # noqa: E402
+from processors.ranking.features import encode_labels  # noqa: E402
+from processors.ranking.labels import LabelJoiner, label_watch  # noqa: E402
+from processors.ranking.metrics import pxtr_matrix, task_aucs  # noqa: E402
+from processors.ranking.model import parameter_count  # noqa: E402
+from processors.ranking.synthetic import SyntheticConfig, generate  # noqa: E402
+from processors.ranking.tasks import TASKS  # noqa: E402
+from processors.ranking.trainer import OnlineTrainer, TrainerConfig  # noqa: E402
+
+KUAIRAND = Path("/work/shared/data/datasets/kuairand-sample-200/kuairand_sample.csv")
+
+
+def kuairand_label_counts() -> dict[str, int]:
+    if not KUAIRAND.exists():
+        return {}
+    with KUAIRAND.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = [label_watch(int(r["play_time_ms"]), int(r["duration_ms"])) for r in rows]
+    return {"rows": len(rows), **{task: sum(lab[task] for lab in labels) for task in TASKS},
+            "duration_0": sum(int(r["duration_ms"]) == 0 for r in rows)}
+
+
+def join(stream) -> tuple[list[dict], float, int, dict]:
+    joiner = LabelJoiner()
+    out = []
+    started = time.perf_counter()
+    count = 0
+    last = None
+    for kind, event in stream.events():
+        (joiner.add_impression if kind == "impression" else joiner.add_playback)(event)
+        count += 1
+        last = event["event_time"]
+        if count % 1_000 == 0:
+            out.extend(joiner.expire(last))
+    out.extend(joiner.expire(last + timedelta(hours=12)))
+    seconds = time.perf_counter() - started
+    samples = sorted((s.impression for s in out), key=lambda i: (i["event_time"], i["impression_id"]))
+    return samples, seconds, count, vars(joiner.stats)
+
+
+def latency_ms(ranker: DeviceRanker, requests: list[tuple[dict, list[dict]]]) -> tuple[float, float]:
+    for request, candidates in requests[:20]:
+        ranker.rank(request, candidates)  # warm-up
+    times = []
+    for request, candidates in requests:
+        started = time.perf_counter()
+        ranker.rank(request, candidates)
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def scoring_requests(test: list[dict], count: int, seed: int = 0) -> list[tuple[dict, list[dict]]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        viewer = test[int(rng.integers(len(test)))]
+        request = {k: viewer[k] for k in ("user_id", "device_id", "device_type", "surface", "recent_watched")}
+        request["context"] = {k: v for k, v in viewer["context"].items() if k != "item_duration_ms"}
+        picks = rng.choice(len(test), 24, replace=False)
+        candidates = [{"item_id": test[i]["item_id"], "pxtr": test[i]["pxtr"],
+                       "item_duration_ms": test[i]["context"]["item_duration_ms"]} for i in picks]
+        out.append((request, candidates))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=25_000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--latency-requests", type=int, default=500)
+    args = parser.parse_args()
+    cfg = SyntheticConfig(requests=args.requests)
+
+    t = time.perf_counter()
+    stream = generate(cfg)
+    generate_s = time.perf_counter() - t
+    samples, join_s, events, join_stats = join(stream)
+    cut_time = samples[int(len(samples) * 0.8)]["event_time"]
+    train = [s for s in samples if s["event_time"] < cut_time]
+    test = [s for s in samples if s["event_time"] >= cut_time]
+    print(f"stream: {len(stream.impressions)} impressions, {len(stream.playbacks)} playback events "
+          f"(generated in {generate_s:.1f}s); join {events / join_s:,.0f} events/s; train {len(train)}, test {len(test)}")
+
+    trainer = OnlineTrainer(config=TrainerConfig(holdout_every=10))
+    trainer.train_step(train[: args.batch])  # trace the tf.function outside the timing
+    t = time.perf_counter()
+    for start in range(args.batch, len(train), args.batch):
+        trainer.train_step(train[start : start + args.batch])
+    train_s = time.perf_counter() - t
+    train_rate = (len(train) - args.batch) / train_s
+    print(f"training: {train_rate:,.0f} samples/s (batch {args.batch}, {train_s:.1f}s, "
+          f"{trainer.counters()['samples_trained']} trained, {trainer.counters()['holdout']} held out)")
+
+    labels = encode_labels(test)
+    model_auc = task_aucs(labels, trainer.predict(test))
+    baseline_auc = task_aucs(labels, pxtr_matrix(test))
+    holdout_auc = trainer.evaluate()
+    for task in TASKS:
+        print(f"  AUC {task}: model {model_auc[task]:.4f}  pxtr {baseline_auc[task]:.4f}  "
+              f"(label rate {labels[:, TASKS.index(task)].mean():.3f})")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export = export_version(trainer, tmp, "bench", test[:512], ExportConfig(), metrics=model_auc)
+        fixed = export_version(trainer, tmp, "bench-fixed24", test[:512], ExportConfig(batch=24, quantize=False))
+        manifest = json.loads(Path(export.manifest_path).read_text())
+        fixed_manifest = json.loads(Path(fixed.manifest_path).read_text())
+        rankers = {
+            "float32_dynamic_batch": DeviceRanker(manifest, Path(export.artifacts[FLOAT_KIND].path).read_bytes()),
+            "dynamic_range_quant": DeviceRanker(manifest, Path(export.artifacts[QUANT_KIND].path).read_bytes(),
+                                                kind=QUANT_KIND),
+            "float32_fixed_batch_24": DeviceRanker(fixed_manifest,
+                                                   Path(fixed.artifacts[FLOAT_KIND].path).read_bytes()),
+        }
+        requests = scoring_requests(test, args.latency_requests)
+        latencies = {name: latency_ms(r, requests) for name, r in rankers.items()}
+        quant_preds = rankers["dynamic_range_quant"].predict(test)
+        quant_auc = task_aucs(labels, quant_preds)
+    float_art, quant_art = export.artifacts[FLOAT_KIND], export.artifacts[QUANT_KIND]
+    print(f"export (checkpoint + float32 + dynamic-range + LiteRT verify): {export.seconds:.1f}s; "
+          f"tflite {float_art.bytes:,} B (max diff {float_art.max_abs_diff:.2g}), "
+          f"quant {quant_art.bytes:,} B (max diff {quant_art.max_abs_diff:.2g})")
+    for name, (p50, p99) in latencies.items():
+        print(f"  rank 24 candidates [{name}]: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    params = parameter_count(trainer.model)
+    print(f"params {params:,}")
+
+    result = {
+        "train_samples_per_s": round(train_rate, 1),
+        "export_s": round(export.seconds, 2),
+        "tflite_bytes": float_art.bytes,
+        "tflite_quant_bytes": quant_art.bytes,
+        "tflite_p50_ms_24_candidates": round(latencies["float32_dynamic_batch"][0], 3),
+        "tflite_p99_ms_24_candidates": round(latencies["float32_dynamic_batch"][1], 3),
+        "latency_ms_24_candidates": {k: {"p50": round(v[0], 3), "p99": round(v[1], 3)} for k, v in latencies.items()},
+        "auc": {k: round(v, 4) for k, v in model_auc.items()},
+        "baseline_auc": {k: round(v, 4) for k, v in baseline_auc.items()},
+        "quant_auc": {k: round(v, 4) for k, v in quant_auc.items()},
+        "holdout_auc": {k: (round(v, 4) if v is not None else None) for k, v in holdout_auc.items()},
+        "tflite_max_abs_diff": float_art.max_abs_diff,
+        "tflite_quant_max_abs_diff": quant_art.max_abs_diff,
+        "tflite_fixed24_bytes": fixed.artifacts[FLOAT_KIND].bytes,
+        "params": params,
+        "model_config": trainer.model_config.to_dict(),
+        "label_join_events_per_s": round(events / join_s, 1),
+        "label_join_stats": join_stats,
+        "dataset": {
+            "kind": "synthetic (processors/ranking/synthetic.py), labelled by LabelJoiner",
+            "config": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in vars(cfg).items()},
+            "impressions": len(stream.impressions),
+            "playback_events": len(stream.playbacks),
+            "train_samples": len(train),
+            "test_samples": len(test),
+            "split": f"time: train before {cut_time.isoformat()}, test after (last 20%)",
+            "test_label_rates": {task: round(float(labels[:, i].mean()), 4) for i, task in enumerate(TASKS)},
+            "kuairand_sample_labels": kuairand_label_counts(),
+        },
+        "command": "/work/venv/bin/python bench/ranking.py " + " ".join(sys.argv[1:]),
+    }
+    out = ROOT / "bench" / "results" / "ranking.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Malformed records go to the dead-letter topic with the reason and original bytes; agents keep going."""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+
+from sinks.redis_views import plays_key
+from streams.codec import default_codec
+from streams.consumer import tail
+from streams.producer import EventProducer
+
+
+def playback(item: str, kind: str = "START") -> dict:
+    return dict(event_id=str(uuid.uuid4()), session_id="s", user_id="u1", device_id="d1", device_type="TV",
+                os="tizen", app_version="4.0.0", item_id=item, event_type=kind, position_ms=0,
+                duration_ms=60_000, network_kbps=None, buffered_ratio=None, stall_ms=0, bitrate_kbps=None,
+                event_time=datetime.now(timezone.utc))
+
+
+def wait_for(predicate, timeout_s: float = 90.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError("condition not reached in time")
+
+
+def test_garbage_goes_to_dlq_and_counting_continues(stack, worker, redis_client):
+    item = f"dlq-{uuid.uuid4().hex[:6]}"
+    producer = EventProducer(stack)
+    codec = default_codec()
+    unknown_fingerprint = b"\xc3\x01" + b"\x01" * 8 + b"\x00"
+    producer.publish("playback", playback(item))
+    producer.publish_raw("playback", b"\x00garbage", f"{item}-bad1".encode())
+    producer.publish_raw("playback", unknown_fingerprint, f"{item}-bad2".encode())
+    producer.publish_raw("playback", codec.encode("vitrina.PlaybackEvent", playback(item))[:-3], f"{item}-bad3".encode())
+    producer.publish("playback", playback(item))
+    producer.flush()
+
+    wait_for(lambda: redis_client.hget(plays_key(item), "plays") == "2")
+
+    def dead_letters():
+        found = [r.value for r in tail(stack, codec, "dlq.playback")
+                 if r.value and (r.value["key"] or b"").decode().startswith(item)]
+        return found if len(found) == 3 else None
+
+    letters = {d["key"].decode(): d for d in wait_for(dead_letters)}
+    assert letters[f"{item}-bad1"]["reason_code"] == "BAD_MAGIC"
+    assert letters[f"{item}-bad1"]["value"] == b"\x00garbage"
+    assert letters[f"{item}-bad2"]["reason_code"] == "UNKNOWN_FINGERPRINT"
+    assert letters[f"{item}-bad2"]["value"] == unknown_fingerprint
+    assert letters[f"{item}-bad3"]["reason_code"] == "BODY_DECODE_FAILED"
+    for letter in letters.values():
+        assert letter["source_topic"] == "playback" and letter["agent"] == "playback-by-item"
+        assert letter["source_offset"] >= 0 and letter["error"]
+    assert worker.alive()
