@@ -34,7 +34,7 @@ from processors.showcase.rules import (
 )
 from processors.showcase.version import compare_versions, parse_version
 
-from _showcase_helpers import DAY, NOW, shelf_dict, title
+from _showcase_helpers import DAY, NOW, rule, shelf_dict, title
 
 # -- device-dependent sizes and minimums --------------------------------------------------------
 
@@ -196,7 +196,9 @@ def test_kids_rules(kids_mode, is_kids_title, tags, drop_educational, allowed):
     "user, kids, limit, expected",
     [
         ("u1", False, None, ("adult", False, None, False)),
-        (None, False, 18, ("guest", True, 18, False)),
+        (None, False, 18, ("guest", True, None, False)),
+        ("u1", False, 14, ("adult", False, 12, False)),
+        ("u1", True, 3, ("kids", False, 0, False)),
         ("u1", True, 0, ("kids", False, 0, False)),
         ("u1", True, 6, ("kids", False, 6, True)),
         ("u1", True, None, ("kids", False, ShowcasePolicy().kids_default_age_limit, True)),

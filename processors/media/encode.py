@@ -257,7 +257,7 @@ class EncoderPool:
         async with self._semaphore:
             loop = asyncio.get_running_loop()
             cancel = threading.Event()
-            if "cancel" in _pyinspect.signature(fn).parameters and "cancel" not in kwargs:
+            if _accepts_cancel(fn) and "cancel" not in kwargs:
                 kwargs["cancel"] = cancel
             callback = kwargs.get("on_progress")
             if callback is not None:
@@ -273,6 +273,13 @@ class EncoderPool:
                 raise
             finally:
                 self._active -= 1
+
+
+def _accepts_cancel(fn: Callable[..., Any]) -> bool:
+    try:
+        return "cancel" in _pyinspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any]) -> Callable[..., None]:

@@ -26,7 +26,7 @@ import ffmpeg
 from .limits import Limits
 from .rejection import Rejection, RejectionCode
 from .sniff import image_format, media_container, read_head
-from .tools import MediaTools, ToolFailed, ToolTimeout, out_time_s, run_tool
+from .tools import MediaTools, ToolMissing, ToolTimeout, out_time_s, run_tool
 
 # Demuxers that read a single still image (ffprobe happily calls a PNG a one-frame "video").
 _IMAGE_DEMUXERS = {"image2", "image2pipe", "apng"}
@@ -424,7 +424,6 @@ def inspect(
         message = (exc.stderr or b"").decode("utf-8", errors="replace").replace(str(path), path.name)
         return unreadable(head, message)
     except FileNotFoundError as exc:  # ffprobe itself is missing: not the file's fault
-        from .tools import ToolMissing
         raise ToolMissing(f"ffprobe not found: {tools.ffprobe}") from exc
     facts = describe(probe_json)
     if isinstance(facts, Rejection):
@@ -453,6 +452,4 @@ def _scan(path: Path, facts: StreamFacts, limits: Limits, tools: MediaTools,
         cap = None if declared is not None else limits.max_duration_s + 1.0
         return [decode_scan(path, facts.video_stream_index, facts.audio_stream_index, max_s=cap, **common)]
     except ToolTimeout as exc:
-        return Rejection(RejectionCode.ENCODE_FAILED, f"decode check: {exc}", {"stage": "inspect"})
-    except ToolFailed as exc:  # cancelled
-        return Rejection(RejectionCode.ENCODE_FAILED, f"decode check: {exc}", {"stage": "inspect"})
+        return Rejection(RejectionCode.ENCODE_FAILED, f"decode check: {exc}", {"stage": "inspect", "timeout": True})

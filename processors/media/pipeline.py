@@ -17,15 +17,15 @@ from typing import Any, Callable
 from . import layout
 from .content_key import ContentKey, content_key_of_path
 from .encode import EncodeResult, EncodeSettings, encode_renditions
-from .inspect import MediaInfo, inspect, probe
+from .inspect import MediaInfo, inspect
 from .ladder import Recipe, build_ladder
 from .limits import Limits
 from .quality import QualityError, measure_quality
 from .rejection import Rejection, RejectionCode
 from .thumbnails import ThumbnailSpec, make_thumbnails, plan_thumbnails
 from .tools import MediaTools, ToolCancelled, ToolFailed, ToolTimeout
-from .validate import (Tolerance, Violation, check_media_playlist, check_rendition, check_thumbnail,
-                       moov_before_mdat, rejection_for)
+from .validate import (Tolerance, Violation, check_media_playlist, rejection_for, validate_rendition,
+                       validate_thumbnail)
 
 # share of the overall progress at the START of each stage
 STAGES = {"inspect": 0.0, "encode": 0.05, "thumbnails": 0.80, "validate": 0.83, "quality": 0.85, "done": 1.0}
@@ -220,15 +220,12 @@ def process_upload(
     violations: list[Violation] = []
     measured: dict[str, tuple[float, int]] = {}
     for r in encoded.renditions:
-        try:
-            data = probe(r.path, tools)
-        except Exception as exc:  # ffmpeg.Error: the output is unreadable
-            violations.append(Violation(r.recipe.name, "readable", True, str(exc)))
-            continue
-        violations += check_rendition(data, r.recipe, info, tolerance, faststart=moov_before_mdat(r.path))
-        video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), {})
-        measured[r.recipe.name] = (float(data.get("format", {}).get("duration") or 0.0),
-                                   int(float(video.get("bit_rate") or 0) / 1000))
+        found, data = validate_rendition(r.path, r.recipe, info, tools=tools, tolerance=tolerance)
+        violations += found
+        if data is not None:
+            video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), {})
+            measured[r.recipe.name] = (float(data.get("format", {}).get("duration") or 0.0),
+                                       int(float(video.get("bit_rate") or 0) / 1000))
         if r.hls_playlist is not None and r.hls_segments is not None:
             if r.hls_playlist.is_file() and r.hls_segments.is_file():
                 violations += check_media_playlist(r.hls_playlist.read_text(), r.recipe, info,
@@ -236,10 +233,7 @@ def process_upload(
             else:
                 violations.append(Violation(r.recipe.name, "hls_files", True, False))
     for thumb in thumbs:
-        try:
-            violations += check_thumbnail(probe(thumb.path, tools), thumb.spec)
-        except Exception as exc:
-            violations.append(Violation(thumb.spec.name, "readable", True, str(exc)))
+        violations += validate_thumbnail(thumb.path, thumb.spec, tools=tools)
     rejection = rejection_for(violations)
     if rejection:
         return reject(rejection)

@@ -171,7 +171,9 @@ def run_tool(
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if cancel is not None and cancel.is_set():
+            if callback_errors:
+                stop_reason = "callback"
+            elif cancel is not None and cancel.is_set():
                 stop_reason = "cancelled"
             elif time.monotonic() > deadline:
                 stop_reason = "timeout"

@@ -165,6 +165,32 @@ def _probe_or_violation(path: Path, name: str, tools: MediaTools) -> dict[str, A
         return Violation(name, "readable", True, " ".join(detail) or "ffprobe failed")
 
 
+def validate_rendition(
+    path: str | Path,
+    recipe: Recipe,
+    source: MediaInfo,
+    *,
+    tools: MediaTools | None = None,
+    tolerance: Tolerance = Tolerance(),
+) -> tuple[list[Violation], dict[str, Any] | None]:
+    """Violations of one MP4 output plus its ffprobe JSON (None when it could not be read)."""
+    path = Path(path)
+    if not path.is_file():
+        return [Violation(recipe.name, "exists", True, False)], None
+    data = _probe_or_violation(path, recipe.name, tools or MediaTools())
+    if isinstance(data, Violation):
+        return [data], None
+    return check_rendition(data, recipe, source, tolerance, faststart=moov_before_mdat(path)), data
+
+
+def validate_thumbnail(path: str | Path, spec: ThumbnailSpec, *, tools: MediaTools | None = None) -> list[Violation]:
+    path = Path(path)
+    if not path.is_file():
+        return [Violation(spec.name, "exists", True, False)]
+    data = _probe_or_violation(path, spec.name, tools or MediaTools())
+    return [data] if isinstance(data, Violation) else check_thumbnail(data, spec)
+
+
 def validate_outputs(
     source: MediaInfo,
     renditions: Sequence[tuple[Recipe, str | Path]],
@@ -173,25 +199,11 @@ def validate_outputs(
     tools: MediaTools | None = None,
     tolerance: Tolerance = Tolerance(),
 ) -> list[Violation]:
-    tools = tools or MediaTools()
     found: list[Violation] = []
     for recipe, path in renditions:
-        path = Path(path)
-        if not path.is_file():
-            found.append(Violation(recipe.name, "exists", True, False))
-            continue
-        data = _probe_or_violation(path, recipe.name, tools)
-        if isinstance(data, Violation):
-            found.append(data)
-            continue
-        found += check_rendition(data, recipe, source, tolerance, faststart=moov_before_mdat(path))
+        found += validate_rendition(path, recipe, source, tools=tools, tolerance=tolerance)[0]
     for spec, path in thumbnails:
-        path = Path(path)
-        if not path.is_file():
-            found.append(Violation(spec.name, "exists", True, False))
-            continue
-        data = _probe_or_violation(path, spec.name, tools)
-        found += [data] if isinstance(data, Violation) else check_thumbnail(data, spec)
+        found += validate_thumbnail(path, spec, tools=tools)
     return found
 
 

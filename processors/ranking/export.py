@@ -114,14 +114,18 @@ def input_signature(features: FeatureConfig, batch: int | None = None) -> list[d
 
 def frozen_serving_function(model: Any, features: FeatureConfig, batch: int | None = None) -> Any:
     """Concrete serving function with the model's current weights baked in as constants."""
-    spec = {
-        name: tf.TensorSpec((batch, *shape), tf.as_dtype(dtype), name=name)
-        for name, (shape, dtype) in input_specs(features).items()
-    }
+    return freeze_model(model, input_specs(features), batch)
+
+
+def freeze_model(
+    model: Any, specs: Mapping[str, tuple[tuple[int, ...], str]], batch: int | None = None, *, output: str = OUTPUT_NAME
+) -> Any:
+    """``{output: sigmoid(model(inputs))}`` traced for ``specs`` and frozen (no variables left)."""
+    spec = {name: tf.TensorSpec((batch, *shape), tf.as_dtype(dtype), name=name) for name, (shape, dtype) in specs.items()}
 
     @tf.function(input_signature=[spec])
     def serve(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: tf.sigmoid(model(inputs, training=False))}
+        return {output: tf.sigmoid(model(inputs, training=False))}
 
     frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
     # Freezing flattens the output dict to ``output_0``; re-wrap to keep the name.
@@ -130,7 +134,7 @@ def frozen_serving_function(model: Any, features: FeatureConfig, batch: int | No
     @tf.function(input_signature=[spec])
     def named(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         flat = frozen(**{name: inputs[name] for name in names})
-        return {OUTPUT_NAME: flat[0] if isinstance(flat, (list, tuple)) else flat}
+        return {output: flat[0] if isinstance(flat, (list, tuple)) else flat}
 
     return named.get_concrete_function()
 
@@ -150,7 +154,9 @@ def tflite_ops(model_bytes: bytes) -> tuple[str, ...]:
     return tuple(sorted({op["op_name"] for op in interpreter._get_ops_details()}))
 
 
-def run_tflite(model_bytes: bytes, inputs: Mapping[str, np.ndarray], batch: int | None = None) -> np.ndarray:
+def run_tflite(
+    model_bytes: bytes, inputs: Mapping[str, np.ndarray], batch: int | None = None, *, output: str = OUTPUT_NAME
+) -> np.ndarray:
     """Run a batch through LiteRT (chunked + padded for a fixed-batch model)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -160,23 +166,23 @@ def run_tflite(model_bytes: bytes, inputs: Mapping[str, np.ndarray], batch: int 
     out = []
     for start in range(0, total, chunk):
         part = {k: v[start : start + chunk] for k, v in inputs.items()}
-        rows = len(part["item_id"])
+        rows = len(next(iter(part.values())))
         if batch is not None and rows < batch:
             part = {k: np.concatenate([v, np.zeros((batch - rows, *v.shape[1:]), v.dtype)]) for k, v in part.items()}
-        out.append(runner(**part)[OUTPUT_NAME][:rows])
+        out.append(runner(**part)[output][:rows])
     return np.concatenate(out) if out else np.zeros((0, len(TASKS)), np.float32)
 
 
 def verify_tflite(
     model_bytes: bytes, inputs: Mapping[str, np.ndarray], reference: np.ndarray, tolerance: float, *, kind: str,
-    batch: int | None = None,
+    batch: int | None = None, output: str = OUTPUT_NAME,
 ) -> tuple[float, tuple[str, ...]]:
     """Max abs difference LiteRT vs TF; raises ExportVerificationError beyond tolerance."""
     ops = tflite_ops(model_bytes)
     leaked = _VARIABLE_OPS.intersection(ops)
     if leaked:
         raise ExportVerificationError("variable_ops_in_tflite", f"{kind} still holds {sorted(leaked)}")
-    got = run_tflite(model_bytes, inputs, batch)
+    got = run_tflite(model_bytes, inputs, batch, output=output)
     if got.shape != reference.shape:
         raise ExportVerificationError("shape_mismatch", f"{kind}: {got.shape} vs {reference.shape}")
     if not np.all(np.isfinite(got)):

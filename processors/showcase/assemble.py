@@ -98,7 +98,7 @@ def hidden_titles(history: UserHistory, index: CatalogueIndex, now: datetime, mo
 def _title_items(shelf: ShelfDef, b: _Build, blocked: set[str], length: int) -> list[str]:
     index = b.index
     if shelf.kind in ("ML_FOR_YOU", "ML_WATCH_ALSO"):
-        canonical, allowed = index.canonical, b.view.showable
+        canonical, allowed = index.canonical, b.view.allowed
         picks = take_unseen((canonical.get(i, i) for i in shelf.item_ids if canonical.get(i, i) in allowed), blocked, length)
         need = length - len(picks)
         local_blocked = blocked.union(picks) if picks else blocked
@@ -141,7 +141,7 @@ def _build_shelves(b: _Build, ordered: Sequence[ShelfDef]) -> tuple[list[Shelf],
     max_shelves = policy.max_shelves[device]
     b.view = b.index.for_audience(b.audience, b.now)
     allowed = b.view.allowed
-    boost_ids, sign_ids = b.index.boost_ids, b.index.sign_language_ids
+    boost_ids, sign_ids, twins = b.index.boost_ids, b.index.sign_language_ids, b.index.sign_twins
     seen: set[str] = set()
     blocked: set[str] = set(b.hidden)
     shelves: list[Shelf] = []
@@ -164,7 +164,8 @@ def _build_shelves(b: _Build, ordered: Sequence[ShelfDef]) -> tuple[list[Shelf],
         if kind == "FAVOURITE_CHANNELS":
             items = list(dict.fromkeys(b.history.favourite_channels))[:length]
         elif kind == "CONTINUE_WATCHING":
-            items = take_unseen((i for i in b.history.continue_watching if i in allowed), seen, length)
+            playable = b.view.playable
+            items = take_unseen((i for i in dict.fromkeys(b.history.continue_watching) if playable(i)), seen, length)
         else:
             items = _title_items(shelf, b, blocked, length)
             if not boost_ids.isdisjoint(items):
@@ -173,7 +174,7 @@ def _build_shelves(b: _Build, ordered: Sequence[ShelfDef]) -> tuple[list[Shelf],
                     meta["boosted"] = on
                 if off:
                     meta["boost_off"] = off
-            if not sign_ids.isdisjoint(items):
+            if not sign_ids.isdisjoint(items) and any(not twins[i].isdisjoint(items) for i in items if i in sign_ids):
                 items = sign_language_to_end(items, sign_ids, b.index.content_key)
         if not shelf_meets_minimum(kind, len(items), policy):
             dropped.append(DroppedShelf(shelf.shelf_id, kind, "below_minimum"))

@@ -63,13 +63,13 @@ def fill_auto_shelves(
 class AudienceView:
     """Titles allowed for one audience in one licence epoch, and shelf pools filtered for it."""
 
-    __slots__ = ("index", "audience", "allowed", "showable", "pools")
+    __slots__ = ("index", "audience", "now", "allowed", "pools")
 
-    def __init__(self, index: "CatalogueIndex", audience: Audience, allowed: frozenset[str]):
+    def __init__(self, index: "CatalogueIndex", audience: Audience, now: datetime, allowed: frozenset[str]):
         self.index = index
         self.audience = audience
-        self.allowed = allowed  # every allowed title id, episodes included (continue watching)
-        self.showable = allowed - index.episode_ids  # allowed ids that may sit on a shelf
+        self.now = now
+        self.allowed = allowed  # allowed ids that may sit on a shelf (no single episodes)
         self.pools: dict[str, tuple[tuple[str, ...], int]] = {}
 
     def pool(self, shelf: ShelfDef) -> tuple[tuple[str, ...], int]:
@@ -80,6 +80,13 @@ class AudienceView:
             cached = self.index._filtered_pool(shelf, self.allowed)
             self.pools[shelf.shelf_id] = cached
         return cached
+
+    def playable(self, item_id: str) -> bool:
+        """Any title, episodes included (continue watching), allowed for the audience now."""
+        if item_id in self.allowed:
+            return True
+        title = self.index.titles.get(item_id)
+        return title is not None and title.is_episode and title_eligible(title, self.audience, self.now)
 
 
 class CatalogueIndex:
@@ -112,6 +119,11 @@ class CatalogueIndex:
         self.paid_ids = frozenset(t.item_id for t in self.titles.values() if t.paid)
         self.sign_language_ids = frozenset(t.item_id for t in showable if not SIGN_LANGUAGE_TAGS.isdisjoint(t.tags))
         self._content_keys: dict[str, str] = {}
+        by_key: dict[str, set[str]] = {}
+        for t in showable:
+            by_key.setdefault(content_key(t), set()).add(t.item_id)
+        # sign-language title -> the other titles with the same content (its possible duplicates)
+        self.sign_twins = {i: frozenset(by_key[self.content_key(i)] - {i}) for i in self.sign_language_ids}
 
         genres = sorted({g for t in showable for g in t.genres})
         bit = {g: 1 << i for i, g in enumerate(genres)}
@@ -247,8 +259,10 @@ class CatalogueIndex:
         self._sync_epoch(now)
         view = self._views.get(audience)
         if view is None:
-            allowed = frozenset(i for i, t in self.titles.items() if title_eligible(t, audience, now))
-            view = AudienceView(self, audience, allowed)
+            allowed = frozenset(
+                i for i, t in self.titles.items() if not t.is_episode and title_eligible(t, audience, now)
+            )
+            view = AudienceView(self, audience, now, allowed)
             self._views[audience] = view
         return view
 
@@ -311,6 +325,8 @@ class CatalogueIndex:
         key = (audience, app_version)
         cached = self._pumpkins.get(key)
         if cached is None:
+            if len(self._pumpkins) > 4096:
+                self._pumpkins.clear()
             cached = build()
             self._pumpkins[key] = cached
         return cached

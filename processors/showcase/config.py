@@ -22,6 +22,7 @@ class ForYouWeights:
     rating: float = 0.25
     mmr_lambda: float = 0.7  # 1.0 = no diversity penalty
     seeds: int = 10  # most recent titles used as candidate seeds
+    per_seed: int = 20  # head of each seed's similar list taken as candidates
     candidates: int = 60  # candidate pool size kept for re-ranking
 
 

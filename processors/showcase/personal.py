@@ -1,7 +1,8 @@
 """Personal ML shelves: "for you" (two-stage) and "watch also", plus the user's genre affinity.
 
 "for you":
-  stage 1, candidates: similar lists of the user's most recent titles (``weights.seeds``), each list
+  stage 1, candidates: the heads (``weights.per_seed``) of the similar lists of the user's most recent
+    titles (``weights.seeds``), each list
     weighted by seed recency (1 / (1 + 0.25 * rank)); scores of a candidate are summed; blocked (watched,
     already visible upper), not allowed, and seed titles are skipped; the best ``weights.candidates`` kept.
   stage 2, re-rank: relevance = similarity / max similarity, averaged with the min-max normalised
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import heapq
+from itertools import islice
 from operator import itemgetter
 from typing import Collection, Mapping, Sequence
 
@@ -48,9 +50,10 @@ def for_you(
     excluded.update(canonical.get(s, s) for s in recent)
     scores: dict[str, float] = {}
     get = scores.get
+    per_seed = weights.per_seed
     for rank, seed in enumerate(recent):
         decay = 1.0 / (1.0 + 0.25 * rank)
-        for candidate, score in _similar_of(seed, similar, canonical):
+        for candidate, score in islice(_similar_of(seed, similar, canonical), per_seed):
             if candidate not in allowed:
                 candidate = parent.get(candidate)
                 if candidate is None or candidate not in allowed:

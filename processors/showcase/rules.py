@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from .config import BIG_SCREENS, DEFAULT_POLICY, ShowcasePolicy
-from .model import Audience, ShelfDef, ShelfLink, ShelfRule, Title, Viewer
+from .model import AGE_RATINGS, Audience, ShelfDef, ShelfLink, ShelfRule, Title, Viewer
 from .version import VersionKey, version_in_range
 
 SIGN_LANGUAGE_TAGS = frozenset({"sign language", "сурдоперевод"})
@@ -143,16 +143,24 @@ def kids_allowed(title: Title, kids: bool, drop_educational: bool) -> bool:
     return not (drop_educational and not EDUCATIONAL_TAGS.isdisjoint(title.tags))
 
 
+def effective_age_limit(age_limit: int | None) -> int | None:
+    """The request limit rounded down to a rating step (14 -> 12); 18 and above mean no limit."""
+    if age_limit is None or age_limit >= AGE_RATINGS[-1]:
+        return None
+    return max((r for r in AGE_RATINGS if r <= age_limit), default=0)
+
+
 def audience_of(viewer: Viewer, policy: ShowcasePolicy = DEFAULT_POLICY) -> Audience:
     age_limit = viewer.age_limit
     if viewer.is_kids and age_limit is None:
         age_limit = policy.kids_default_age_limit
+    age_limit = effective_age_limit(age_limit)
     return Audience(
         device_type=viewer.device_type,
         guest=viewer.is_guest,
         age_limit=age_limit,
         kids=viewer.is_kids,
-        drop_educational=viewer.is_kids and (age_limit or 0) > 0,
+        drop_educational=viewer.is_kids and (age_limit is None or age_limit > 0),
     )
 
 

@@ -1,0 +1,1 @@
+"""The read API: clients read the materialized views (Redis only) over HTTP JSON."""

@@ -1,0 +1,55 @@
+"""Python client of the read API (stdlib only, so devices and scripts can use it as is)."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class VitrinaClient:
+    def __init__(self, base_url: str = "http://127.0.0.1:18080", timeout_s: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read())
+            except ValueError:
+                body = {}
+            raise ApiError(exc.code, body.get("error", "HTTP_ERROR"), body.get("message", str(exc))) from None
+
+    def health(self) -> dict:
+        return self.get("/healthz")
+
+    def popular(self, limit: int = 20) -> list[dict]:
+        return self.get("/v1/popular", limit=limit)["items"]
+
+    def similar(self, item_id: str, limit: int | None = None) -> dict:
+        return self.get(f"/v1/similar/{urllib.parse.quote(item_id)}", limit=limit)
+
+    def autoplay_next(self, item_id: str, user_id: str | None = None, device_type: str = "TV",
+                      age_limit: int | None = None) -> dict:
+        return self.get("/v1/autoplay-next", item_id=item_id, user_id=user_id, device_type=device_type,
+                        age_limit=age_limit)
+
+    def showcase(self, user_id: str | None, device_type: str = "TV", **params: Any) -> dict:
+        return self.get("/v1/showcase", user_id=user_id, device_type=device_type, **params)
+
+    def current_model(self, name: str = "ranking") -> dict:
+        return self.get(f"/v1/models/{urllib.parse.quote(name)}/current")
