@@ -7,6 +7,7 @@ time order on the first 80 % of the time range, evaluated on the last 20 % (neve
 trained on), against the server's pxtr alone (GRF Table 4 comparison). The real
 KuaiRand sample (200 rows) is too small to train on; its label counts are reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,13 @@ sys.path.insert(0, str(ROOT))
 from processors.ranking.device import DeviceRanker  # noqa: E402
 from processors.ranking.export import FLOAT_KIND, QUANT_KIND, ExportConfig, export_version  # noqa: E402
 from processors.ranking.features import encode_labels  # noqa: E402
+from processors.ranking.gate import (  # noqa: E402
+    GateConfig,
+    GateSampleBuilder,
+    GateTrainer,
+    export_gate_tflite,
+    gate_metrics,
+)
 from processors.ranking.labels import LabelJoiner, label_watch  # noqa: E402
 from processors.ranking.metrics import pxtr_matrix, task_aucs  # noqa: E402
 from processors.ranking.model import parameter_count  # noqa: E402
@@ -45,8 +53,11 @@ def kuairand_label_counts() -> dict[str, int]:
     with KUAIRAND.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     labels = [label_watch(int(r["play_time_ms"]), int(r["duration_ms"])) for r in rows]
-    return {"rows": len(rows), **{task: sum(lab[task] for lab in labels) for task in TASKS},
-            "duration_0": sum(int(r["duration_ms"]) == 0 for r in rows)}
+    return {
+        "rows": len(rows),
+        **{task: sum(lab[task] for lab in labels) for task in TASKS},
+        "duration_0": sum(int(r["duration_ms"]) == 0 for r in rows),
+    }
 
 
 def join(stream) -> tuple[list[dict], float, int, dict]:
@@ -86,10 +97,45 @@ def scoring_requests(test: list[dict], count: int, seed: int = 0) -> list[tuple[
         request = {k: viewer[k] for k in ("user_id", "device_id", "device_type", "surface", "recent_watched")}
         request["context"] = {k: v for k, v in viewer["context"].items() if k != "item_duration_ms"}
         picks = rng.choice(len(test), 24, replace=False)
-        candidates = [{"item_id": test[i]["item_id"], "pxtr": test[i]["pxtr"],
-                       "item_duration_ms": test[i]["context"]["item_duration_ms"]} for i in picks]
+        candidates = [
+            {
+                "item_id": test[i]["item_id"],
+                "pxtr": test[i]["pxtr"],
+                "item_duration_ms": test[i]["context"]["item_duration_ms"],
+            }
+            for i in picks
+        ]
         out.append((request, candidates))
     return out
+
+
+def gate_bench(stream) -> dict:
+    """GRF stage 1 on the same stream: choppy (STALL) prediction, trained on the first 80% of plays."""
+    device_scores = {imp["device_id"]: imp["context"]["device_score"] for imp in stream.impressions}
+    builder = GateSampleBuilder(device_scores=device_scores)
+    samples = [s for e in stream.playbacks if (s := builder.add_playback(e)) is not None]
+    cut = int(len(samples) * 0.8)
+    train, test = samples[:cut], samples[cut:]
+    trainer = GateTrainer(GateConfig())
+    started = time.perf_counter()
+    for i in range(0, len(train), 256):
+        trainer.train_step(train[i : i + 256])
+    train_s = time.perf_counter() - started
+    labels = np.array([s["label"] for s in test])
+    metrics = gate_metrics(labels, trainer.predict(test))
+    model_bytes, diff = export_gate_tflite(trainer, test[:512])
+    params = int(sum(np.prod(w.shape) for w in trainer.model.weights))
+    return {
+        "samples_train": len(train),
+        "samples_test": len(test),
+        "choppy_rate_test": round(float(labels.mean()), 4),
+        "train_s": round(train_s, 2),
+        "params": params,
+        "tflite_bytes": len(model_bytes),
+        "tflite_max_abs_diff": diff,
+        "threshold": 0.75,
+        **{k: (round(v, 4) if v is not None else None) for k, v in metrics.items()},
+    }
 
 
 def main() -> None:
@@ -107,8 +153,10 @@ def main() -> None:
     cut_time = samples[int(len(samples) * 0.8)]["event_time"]
     train = [s for s in samples if s["event_time"] < cut_time]
     test = [s for s in samples if s["event_time"] >= cut_time]
-    print(f"stream: {len(stream.impressions)} impressions, {len(stream.playbacks)} playback events "
-          f"(generated in {generate_s:.1f}s); join {events / join_s:,.0f} events/s; train {len(train)}, test {len(test)}")
+    print(
+        f"stream: {len(stream.impressions)} impressions, {len(stream.playbacks)} playback events "
+        f"(generated in {generate_s:.1f}s); join {events / join_s:,.0f} events/s; train {len(train)}, test {len(test)}"
+    )
 
     trainer = OnlineTrainer(config=TrainerConfig(holdout_every=10))
     trainer.train_step(train[: args.batch])  # trace the tf.function outside the timing
@@ -117,16 +165,20 @@ def main() -> None:
         trainer.train_step(train[start : start + args.batch])
     train_s = time.perf_counter() - t
     train_rate = (len(train) - args.batch) / train_s
-    print(f"training: {train_rate:,.0f} samples/s (batch {args.batch}, {train_s:.1f}s, "
-          f"{trainer.counters()['samples_trained']} trained, {trainer.counters()['holdout']} held out)")
+    print(
+        f"training: {train_rate:,.0f} samples/s (batch {args.batch}, {train_s:.1f}s, "
+        f"{trainer.counters()['samples_trained']} trained, {trainer.counters()['holdout']} held out)"
+    )
 
     labels = encode_labels(test)
     model_auc = task_aucs(labels, trainer.predict(test))
     baseline_auc = task_aucs(labels, pxtr_matrix(test))
     holdout_auc = trainer.evaluate()
     for task in TASKS:
-        print(f"  AUC {task}: model {model_auc[task]:.4f}  pxtr {baseline_auc[task]:.4f}  "
-              f"(label rate {labels[:, TASKS.index(task)].mean():.3f})")
+        print(
+            f"  AUC {task}: model {model_auc[task]:.4f}  pxtr {baseline_auc[task]:.4f}  "
+            f"(label rate {labels[:, TASKS.index(task)].mean():.3f})"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         export = export_version(trainer, tmp, "bench", test[:512], ExportConfig(), metrics=model_auc)
@@ -135,23 +187,30 @@ def main() -> None:
         fixed_manifest = json.loads(Path(fixed.manifest_path).read_text())
         rankers = {
             "float32_dynamic_batch": DeviceRanker(manifest, Path(export.artifacts[FLOAT_KIND].path).read_bytes()),
-            "dynamic_range_quant": DeviceRanker(manifest, Path(export.artifacts[QUANT_KIND].path).read_bytes(),
-                                                kind=QUANT_KIND),
-            "float32_fixed_batch_24": DeviceRanker(fixed_manifest,
-                                                   Path(fixed.artifacts[FLOAT_KIND].path).read_bytes()),
+            "dynamic_range_quant": DeviceRanker(
+                manifest, Path(export.artifacts[QUANT_KIND].path).read_bytes(), kind=QUANT_KIND
+            ),
+            "float32_fixed_batch_24": DeviceRanker(fixed_manifest, Path(fixed.artifacts[FLOAT_KIND].path).read_bytes()),
         }
         requests = scoring_requests(test, args.latency_requests)
         latencies = {name: latency_ms(r, requests) for name, r in rankers.items()}
         quant_preds = rankers["dynamic_range_quant"].predict(test)
         quant_auc = task_aucs(labels, quant_preds)
     float_art, quant_art = export.artifacts[FLOAT_KIND], export.artifacts[QUANT_KIND]
-    print(f"export (checkpoint + float32 + dynamic-range + LiteRT verify): {export.seconds:.1f}s; "
-          f"tflite {float_art.bytes:,} B (max diff {float_art.max_abs_diff:.2g}), "
-          f"quant {quant_art.bytes:,} B (max diff {quant_art.max_abs_diff:.2g})")
+    print(
+        f"export (checkpoint + float32 + dynamic-range + LiteRT verify): {export.seconds:.1f}s; "
+        f"tflite {float_art.bytes:,} B (max diff {float_art.max_abs_diff:.2g}), "
+        f"quant {quant_art.bytes:,} B (max diff {quant_art.max_abs_diff:.2g})"
+    )
     for name, (p50, p99) in latencies.items():
         print(f"  rank 24 candidates [{name}]: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     params = parameter_count(trainer.model)
     print(f"params {params:,}")
+    gate = gate_bench(stream)
+    print(
+        f"gate (choppy): AUC {gate['auc']:.4f}, recall@p0.7 {gate['recall_at_p0.7']:.3f}, "
+        f"flagged >= 0.75: {gate['flagged_share']:.3f}, {gate['params']:,} params, {gate['tflite_bytes']:,} B tflite"
+    )
 
     result = {
         "train_samples_per_s": round(train_rate, 1),
@@ -170,6 +229,7 @@ def main() -> None:
         "tflite_fixed24_bytes": fixed.artifacts[FLOAT_KIND].bytes,
         "params": params,
         "model_config": trainer.model_config.to_dict(),
+        "gate": gate,
         "label_join_events_per_s": round(events / join_s, 1),
         "label_join_stats": join_stats,
         "dataset": {

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from infra.logs import get_logger
 from infra.object_store import app_buckets, ensure_buckets, object_store
-from infra.ports import LOOPBACK, port_accepts, port_holder, port_is_free
+from infra.ports import LOOPBACK, pick_free_ports, port_accepts, port_holder, port_is_free
 from infra.settings import Settings
 
 COMPONENTS: tuple[str, ...] = ("s3", "broker", "redis")  # start order
@@ -47,11 +47,13 @@ S3_INTERNAL_PORTS = {
 }
 
 _ENV_VAR = {"s3": "VITRINA_S3_ENDPOINT", "broker": "VITRINA_KAFKA_BOOTSTRAP", "redis": "VITRINA_REDIS_URL"}
-# Substring of /proc/<pid>/cmdline that proves a pid is still our process (pids get reused).
-_CMDLINE_MARKER = {"s3": "weed", "broker": "tansu", "redis": "redis"}
+# Prefix of the program name (argv[0] basename) proving a pid is still ours: pids get reused.
+# Redis rewrites its title ("redis-server 127.0.0.1:PORT", forks "redis-rdb-bgsave ...").
+_PROGRAM_PREFIX = {"s3": "weed", "broker": "tansu", "redis": "redis-"}
 _START_TIMEOUT = {"s3": 90.0, "broker": 45.0, "redis": 20.0}
-# weed's graceful stop waits on idle gRPC streams (~25 s); its data is on disk by then.
-_STOP_TIMEOUT = {"s3": 5.0, "broker": 10.0, "redis": 20.0}
+# weed's volume server is shut down (data written) within ~0.3 s of SIGTERM, but its filer
+# then waits ~15 s on an in-process gRPC stream that never ends; SIGKILL after a short grace.
+_STOP_TIMEOUT = {"s3": 3.0, "broker": 10.0, "redis": 20.0}
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
 _TANSU_CLUSTER_ID = "vitrina"
 # Tansu reads these from the environment; an inherited value must not redirect it.
@@ -489,6 +491,7 @@ class EmbeddedStack:
             "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
             f"-volume.port={port['volume']}", f"-volume.port.grpc={port['volume.grpc']}",
             "-volume.max=256",  # each bucket is a collection that grows 7 volumes at once
+            "-volume.preStopSeconds=0",  # default 10 s pause before a graceful stop
             "-filer", f"-filer.port={port['filer']}", f"-filer.port.grpc={port['filer.grpc']}",
             "-s3", f"-s3.port={base}", f"-s3.port.grpc={port['s3.grpc']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
@@ -593,13 +596,13 @@ class EmbeddedStack:
 
     def _running_pid(self, name: str) -> int | None:
         pid = _read_pid(self._pid_file(name))
-        if pid is None or not _alive(pid) or _CMDLINE_MARKER[name] not in _cmdline(pid):
+        if pid is None or not _alive(pid) or not _program_name(pid).startswith(_PROGRAM_PREFIX[name]):
             return None
         return pid
 
     def _owned_group_members(self, name: str, pgid: int) -> list[int]:
-        marker = _CMDLINE_MARKER[name]
-        return [member for member in _group_members(pgid) if marker in _cmdline(member)]
+        prefix = _PROGRAM_PREFIX[name]
+        return [member for member in _group_members(pgid) if _program_name(member).startswith(prefix)]
 
     def _exit_code(self, name: str) -> int | None:
         proc = self._children.get(name)
@@ -625,6 +628,23 @@ class EmbeddedStack:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def free_port_env(data_dir: Path) -> dict[str, str]:
+    """VITRINA_* variables for a stack under ``data_dir`` on currently free loopback ports.
+
+    Used by the test fixtures so that test runs never collide with a developer's
+    ``vitrina up`` on the default ports, nor with each other.
+    """
+    (s3_port,) = pick_free_ports(1, block=1 + len(S3_INTERNAL_PORTS))
+    avoid = set(range(s3_port, s3_port + 1 + len(S3_INTERNAL_PORTS)))
+    broker_port, redis_port = pick_free_ports(2, avoid=avoid)
+    return {
+        "VITRINA_DATA_DIR": str(Path(data_dir).resolve()),
+        "VITRINA_S3_ENDPOINT": f"{LOOPBACK}:{s3_port}",
+        "VITRINA_KAFKA_BOOTSTRAP": f"{LOOPBACK}:{broker_port}",
+        "VITRINA_REDIS_URL": f"redis://{LOOPBACK}:{redis_port}/0",
+    }
 
 
 # ---------------------------------------------------------------------- module helpers
@@ -702,11 +722,14 @@ def _alive(pid: int) -> bool:
     return stat is not None and stat[0] not in ("Z", "X")
 
 
-def _cmdline(pid: int) -> str:
+def _program_name(pid: int) -> str:
+    """Basename of argv[0] (a rewritten title like 'redis-server 127.0.0.1:1' counts up to the space)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return ""
+    first = raw.split(b"\0", 1)[0].decode("utf-8", "replace").split(" ", 1)[0]
+    return os.path.basename(first)
 
 
 def _group_members(pgid: int) -> list[int]:

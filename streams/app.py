@@ -36,6 +36,11 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         stream_wait_empty=False,
         broker_commit_every=2000,
+        # bigger buffers and polls: Faust's default of 4096 buffered events per stream
+        # halves throughput on a 2-core machine
+        stream_buffer_maxsize=50_000,
+        broker_max_poll_records=10_000,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         broker_commit_interval=1.0,
         table_cleanup_interval=30.0,
         worker_redirect_stdouts=False,

@@ -162,7 +162,8 @@ def run_generate(args: argparse.Namespace) -> int:
 # --- workers -------------------------------------------------------------------------------
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--loglevel", "-l", default="warning", help="Faust log level (default warning)")
+    p.add_argument("--loglevel", "-l", default="warn", choices=["crit", "error", "warn", "info", "debug"],
+                   help="Faust log level (default warn)")
 
 
 @command("worker", "run a Faust worker with every agent (scale out by starting more)")(_worker_args)

@@ -6,7 +6,7 @@ import sys
 from infra.settings import load
 
 
-def run_worker(loglevel: str = "warning") -> int:
+def run_worker(loglevel: str = "warn") -> int:
     from streams.topics import ensure_topics
     ensure_topics(load())
     from streams.app import app

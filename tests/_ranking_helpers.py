@@ -1,4 +1,5 @@
 """Tiny configs and labelled data for the ranking TF tests (kept small so the suite is quick)."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,15 @@ from processors.ranking.synthetic import SyntheticConfig, generate  # noqa: E402
 
 TINY_FEATURES = FeatureConfig(item_buckets=257, user_buckets=129, recent_len=8)
 TINY_MODEL = ModelConfig(
-    item_dim=8, user_dim=4, categorical_dim=2, numeric_dim=2, attention_heads=2, attention_head_dim=4,
-    experts=2, expert_units=8, tower_units=4,
+    item_dim=8,
+    user_dim=4,
+    categorical_dim=2,
+    numeric_dim=2,
+    attention_heads=2,
+    attention_head_dim=4,
+    experts=2,
+    expert_units=8,
+    tower_units=4,
 )
 
 
@@ -48,3 +56,15 @@ def request_and_candidates(samples, n: int = 24):
         if len(candidates) == n:
             break
     return request, candidates
+
+
+@lru_cache(maxsize=1)
+def trained_tiny_trainer():
+    """One tiny trainer trained on 1,600 synthetic samples, shared (read-only) by the export/device tests."""
+    from processors.ranking.trainer import OnlineTrainer, TrainerConfig
+
+    trainer = OnlineTrainer(TINY_FEATURES, TINY_MODEL, TrainerConfig(holdout_every=10))
+    samples = list(labelled_samples())
+    for i in range(0, 1_600, 64):
+        trainer.train_step(samples[i : i + 64])
+    return trainer

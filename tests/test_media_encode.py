@@ -262,3 +262,32 @@ def test_recipe_change_changes_the_output(media: FixtureMedia, tmp_path):
     result = encode_renditions(media["tiny.mp4"], info, [recipe], tmp_path)
     video = video_stream(ffprobe_json(result.renditions[0].path))
     assert (video["width"], video["height"]) == (32, 24)
+
+
+def test_full_range_source_becomes_limited_range(tmp_path):
+    """filetype__sample.mp4 is flagged full range ("pc"): the rendition must still be plain yuv420p."""
+    source = shared("filetype__sample.mp4")
+    assert video_stream(ffprobe_json(source)).get("color_range") == "pc"
+    info = info_of(source)
+    result = encode_renditions(source, info, build_ladder(info), tmp_path)
+    video = video_stream(ffprobe_json(result.renditions[0].path))
+    assert video["pix_fmt"] == "yuv420p" and video.get("color_range") == "tv"
+
+
+def test_a_failing_progress_callback_stops_ffmpeg(tmp_path):
+    source = shared("moviepy__big_buck_bunny_0_30.webm")
+    info = info_of(source)
+
+    def broken(fraction: float) -> None:
+        raise RuntimeError("callback bug")
+
+    with pytest.raises(RuntimeError, match="callback bug"):
+        encode_renditions(source, info, build_ladder(info), tmp_path, on_progress=broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_ffmpeg_is_an_environment_error(media: FixtureMedia, tmp_path):
+    from processors.media.tools import ToolMissing
+    info = info_of(media["tiny.mp4"])
+    with pytest.raises(ToolMissing):
+        encode_renditions(media["tiny.mp4"], info, build_ladder(info), tmp_path, EncodeSettings(ffmpeg="/nonexistent/ffmpeg"))

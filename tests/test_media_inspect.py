@@ -268,3 +268,9 @@ def test_decode_scan_argv_maps_only_the_chosen_streams():
     assert argv[argv.index("-t") + 1] == "2.000"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-map"] == ["0:1", "0:0"]
     assert argv[-3:] == ["-f", "null", "-"]
+
+
+def test_missing_ffprobe_is_an_environment_error(media: FixtureMedia):
+    from processors.media.tools import MediaTools, ToolMissing
+    with pytest.raises(ToolMissing):
+        inspect(media["tiny.mp4"], tools=MediaTools(ffprobe="/nonexistent/ffprobe"))

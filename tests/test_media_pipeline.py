@@ -157,3 +157,22 @@ def test_ssim_psnr_when_vmaf_is_unavailable(media: FixtureMedia, tmp_path):
     result = process_upload(media["tiny.mp4"], tmp_path, tools=MediaTools(quality_ffmpeg="ffmpeg"))
     assert isinstance(result, ProcessResult)
     assert set(result.renditions[0].quality) == {SSIM, PSNR}
+
+
+async def test_cancelling_the_task_kills_the_pipeline(tmp_path):
+    """The pool hands process_upload a cancel event; cancelling the awaiting task stops ffmpeg."""
+    pool = EncoderPool(size=1)
+    encoding = asyncio.Event()
+
+    def on_progress(p: Progress) -> None:
+        if p.stage == "encode":
+            encoding.set()
+
+    task = asyncio.create_task(pool.run(process_upload, shared("moviepy__big_buck_bunny_0_30.webm"), tmp_path,
+                                        on_progress=on_progress))
+    await asyncio.wait_for(encoding.wait(), timeout=60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.active == 0
+    assert list(tmp_path.rglob("*.*")) == []

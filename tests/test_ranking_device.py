@@ -1,4 +1,5 @@
 """Device runtime: integrity checks, ranking 24 candidates with LiteRT, offline cache pool."""
+
 from __future__ import annotations
 
 import json
@@ -7,24 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _ranking_helpers import TINY_FEATURES, TINY_MODEL, labelled_samples, request_and_candidates
+from _ranking_helpers import labelled_samples, request_and_candidates, trained_tiny_trainer
 
 from processors.ranking.device import DeviceRanker
 from processors.ranking.errors import ModelIntegrityError
 from processors.ranking.export import FLOAT_KIND, QUANT_KIND, ExportConfig, export_version
 from processors.ranking.features import candidate_impressions
 from processors.ranking.model import final_scores
-from processors.ranking.trainer import OnlineTrainer, TrainerConfig
 
 NOW = datetime(2024, 3, 20, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    trainer = OnlineTrainer(TINY_FEATURES, TINY_MODEL, TrainerConfig(holdout_every=10))
+    trainer = trained_tiny_trainer()
     samples = list(labelled_samples())
-    for i in range(0, 1_280, 64):
-        trainer.train_step(samples[i : i + 64])
     out = tmp_path_factory.mktemp("device")
     dynamic = export_version(trainer, out, "dyn", samples[-100:], ExportConfig())
     fixed = export_version(trainer, out, "fix", samples[-100:], ExportConfig(batch=24, quantize=False))
@@ -48,10 +46,12 @@ def test_ranks_24_candidates_with_the_same_features_as_training(bundle):
     expected = trainer.predict(candidate_impressions(request, candidates))
     by_item = {c["item_id"]: expected[i] for i, c in enumerate(candidates)}
     for r in ranked:
-        np.testing.assert_allclose([r.predictions[t] for t in ("evr", "lvr", "svr", "fpr")], by_item[r.item_id],
-                                   atol=1e-4)
-        assert r.score == pytest.approx(float(final_scores(by_item[r.item_id][None], manifest["score_weights"])[0]),
-                                        abs=1e-4)
+        np.testing.assert_allclose(
+            [r.predictions[t] for t in ("evr", "lvr", "svr", "fpr")], by_item[r.item_id], atol=1e-4
+        )
+        assert r.score == pytest.approx(
+            float(final_scores(by_item[r.item_id][None], manifest["score_weights"])[0]), abs=1e-4
+        )
     assert [r.item_id for r in ranker.rank(request, candidates, top_k=5)] == [r.item_id for r in ranked[:5]]
     assert ranker.rank(request, []) == []
 

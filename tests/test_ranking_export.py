@@ -1,4 +1,5 @@
 """Checkpoint round trip and TFLite export verified with LiteRT (float32 + dynamic range)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from _ranking_helpers import TINY_FEATURES, TINY_MODEL, labelled_samples
+from _ranking_helpers import TINY_FEATURES, TINY_MODEL, labelled_samples, trained_tiny_trainer
 
 from processors.ranking.errors import ExportVerificationError
 from processors.ranking.export import (
@@ -25,26 +26,23 @@ from processors.ranking.export import (
     verify_tflite,
 )
 from processors.ranking.features import encode_batch
-from processors.ranking.trainer import OnlineTrainer, TrainerConfig
+from processors.ranking.trainer import OnlineTrainer
 
 CREATED = datetime(2024, 3, 2, 4, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def trained():
-    trainer = OnlineTrainer(TINY_FEATURES, TINY_MODEL, TrainerConfig(holdout_every=10))
-    samples = list(labelled_samples())
-    for i in range(0, 1_600, 64):
-        trainer.train_step(samples[i : i + 64])
-    return trainer, samples
+    return trained_tiny_trainer(), list(labelled_samples())
 
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     trainer, samples = trained
     out = tmp_path_factory.mktemp("export")
-    result = export_version(trainer, out, "v1", samples[-200:], ExportConfig(), created_at=CREATED,
-                            metrics={"evr": 0.7})
+    result = export_version(
+        trainer, out, "v1", samples[-200:], ExportConfig(), created_at=CREATED, metrics={"evr": 0.7}
+    )
     return result
 
 
@@ -128,6 +126,14 @@ def test_verification_rejects_drift_and_unfrozen_variable_models(trained):
     with pytest.raises(ExportVerificationError) as err:
         verify_tflite(unfrozen, inputs, reference, 1e-3, kind="unfrozen")
     assert err.value.code == "variable_ops_in_tflite"
+
+
+def test_shared_checkpoint_directory_keeps_versions_side_by_side(trained, tmp_path):
+    trainer, samples = trained
+    shared = tmp_path / "checkpoints"
+    first = export_version(trainer, tmp_path, "a", samples[:20], ExportConfig(quantize=False), checkpoint_dir=shared)
+    assert Path(first.checkpoint_path).parent == shared
+    assert tf.train.latest_checkpoint(str(shared)) == first.checkpoint_path
 
 
 def test_export_needs_validation_samples(trained, tmp_path):

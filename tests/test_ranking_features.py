@@ -1,4 +1,5 @@
 """The shared feature function: determinism, shapes, padding, missing values, errors."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,13 @@ def sample(**patch):
         "item_id": "film-9",
         "recent_watched": [f"film-{i}" for i in range(30)],
         "pxtr": {"evr": 0.6, "lvr": 0.3, "svr": 0.05, "fpr": 0.2},
-        "context": {"network_kbps": 1_600, "device_score": 0.55, "cached_ratio": 0.3, "item_duration_ms": 95_000,
-                    "hour_of_day": 21},
+        "context": {
+            "network_kbps": 1_600,
+            "device_score": 0.55,
+            "cached_ratio": 0.3,
+            "item_duration_ms": 95_000,
+            "hour_of_day": 21,
+        },
         "labels": {"evr": True, "lvr": False, "svr": False, "fpr": False},
     }
     base.update(patch)
@@ -83,15 +89,35 @@ def test_numeric_buckets_follow_the_boundaries():
     # network 1600 -> > 1500 (3rd bound) -> bucket 4; score 0.55 -> 6; cached 0.3 -> 4;
     # duration 95 s -> between 60 and 120 -> 5; hour 21 -> 22
     assert row["numeric_buckets"] == [4, 6, 4, 5, 22]
-    edges = encode_one(sample(context={"network_kbps": 300, "device_score": 0.0, "cached_ratio": 1.0,
-                                       "item_duration_ms": 0, "hour_of_day": 0}), config)
+    edges = encode_one(
+        sample(
+            context={
+                "network_kbps": 300,
+                "device_score": 0.0,
+                "cached_ratio": 1.0,
+                "item_duration_ms": 0,
+                "hour_of_day": 0,
+            }
+        ),
+        config,
+    )
     assert edges["numeric_buckets"] == [2, 1, 7, 0, 1]  # duration 0 = unknown -> 0
     missing = encode_one(sample(context={}), config)
     assert missing["numeric_buckets"] == [0, 0, 0, 0, 0]
     nan = encode_one(sample(context={"network_kbps": float("nan"), "device_score": "fast"}), config)
     assert nan["numeric_buckets"][:2] == [0, 0]
-    huge = encode_one(sample(context={"network_kbps": 1e9, "device_score": 9.0, "cached_ratio": 9.0,
-                                      "item_duration_ms": 10**12, "hour_of_day": 99}), config)
+    huge = encode_one(
+        sample(
+            context={
+                "network_kbps": 1e9,
+                "device_score": 9.0,
+                "cached_ratio": 9.0,
+                "item_duration_ms": 10**12,
+                "hour_of_day": 99,
+            }
+        ),
+        config,
+    )
     assert huge["numeric_buckets"] == [size - 1 for size in config.numeric_vocab_sizes]  # top bucket fits the table
 
 
@@ -116,8 +142,9 @@ def test_encoding_is_identical_in_a_fresh_interpreter_with_another_hash_seed():
     )
     payload = json.dumps({k: v for k, v in sample().items()})
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code, payload], cwd=REPO, env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, payload], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout) == json.loads(json.dumps(here))
 
 
@@ -156,11 +183,18 @@ def test_config_round_trips_through_json():
 
 
 def test_candidate_impressions_merge_request_context_with_each_candidate():
-    request = {"user_id": "u1", "device_id": "d", "device_type": "TV", "surface": "AUTOPLAY",
-               "recent_watched": ["a"], "context": {"network_kbps": 900, "device_score": 0.4, "cached_ratio": 0.0,
-                                                     "hour_of_day": 8}}
-    cands = [{"item_id": "x", "pxtr": {"evr": 0.2}, "item_duration_ms": 5_000},
-             {"item_id": "y", "pxtr": {}, "item_duration_ms": 9_000, "cached_ratio": 1.0}]
+    request = {
+        "user_id": "u1",
+        "device_id": "d",
+        "device_type": "TV",
+        "surface": "AUTOPLAY",
+        "recent_watched": ["a"],
+        "context": {"network_kbps": 900, "device_score": 0.4, "cached_ratio": 0.0, "hour_of_day": 8},
+    }
+    cands = [
+        {"item_id": "x", "pxtr": {"evr": 0.2}, "item_duration_ms": 5_000},
+        {"item_id": "y", "pxtr": {}, "item_duration_ms": 9_000, "cached_ratio": 1.0},
+    ]
     imps = candidate_impressions(request, cands)
     assert [i["item_id"] for i in imps] == ["x", "y"]
     assert imps[0]["context"]["cached_ratio"] == 0.0 and imps[1]["context"]["cached_ratio"] == 1.0

@@ -1,11 +1,12 @@
 """Optional GRF gate: choppy-play samples from playback events, training, TFLite parity."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import _ranking_helpers  # noqa: F401 - quiets TF logging before TF is imported
 import numpy as np
 import pytest
-from _ranking_helpers import TINY_FEATURES  # noqa: F401 - sets TF log level
 
 from processors.ranking.errors import RankingInputError
 from processors.ranking.export import run_tflite
@@ -26,10 +27,24 @@ T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 
 def ev(kind, t, session="s1", item="i1", user="u1", stall=0, kbps=900, buffered=0.1):
-    return {"event_id": f"{session}{kind}{t}", "session_id": session, "user_id": user, "device_id": "d1",
-            "device_type": "MOBILE", "os": "android", "app_version": "1", "item_id": item, "event_type": kind,
-            "position_ms": 0, "duration_ms": 120_000, "network_kbps": kbps, "buffered_ratio": buffered,
-            "stall_ms": stall, "bitrate_kbps": 2_000, "event_time": T0 + timedelta(seconds=t)}
+    return {
+        "event_id": f"{session}{kind}{t}",
+        "session_id": session,
+        "user_id": user,
+        "device_id": "d1",
+        "device_type": "MOBILE",
+        "os": "android",
+        "app_version": "1",
+        "item_id": item,
+        "event_type": kind,
+        "position_ms": 0,
+        "duration_ms": 120_000,
+        "network_kbps": kbps,
+        "buffered_ratio": buffered,
+        "stall_ms": stall,
+        "bitrate_kbps": 2_000,
+        "event_time": T0 + timedelta(seconds=t),
+    }
 
 
 def test_samples_use_start_features_and_history_before_the_play():

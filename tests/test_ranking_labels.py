@@ -1,4 +1,5 @@
 """Label rules (table-driven + real KuaiRand rows) and the impression x playback join."""
+
 from __future__ import annotations
 
 import csv
@@ -64,17 +65,17 @@ def test_kuairand_real_rows_follow_the_rules():
     plays = [(int(r["play_time_ms"]), int(r["duration_ms"])) for r in rows]
     # 142 real plays under 3 s (MANIFEST); none of them is a finished clip
     assert sum(lab["svr"] for lab in labels) == 142
-    assert all(lab["svr"] == (play < 3_000) for lab, (play, _) in zip(labels, plays))
+    assert all(lab["svr"] == (play < 3_000) for lab, (play, _) in zip(labels, plays, strict=False))
     for lab in labels:
         assert not (lab["fpr"] and not lab["lvr"]) and not (lab["lvr"] and not lab["evr"])
         assert not (lab["svr"] and lab["evr"])
     # duration 0 (18 real rows): never finished without an event, evr only from 10 s
-    zero = [(lab, play) for lab, (play, dur) in zip(labels, plays) if dur == 0]
+    zero = [(lab, play) for lab, (play, dur) in zip(labels, plays, strict=False) if dur == 0]
     assert len(zero) == 18
     assert not any(lab["fpr"] for lab, _ in zero)
     assert all(lab["evr"] == (play >= 10_000) for lab, play in zero)
     # finished: 95% of a known duration - 9 real rows, 5 of them at or past 100%
-    finished = [(play, dur) for lab, (play, dur) in zip(labels, plays) if lab["fpr"]]
+    finished = [(play, dur) for lab, (play, dur) in zip(labels, plays, strict=False) if lab["fpr"]]
     assert len(finished) == 9
     assert sum(play >= dur for play, dur in finished) == 5
     assert (7_594, 7_600) in finished and (13_914, 13_933) in finished
@@ -112,8 +113,13 @@ def impression(item="i1", user="u1", at=T0, imp_id=None, device="d1", duration=6
         "surface": "HOME",
         "recent_watched": [],
         "pxtr": {"evr": 0.5, "lvr": 0.4, "svr": 0.1, "fpr": 0.2},
-        "context": {"network_kbps": 5000, "device_score": 0.7, "cached_ratio": 0.0, "item_duration_ms": duration,
-                    "hour_of_day": 12},
+        "context": {
+            "network_kbps": 5000,
+            "device_score": 0.7,
+            "cached_ratio": 0.0,
+            "item_duration_ms": duration,
+            "hour_of_day": 12,
+        },
         "labels": None,
         "event_time": at,
         **extra,
@@ -375,8 +381,15 @@ def test_kuairand_rows_through_the_joiner():
         joiner.add_impression(imp)
         joiner.add_playback(playback("START", 0, at + s(3), item=item, user=user, session=f"ks{n}", duration=duration))
         joiner.add_playback(
-            playback("STOP", play, at + s(3) + timedelta(milliseconds=play), item=item, user=user, session=f"ks{n}",
-                     duration=duration)
+            playback(
+                "STOP",
+                play,
+                at + s(3) + timedelta(milliseconds=play),
+                item=item,
+                user=user,
+                session=f"ks{n}",
+                duration=duration,
+            )
         )
         expected[f"kr-{n}"] = label_watch(play, duration)
     out = joiner.expire(T0 + timedelta(hours=len(rows) + 1))

@@ -1,4 +1,5 @@
 """Rank-based AUC against a brute-force pair count, ties and single-class cases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,8 @@ from processors.ranking.metrics import pxtr_matrix, roc_auc, task_aucs
 
 
 def brute_force_auc(labels, scores):
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
+    pos = [s for s, y in zip(scores, labels, strict=False) if y]
+    neg = [s for s, y in zip(scores, labels, strict=False) if not y]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 

@@ -1,11 +1,12 @@
 """Model structure, masking, scoring weights, and learning a learnable signal."""
+
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from _ranking_helpers import TINY_FEATURES, TINY_MODEL, labelled_samples
 
-import keras
 from processors.ranking.errors import RankingInputError
 from processors.ranking.features import encode_batch
 from processors.ranking.metrics import task_aucs
@@ -31,8 +32,12 @@ def test_model_maps_encoded_inputs_to_four_finite_logits():
 
 def test_parameter_count_grows_with_heads_and_experts():
     small = parameter_count(build_ranking_model(TINY_FEATURES, TINY_MODEL))
-    more_heads = parameter_count(build_ranking_model(TINY_FEATURES, ModelConfig(**{**TINY_MODEL.to_dict(), "attention_heads": 4})))
-    more_experts = parameter_count(build_ranking_model(TINY_FEATURES, ModelConfig(**{**TINY_MODEL.to_dict(), "experts": 4})))
+    more_heads = parameter_count(
+        build_ranking_model(TINY_FEATURES, ModelConfig(**{**TINY_MODEL.to_dict(), "attention_heads": 4}))
+    )
+    more_experts = parameter_count(
+        build_ranking_model(TINY_FEATURES, ModelConfig(**{**TINY_MODEL.to_dict(), "experts": 4}))
+    )
     assert small < more_heads and small < more_experts
     model = build_ranking_model(TINY_FEATURES, TINY_MODEL)
     assert parameter_count(model) == sum(int(np.prod(w.shape)) for w in model.get_weights())
@@ -75,14 +80,26 @@ def _learnable(n: int, seed: int) -> list[dict]:
         kbps = int(rng.choice([200, 20_000]))
         history = [f"h{int(rng.integers(3))}"] if rng.random() < 0.5 else []
         evr = item % 2 == 0
-        out.append({
-            "impression_id": f"L{seed}-{i}", "user_id": f"u{i % 7}", "device_id": "d", "device_type": device,
-            "surface": "HOME", "item_id": f"it{item}", "recent_watched": history,
-            "pxtr": {"evr": 0.5, "lvr": 0.5, "svr": 0.5, "fpr": 0.5},
-            "context": {"network_kbps": kbps, "device_score": 0.5, "cached_ratio": 0.5, "item_duration_ms": 60_000,
-                        "hour_of_day": 20},
-            "labels": {"evr": evr, "lvr": evr and device == "TV", "svr": kbps < 1000, "fpr": bool(history)},
-        })
+        out.append(
+            {
+                "impression_id": f"L{seed}-{i}",
+                "user_id": f"u{i % 7}",
+                "device_id": "d",
+                "device_type": device,
+                "surface": "HOME",
+                "item_id": f"it{item}",
+                "recent_watched": history,
+                "pxtr": {"evr": 0.5, "lvr": 0.5, "svr": 0.5, "fpr": 0.5},
+                "context": {
+                    "network_kbps": kbps,
+                    "device_score": 0.5,
+                    "cached_ratio": 0.5,
+                    "item_duration_ms": 60_000,
+                    "hour_of_day": 20,
+                },
+                "labels": {"evr": evr, "lvr": evr and device == "TV", "svr": kbps < 1000, "fpr": bool(history)},
+            }
+        )
     return out
 
 
@@ -101,3 +118,15 @@ def test_online_training_learns_a_learnable_signal():
 
     baseline = task_aucs(encode_labels(test), untrained.predict(test))
     assert aucs["evr"] > baseline["evr"] + 0.2
+
+
+def test_builds_are_reproducible_per_seed_without_reseeding_the_process():
+    np.random.seed(123)
+    expected_next = np.random.random()
+    np.random.seed(123)
+    first = build_ranking_model(TINY_FEATURES, TINY_MODEL).get_weights()
+    assert np.random.random() == expected_next  # the global numpy generator was not reseeded
+    second = build_ranking_model(TINY_FEATURES, TINY_MODEL).get_weights()
+    other = build_ranking_model(TINY_FEATURES, ModelConfig(**{**TINY_MODEL.to_dict(), "seed": 99})).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))

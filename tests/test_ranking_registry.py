@@ -1,4 +1,5 @@
 """Model-version lifecycle and the KION promotion rule (pure, table-driven)."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,13 @@ def test_decide_promotion_uses_only_the_last_n_evaluations():
 
 
 def version(name, days=0, metrics=None):
-    return ModelVersion(version=name, created_at=T + timedelta(days=days), sha256=name * 4,
-                        paths={"tflite_float32": f"s3://models/{name}.tflite"}, metrics=metrics or {})
+    return ModelVersion(
+        version=name,
+        created_at=T + timedelta(days=days),
+        sha256=name * 4,
+        paths={"tflite_float32": f"s3://models/{name}.tflite"},
+        metrics=metrics or {},
+    )
 
 
 def test_lifecycle_promote_archives_the_previous_production():
@@ -74,8 +80,10 @@ def test_lifecycle_promote_archives_the_previous_production():
     assert reg.production().version == "v2"
     assert reg.get("v1").state is ModelState.ARCHIVED
     assert [(t.from_state, t.to_state) for t in reg.get("v1").transitions] == [
-        (ModelState.NONE, ModelState.STAGING), (ModelState.STAGING, ModelState.PRODUCTION),
-        (ModelState.PRODUCTION, ModelState.ARCHIVED)]
+        (ModelState.NONE, ModelState.STAGING),
+        (ModelState.STAGING, ModelState.PRODUCTION),
+        (ModelState.PRODUCTION, ModelState.ARCHIVED),
+    ]
 
 
 def test_rollback_to_a_given_version():

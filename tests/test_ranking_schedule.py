@@ -1,4 +1,5 @@
 """Checkpoint schedule: every 4 h of event time or every N samples (table-driven)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone

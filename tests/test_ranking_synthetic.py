@@ -1,4 +1,5 @@
 """The synthetic stream: seeded, contract-shaped, and with signal beyond the server pxtr."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -11,11 +12,39 @@ from processors.ranking.labels import PLAYBACK_EVENT_TYPES
 from processors.ranking.metrics import pxtr_matrix, task_aucs
 from processors.ranking.synthetic import SyntheticConfig, generate
 
-IMPRESSION_KEYS = {"impression_id", "request_id", "user_id", "device_id", "device_type", "item_id", "position",
-                   "surface", "recent_watched", "pxtr", "context", "labels", "event_time"}
-PLAYBACK_KEYS = {"event_id", "session_id", "user_id", "device_id", "device_type", "os", "app_version", "item_id",
-                 "event_type", "position_ms", "duration_ms", "network_kbps", "buffered_ratio", "stall_ms",
-                 "bitrate_kbps", "event_time"}
+IMPRESSION_KEYS = {
+    "impression_id",
+    "request_id",
+    "user_id",
+    "device_id",
+    "device_type",
+    "item_id",
+    "position",
+    "surface",
+    "recent_watched",
+    "pxtr",
+    "context",
+    "labels",
+    "event_time",
+}
+PLAYBACK_KEYS = {
+    "event_id",
+    "session_id",
+    "user_id",
+    "device_id",
+    "device_type",
+    "os",
+    "app_version",
+    "item_id",
+    "event_type",
+    "position_ms",
+    "duration_ms",
+    "network_kbps",
+    "buffered_ratio",
+    "stall_ms",
+    "bitrate_kbps",
+    "event_time",
+}
 
 
 def small(seed=5):

@@ -1,4 +1,5 @@
 """Online trainer: holdout split, counters, thread safety, bad input, sample buffer."""
+
 from __future__ import annotations
 
 import threading
@@ -26,8 +27,12 @@ def test_train_step_trains_on_non_holdout_and_keeps_the_rest_for_evaluation():
     assert set(result) >= {"evr", "lvr", "svr", "fpr", "loss", "step"}
     assert result["loss"] == pytest.approx(sum(result[t] for t in ("evr", "lvr", "svr", "fpr")), rel=1e-5)
     counters = trainer.counters()
-    assert counters == {"samples_seen": 256, "samples_trained": 256 - expected_holdout, "steps": 1,
-                        "holdout": expected_holdout}
+    assert counters == {
+        "samples_seen": 256,
+        "samples_trained": 256 - expected_holdout,
+        "steps": 1,
+        "holdout": expected_holdout,
+    }
     held_ids = {s["impression_id"] for s in trainer.holdout_samples()}
     assert held_ids == {s["impression_id"] for s in samples if is_holdout(s, 4)}
     aucs = trainer.evaluate()
@@ -75,8 +80,11 @@ def test_concurrent_train_steps_and_evaluation_keep_exact_counters():
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=train, args=(batches[:5],)), threading.Thread(target=train, args=(batches[5:],)),
-               threading.Thread(target=evaluate)]
+    threads = [
+        threading.Thread(target=train, args=(batches[:5],)),
+        threading.Thread(target=train, args=(batches[5:],)),
+        threading.Thread(target=evaluate),
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -78,3 +78,15 @@ def test_view_round_trip_and_hash():
     assert content_hash(later) == content_hash(showcase)  # time and version do not change the content
     reordered = replace(showcase, shelves=showcase.shelves[::-1])
     assert content_hash(reordered) != content_hash(showcase)
+
+
+def test_daily_novelty_check_flags_an_unchanged_personal_showcase():
+    from processors.showcase import daily_checks
+
+    index = vod_world({"a": ids("a", 8), "b": ids("b", 8)}, min_shelves=1)
+    personal = assemble(index, Viewer(user_id="u", device_type="TV", now=NOW))
+    same = content_hash(personal)
+    assert "showcase_not_refreshed" in {a.code for a in daily_checks(personal, index, previous_hash=same)}
+    assert "showcase_not_refreshed" not in {a.code for a in daily_checks(personal, index, previous_hash="other")}
+    guest = assemble(index, Viewer(user_id=None, device_type="TV", now=NOW))
+    assert "showcase_not_refreshed" not in {a.code for a in daily_checks(guest, index, previous_hash=content_hash(guest))}

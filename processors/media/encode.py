@@ -84,7 +84,9 @@ def video_filter_chain(info: MediaInfo, recipe: Recipe, scale_flags: str = "bicu
     steps = []
     if info.fps and info.fps > recipe.fps_cap + 0.01:
         steps.append(f"fps={recipe.fps_cap:g}")
-    steps += [f"scale={recipe.width}:{recipe.height}:flags={scale_flags}", "setsar=1", "format=yuv420p"]
+    # out_range=tv: full-range sources (phone/MPEG-4 clips flagged "pc") are converted to the
+    # limited range every player expects; without it x264 writes a yuvj420p (full-range) stream
+    steps += [f"scale={recipe.width}:{recipe.height}:flags={scale_flags}:out_range=tv", "setsar=1", "format=yuv420p"]
     return ",".join(steps)
 
 

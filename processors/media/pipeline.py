@@ -3,16 +3,23 @@ thumbnails -> validate -> quality. Returns every output as a local path with its
 metadata (the caller uploads them and publishes the processed event), or a Rejection.
 
 Blocking; from asyncio use `EncoderPool.run(process_upload, ...)`, which also wires `cancel`.
+
+Dedupe belongs BEFORE this call (Mail.Ru: MD5 right after upload, skip transcoding on a hit): hash
+while downloading with `ContentKeyHasher`, look the asset id up, and pass `content_key=` here so the
+file is not read twice. `workdir` should be dedicated to the upload: outputs are written there as
+`<rung>.mp4` (+ `<rung>.m3u8`/`<rung>.m4s` with HLS, `master.m3u8`) and `thumbs/*.jpg`; on a
+rejection everything this call wrote is removed again.
 """
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+
+from infra.logs import get_logger
 
 from . import layout
 from .content_key import ContentKey, content_key_of_path
@@ -26,6 +33,8 @@ from .thumbnails import ThumbnailSpec, make_thumbnails, plan_thumbnails
 from .tools import MediaTools, ToolCancelled, ToolFailed, ToolTimeout
 from .validate import (Tolerance, Violation, check_media_playlist, rejection_for, validate_rendition,
                        validate_thumbnail)
+
+log = get_logger("processors.media.pipeline")
 
 # share of the overall progress at the START of each stage
 STAGES = {"inspect": 0.0, "encode": 0.05, "thumbnails": 0.80, "validate": 0.83, "quality": 0.85, "done": 1.0}
@@ -146,7 +155,38 @@ def process_upload(
     cancel: threading.Event | None = None,
 ) -> ProcessResult | Rejection:
     """Raises ToolCancelled when `cancel` is set and ToolMissing when ffmpeg/ffprobe are absent;
-    every problem with the file itself comes back as a Rejection."""
+    every problem with the file itself comes back as a Rejection. Defaults are the dataclass
+    defaults (pass `Limits.from_env()`, `EncodeSettings.from_env()`, `MediaTools.from_env()` to
+    honour VITRINA_* variables)."""
+    started = time.monotonic()
+    result = _process(local_path, workdir, limits, tools=tools, settings=settings, tolerance=tolerance,
+                      content_key=content_key, measure=measure, quality_max_seconds=quality_max_seconds,
+                      on_progress=on_progress, cancel=cancel)
+    elapsed = round(time.monotonic() - started, 3)
+    if isinstance(result, Rejection):
+        log.info("upload rejected", file=Path(local_path).name, reason_code=result.code.value,
+                 message=result.message, elapsed_s=elapsed)
+    else:
+        log.info("upload processed", file=Path(local_path).name, asset_id=result.asset_id,
+                 renditions=[r.recipe.name for r in result.renditions], timings_s=result.timings_s,
+                 quality={r.recipe.name: r.quality for r in result.renditions}, elapsed_s=elapsed)
+    return result
+
+
+def _process(
+    local_path: str | Path,
+    workdir: str | Path,
+    limits: Limits | None = None,
+    *,
+    tools: MediaTools | None = None,
+    settings: EncodeSettings | None = None,
+    tolerance: Tolerance | None = None,
+    content_key: ContentKey | None = None,
+    measure: bool = True,
+    quality_max_seconds: float = 10.0,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ProcessResult | Rejection:
     limits = limits or Limits()
     tools = tools or MediaTools()
     settings = settings or replace(EncodeSettings(), ffmpeg=tools.ffmpeg)
@@ -187,7 +227,8 @@ def process_upload(
         for path in created:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        shutil.rmtree(workdir / "thumbs", ignore_errors=True)
+        with contextlib.suppress(OSError):   # only if empty: the workdir may hold the caller's files
+            (workdir / "thumbs").rmdir()
         return rejection
 
     report("encode")
@@ -214,6 +255,7 @@ def process_upload(
         raise
     except ToolFailed as exc:
         return reject(Rejection(RejectionCode.ENCODE_FAILED, f"thumbnails: {exc}", {"stage": "thumbnails"}))
+    created += [t.path for t in thumbs]
     lap("thumbnails")
 
     report("validate")

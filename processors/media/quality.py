@@ -9,8 +9,8 @@ every `n_subsample`-th frame is scored, to keep it cheap.
 
 Frames are paired by INDEX, not by timestamp: both streams get `settb=1/30,setpts=N`. Timestamp sync
 (framesync's "nearest lower or equal") paired neighbouring frames whenever the source's timestamps
-were rounded up (WebM's 1 ms timebase: BBB 720p scored VMAF 70.8 with timestamp pairing and 90.6
-with index pairing; the VFR phone clip fire2 80.4 -> 97.3). Encodes keep every source frame
+were rounded up (WebM's 1 ms timebase: the BBB 720p rung scored VMAF 70.8 with timestamp pairing
+and 91.6 with index pairing; the VFR phone clip fire2, 720p rung, 80.4 -> 97.3). Encodes keep every source frame
 (passthrough) or go through the same fps filter as the reference, so indexes correspond.
 
 Which ffmpeg: `MediaTools.resolved_quality_ffmpeg()` - the imageio-ffmpeg static build (has libvmaf)
@@ -62,7 +62,7 @@ def build_quality_argv(
     n_threads: int | None = None,
 ) -> list[str]:
     width, height = info.width - info.width % 2, info.height - info.height % 2
-    common = f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p"
+    common = f"scale={width}:{height}:flags=bicubic:out_range=tv,setsar=1,format=yuv420p"
     ref_chain = ""
     if info.fps and info.fps > recipe.fps_cap + 0.01:
         ref_chain = f"fps={recipe.fps_cap:g},"

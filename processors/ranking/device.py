@@ -6,6 +6,7 @@ candidates with the same ``features.encode_batch`` the trainer used. ``rank_offl
 ranks only the local cache pool (GRF offline mode), skipping entries older than two
 weeks (GRF's eviction age).
 """
+
 from __future__ import annotations
 
 import threading
@@ -40,9 +41,14 @@ class OfflineRanking:
 
 def _manifest_signature(manifest: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
     try:
-        return {entry["name"]: (tuple(int(d) for d in entry["shape"]), str(entry["dtype"])) for entry in manifest["input_signature"]}
+        return {
+            entry["name"]: (tuple(int(d) for d in entry["shape"]), str(entry["dtype"]))
+            for entry in manifest["input_signature"]
+        }
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelIntegrityError("bad_manifest", f"input_signature unreadable: {exc}", field="input_signature") from exc
+        raise ModelIntegrityError(
+            "bad_manifest", f"input_signature unreadable: {exc}", field="input_signature"
+        ) from exc
 
 
 class DeviceRanker:
@@ -53,7 +59,8 @@ class DeviceRanker:
         actual = sha256_hex(model_bytes)
         if actual != artifact["sha256"]:
             raise ModelIntegrityError(
-                "sha256_mismatch", f"model bytes hash {actual[:12]}... != manifest {str(artifact['sha256'])[:12]}...",
+                "sha256_mismatch",
+                f"model bytes hash {actual[:12]}... != manifest {str(artifact['sha256'])[:12]}...",
                 field="sha256",
             )
         if list((manifest.get("output") or {}).get("tasks") or []) != list(TASKS):
@@ -61,12 +68,19 @@ class DeviceRanker:
         try:
             self.features = FeatureConfig.from_dict(manifest["feature_config"])
         except (KeyError, TypeError, RankingInputError) as exc:
-            raise ModelIntegrityError("bad_manifest", f"feature_config unreadable: {exc}", field="feature_config") from exc
+            raise ModelIntegrityError(
+                "bad_manifest", f"feature_config unreadable: {exc}", field="feature_config"
+            ) from exc
         declared = _manifest_signature(manifest)
         expected = input_specs(self.features)
         batch_dims = {shape[0] for shape, _ in declared.values()} if declared else {-1}
-        if set(declared) != set(expected) or len(batch_dims) != 1 or any(
-            declared[name][0][1:] != shape or declared[name][1] != dtype for name, (shape, dtype) in expected.items()
+        if (
+            set(declared) != set(expected)
+            or len(batch_dims) != 1
+            or any(
+                declared[name][0][1:] != shape or declared[name][1] != dtype
+                for name, (shape, dtype) in expected.items()
+            )
         ):
             raise ModelIntegrityError("signature_mismatch", "manifest signature does not match its feature config")
         self.batch: int | None = None if batch_dims == {-1} else batch_dims.pop()
@@ -84,8 +98,14 @@ class DeviceRanker:
         details = self._runner.get_input_details()
         for name, (shape, dtype) in declared.items():
             got = details.get(name)
-            if got is None or tuple(int(d) for d in got["shape_signature"]) != shape or np.dtype(got["dtype"]).name != dtype:
-                raise ModelIntegrityError("signature_mismatch", f"model input {name} differs from the manifest", field=name)
+            if (
+                got is None
+                or tuple(int(d) for d in got["shape_signature"]) != shape
+                or np.dtype(got["dtype"]).name != dtype
+            ):
+                raise ModelIntegrityError(
+                    "signature_mismatch", f"model input {name} differs from the manifest", field=name
+                )
 
     def predict(self, impressions: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """(n, 4) task probabilities for impression-like dicts."""
@@ -101,7 +121,8 @@ class DeviceRanker:
                 rows = len(part["item_id"])
                 if self.batch is not None and rows < self.batch:
                     part = {
-                        k: np.concatenate([v, np.zeros((self.batch - rows, *v.shape[1:]), v.dtype)]) for k, v in part.items()
+                        k: np.concatenate([v, np.zeros((self.batch - rows, *v.shape[1:]), v.dtype)])
+                        for k, v in part.items()
                     }
                 out.append(np.array(self._runner(**part)[OUTPUT_NAME][:rows]))
         return np.concatenate(out)

@@ -1,4 +1,5 @@
 """Machine-readable errors of the ranking core: every one carries a stable ``code``."""
+
 from __future__ import annotations
 
 

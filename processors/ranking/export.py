@@ -12,6 +12,7 @@ Batch: ``batch=None`` exports a signature with a dynamic batch dimension (LiteRT
 on each call: works for 1..N candidates); ``batch=24`` fixes it (device pads the pool).
 Both variants work with ai-edge-litert 2.3; see bench/ranking.py for their latency.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -121,7 +122,9 @@ def freeze_model(
     model: Any, specs: Mapping[str, tuple[tuple[int, ...], str]], batch: int | None = None, *, output: str = OUTPUT_NAME
 ) -> Any:
     """``{output: sigmoid(model(inputs))}`` traced for ``specs`` and frozen (no variables left)."""
-    spec = {name: tf.TensorSpec((batch, *shape), tf.as_dtype(dtype), name=name) for name, (shape, dtype) in specs.items()}
+    spec = {
+        name: tf.TensorSpec((batch, *shape), tf.as_dtype(dtype), name=name) for name, (shape, dtype) in specs.items()
+    }
 
     @tf.function(input_signature=[spec])
     def serve(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -174,8 +177,14 @@ def run_tflite(
 
 
 def verify_tflite(
-    model_bytes: bytes, inputs: Mapping[str, np.ndarray], reference: np.ndarray, tolerance: float, *, kind: str,
-    batch: int | None = None, output: str = OUTPUT_NAME,
+    model_bytes: bytes,
+    inputs: Mapping[str, np.ndarray],
+    reference: np.ndarray,
+    tolerance: float,
+    *,
+    kind: str,
+    batch: int | None = None,
+    output: str = OUTPUT_NAME,
 ) -> tuple[float, tuple[str, ...]]:
     """Max abs difference LiteRT vs TF; raises ExportVerificationError beyond tolerance."""
     ops = tflite_ops(model_bytes)
@@ -202,11 +211,14 @@ def export_version(
     *,
     created_at: datetime | None = None,
     metrics: Mapping[str, float | None] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> ExportResult:
     """Checkpoint + TFLite float32 (+ dynamic-range) + LiteRT verification + manifest.json.
 
     Only the checkpoint, freezing and the TF reference predictions hold the trainer
     lock; conversion and verification run outside it so training can continue.
+    ``checkpoint_dir`` (default ``out_dir/version/checkpoint``) may be one shared
+    directory so that tf.train.CheckpointManager keeps the last few across versions.
     """
     config = config or ExportConfig()
     started = time.perf_counter()
@@ -216,7 +228,7 @@ def export_version(
     out.mkdir(parents=True, exist_ok=True)
     inputs = encode_batch(validation_samples, trainer.features)
     with trainer.lock:
-        checkpoint_path = save_checkpoint(trainer, out / "checkpoint")
+        checkpoint_path = save_checkpoint(trainer, checkpoint_dir or out / "checkpoint")
         frozen = frozen_serving_function(trainer.model, trainer.features, config.batch)
         reference = trainer.predict_inputs(inputs)
         counters = trainer.counters()

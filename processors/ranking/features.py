@@ -16,6 +16,7 @@ read). Output: fixed-shape numpy arrays named after the model inputs:
 Plain Python + numpy only, so the device runtime (Python) imports this module verbatim;
 the ``FeatureConfig`` travels in the model manifest so both sides bucketize alike.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -103,7 +104,8 @@ def stable_bucket(salt: str, namespace: str, value: str, buckets: int) -> int:
     return 1 + int.from_bytes(digest, "little") % (buckets - 1)
 
 
-def _bucketize(value: Any, bounds: Sequence[float]) -> int:
+def bucketize(value: Any, bounds: Sequence[float]) -> int:
+    """0 for missing / non-numeric / NaN, else 1 + number of bounds <= value."""
     if value is None or isinstance(value, bool):
         return 0
     try:
@@ -149,7 +151,9 @@ def encode_one(impression: Mapping[str, Any], config: FeatureConfig) -> dict[str
     salt = config.hash_salt
     recent = impression.get("recent_watched") or ()
     if isinstance(recent, (str, bytes)) or not isinstance(recent, Sequence):
-        raise RankingInputError("bad_recent_watched", "recent_watched must be a list of item ids", field="recent_watched")
+        raise RankingInputError(
+            "bad_recent_watched", "recent_watched must be a list of item ids", field="recent_watched"
+        )
     recent_ids = [stable_bucket(salt, "item", str(i), config.item_buckets) for i in recent[: config.recent_len]]
     recent_ids += [0] * (config.recent_len - len(recent_ids))
     context = impression.get("context") or {}
@@ -173,7 +177,7 @@ def encode_one(impression: Mapping[str, Any], config: FeatureConfig) -> dict[str
         "device_type": _enum_index(impression.get("device_type"), config.device_types),
         "surface": _enum_index(impression.get("surface"), config.surfaces),
         "recent_ids": recent_ids,
-        "numeric_buckets": [_bucketize(v, b) for v, b in zip(numeric_values, config.numeric_bounds)],
+        "numeric_buckets": [bucketize(v, b) for v, b in zip(numeric_values, config.numeric_bounds, strict=False)],
         "pxtr": [_clip01(pxtr.get(task)) for task in TASKS],
     }
 

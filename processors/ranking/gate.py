@@ -11,6 +11,7 @@ On the device, ``replace_choppy`` applies GRF's threshold (0.75): above it, the 
 video is swapped for the best-ranked cached one. The model is a small embedding + MLP
 exported with the same frozen TFLite path as the ranking model.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,14 +26,19 @@ import tensorflow as tf
 from keras import layers, ops
 
 from processors.ranking.errors import RankingInputError
-from processors.ranking.features import _bucketize
+from processors.ranking.features import bucketize
 from processors.ranking.labels import PLAYBACK_EVENT_TYPES, require_time, viewer_key
 from processors.ranking.metrics import roc_auc
 
 GATE_THRESHOLD = 0.75
 GATE_OUTPUT = "choppy"
 GATE_FEATURES: tuple[str, ...] = (
-    "duration_s", "size_mb", "network_kbps", "cached_ratio", "device_score", "choppy_history",
+    "duration_s",
+    "size_mb",
+    "network_kbps",
+    "cached_ratio",
+    "device_score",
+    "choppy_history",
 )
 
 
@@ -51,8 +57,14 @@ class GateConfig:
 
     @property
     def bounds(self) -> tuple[tuple[float, ...], ...]:
-        return (self.duration_s_bounds, self.size_mb_bounds, self.network_kbps_bounds, self.cached_ratio_bounds,
-                self.device_score_bounds, self.choppy_history_bounds)
+        return (
+            self.duration_s_bounds,
+            self.size_mb_bounds,
+            self.network_kbps_bounds,
+            self.cached_ratio_bounds,
+            self.device_score_bounds,
+            self.choppy_history_bounds,
+        )
 
     def specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
         return {"gate_buckets": ((len(GATE_FEATURES),), "int32"), "device_type": ((), "int32")}
@@ -90,16 +102,18 @@ class GateSampleBuilder:
             duration_ms = event.get("duration_ms") or 0
             bitrate = event.get("bitrate_kbps")
             size_mb = bitrate * duration_ms / 8_000_000 if bitrate and duration_ms else None
-            play = _Play({
-                "viewer": viewer,
-                "device_type": event.get("device_type"),
-                "duration_s": duration_ms / 1000 if duration_ms else None,
-                "size_mb": size_mb,
-                "network_kbps": event.get("network_kbps"),
-                "cached_ratio": event.get("buffered_ratio"),
-                "device_score": self.device_scores.get(str(event.get("device_id"))),
-                "choppy_history": (sum(history) / len(history)) if history else None,
-            })
+            play = _Play(
+                {
+                    "viewer": viewer,
+                    "device_type": event.get("device_type"),
+                    "duration_s": duration_ms / 1000 if duration_ms else None,
+                    "size_mb": size_mb,
+                    "network_kbps": event.get("network_kbps"),
+                    "cached_ratio": event.get("buffered_ratio"),
+                    "device_score": self.device_scores.get(str(event.get("device_id"))),
+                    "choppy_history": (sum(history) / len(history)) if history else None,
+                }
+            )
             self._plays[play_id] = play
         if event_type == "STALL" or (event.get("stall_ms") or 0) > 0:
             play.stalled = True
@@ -112,7 +126,7 @@ class GateSampleBuilder:
 
 def encode_gate_batch(samples: Sequence[Mapping[str, Any]], config: GateConfig) -> dict[str, np.ndarray]:
     buckets = np.asarray(
-        [[_bucketize(s.get(name), b) for name, b in zip(GATE_FEATURES, config.bounds)] for s in samples],
+        [[bucketize(s.get(name), b) for name, b in zip(GATE_FEATURES, config.bounds, strict=False)] for s in samples],
         dtype=np.int32,
     ).reshape(len(samples), len(GATE_FEATURES))
     devices = [s.get("device_type") for s in samples]
@@ -127,7 +141,7 @@ def build_gate_model(config: GateConfig) -> keras.Model:
     device = keras.Input((), dtype="int32", name="device_type")
     parts = [
         layers.Embedding(len(b) + 2, config.embedding_dim, name=f"{name}_embedding")(buckets[:, i])
-        for i, (name, b) in enumerate(zip(GATE_FEATURES, config.bounds))
+        for i, (name, b) in enumerate(zip(GATE_FEATURES, config.bounds, strict=False))
     ]
     parts.append(layers.Embedding(len(config.device_types) + 1, config.embedding_dim, name="device_embedding")(device))
     x = layers.Concatenate()(parts)
@@ -152,7 +166,7 @@ class GateTrainer:
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, self.model(inputs, training=True)))
         grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=False))
         return loss
 
     def train_step(self, samples: Sequence[Mapping[str, Any]]) -> float:

@@ -26,6 +26,7 @@ is final once its window has closed and each attributed play has ended (STOP/COM
 seen or idle for ``idle_timeout``), or ``max_label_age`` after it was shown. ``now`` is
 an event-time watermark the caller advances (e.g. max event time seen minus lateness).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -75,7 +76,9 @@ def label_watch(
     known_duration = duration_ms is not None and duration_ms > 0
     if known_duration:
         finished = finished_event or watched_ms >= rules.finish_fraction * duration_ms
-        evr_threshold = max(rules.short_view_ms, min(rules.effective_view_ms, rules.effective_view_fraction * duration_ms))
+        evr_threshold = max(
+            rules.short_view_ms, min(rules.effective_view_ms, rules.effective_view_fraction * duration_ms)
+        )
         lvr_threshold = max(rules.short_view_ms, min(rules.long_view_ms, rules.long_view_fraction * duration_ms))
     else:
         finished = finished_event

@@ -1,4 +1,5 @@
 """Rank-based ROC AUC in numpy (Mann-Whitney U with average ranks for ties)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

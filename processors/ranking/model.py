@@ -5,9 +5,11 @@ FULLY_CONNECTED, MUL, SUM, SOFTMAX, TRANSPOSE, RESHAPE, ...). The model outputs 
 four task **logits** ``(batch, 4)`` in TASKS order; serving applies the sigmoid (see
 export.py) and the final score is a weighted sum of the probabilities (``final_scores``).
 """
+
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -59,6 +61,22 @@ def final_scores(predictions: np.ndarray, weights: Mapping[str, float] = DEFAULT
     return np.asarray(predictions, dtype=np.float64) @ vector
 
 
+def _seeded(seed: int, name: str) -> dict[str, Any]:
+    """Per-layer initializer seeds derived from the model seed and the layer name.
+
+    Keeps builds reproducible without keras.utils.set_random_seed, which would reseed
+    the whole process (Python, numpy and TF global generators) as a side effect.
+    """
+    derived = (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31 - 1)
+    return {"kernel_initializer": keras.initializers.GlorotUniform(seed=derived)}
+
+
+def _embedding(vocab: int, dim: int, seed: int, name: str) -> layers.Embedding:
+    derived = (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31 - 1)
+    initializer = keras.initializers.RandomUniform(-0.05, 0.05, seed=derived)
+    return layers.Embedding(vocab, dim, embeddings_initializer=initializer, name=name)
+
+
 class TargetAttention(layers.Layer):
     """Multi-head attention of the candidate item (query) over the recent list (keys).
 
@@ -66,15 +84,16 @@ class TargetAttention(layers.Layer):
     history yields finite values; the pooled vector is then zeroed by ``has_history``.
     """
 
-    def __init__(self, heads: int, head_dim: int, **kwargs: Any) -> None:
+    def __init__(self, heads: int, head_dim: int, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.heads = heads
         self.head_dim = head_dim
+        self.seed = seed
         width = heads * head_dim
-        self.query = layers.Dense(width, use_bias=False, name="query")
-        self.key = layers.Dense(width, use_bias=False, name="key")
-        self.value = layers.Dense(width, use_bias=False, name="value")
-        self.output_projection = layers.Dense(width, name="output")
+        self.query = layers.Dense(width, use_bias=False, name="query", **_seeded(seed, "query"))
+        self.key = layers.Dense(width, use_bias=False, name="key", **_seeded(seed, "key"))
+        self.value = layers.Dense(width, use_bias=False, name="value", **_seeded(seed, "value"))
+        self.output_projection = layers.Dense(width, name="output", **_seeded(seed, "output"))
 
     def call(self, candidate: Any, history: Any, history_ids: Any) -> Any:
         heads, dim = self.heads, self.head_dim
@@ -92,27 +111,38 @@ class TargetAttention(layers.Layer):
         return self.output_projection(pooled) * has_history
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "heads": self.heads, "head_dim": self.head_dim}
+        return {**super().get_config(), "heads": self.heads, "head_dim": self.head_dim, "seed": self.seed}
 
 
 class MultiGateMixtureOfExperts(layers.Layer):
     """MMoE: shared ReLU experts, one softmax gate and one tower per task -> logits."""
 
-    def __init__(self, experts: int, expert_units: int, tower_units: int, tasks: int, **kwargs: Any) -> None:
+    def __init__(
+        self, experts: int, expert_units: int, tower_units: int, tasks: int, seed: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.seed = seed
         self.experts = experts
         self.expert_units = expert_units
         self.tower_units = tower_units
         self.tasks = tasks
-        self.expert_layer = layers.Dense(experts * expert_units, activation="relu", name="experts")
-        self.gates = [layers.Dense(experts, activation="softmax", name=f"gate_{t}") for t in range(tasks)]
-        self.towers = [layers.Dense(tower_units, activation="relu", name=f"tower_{t}") for t in range(tasks)]
-        self.heads = [layers.Dense(1, name=f"logit_{t}") for t in range(tasks)]
+        self.expert_layer = layers.Dense(
+            experts * expert_units, activation="relu", name="experts", **_seeded(seed, "experts")
+        )
+        self.gates = [
+            layers.Dense(experts, activation="softmax", name=f"gate_{t}", **_seeded(seed, f"gate_{t}"))
+            for t in range(tasks)
+        ]
+        self.towers = [
+            layers.Dense(tower_units, activation="relu", name=f"tower_{t}", **_seeded(seed, f"tower_{t}"))
+            for t in range(tasks)
+        ]
+        self.heads = [layers.Dense(1, name=f"logit_{t}", **_seeded(seed, f"logit_{t}")) for t in range(tasks)]
 
     def call(self, inputs: Any) -> Any:
         expert_out = ops.reshape(self.expert_layer(inputs), (-1, self.experts, self.expert_units))
         logits = []
-        for gate, tower, head in zip(self.gates, self.towers, self.heads):
+        for gate, tower, head in zip(self.gates, self.towers, self.heads, strict=False):
             mixed = ops.sum(ops.expand_dims(gate(inputs), -1) * expert_out, axis=1)
             logits.append(head(tower(mixed)))
         return ops.concatenate(logits, axis=-1)
@@ -124,28 +154,30 @@ class MultiGateMixtureOfExperts(layers.Layer):
             "expert_units": self.expert_units,
             "tower_units": self.tower_units,
             "tasks": self.tasks,
+            "seed": self.seed,
         }
 
 
 def build_ranking_model(features: FeatureConfig, config: ModelConfig | None = None) -> keras.Model:
     config = config or ModelConfig()
-    keras.utils.set_random_seed(config.seed)
     inputs = {
         name: keras.Input(shape=shape, dtype=dtype, name=name) for name, (shape, dtype) in input_specs(features).items()
     }
-    item_table = layers.Embedding(features.item_buckets, config.item_dim, name="item_embedding")
+    item_table = _embedding(features.item_buckets, config.item_dim, config.seed, "item_embedding")
     candidate = item_table(inputs["item_id"])
     history = item_table(inputs["recent_ids"])
-    user = layers.Embedding(features.user_buckets, config.user_dim, name="user_embedding")(inputs["user_id"])
+    user = _embedding(features.user_buckets, config.user_dim, config.seed, "user_embedding")(inputs["user_id"])
     categorical = [
-        layers.Embedding(size, config.categorical_dim, name=f"{name}_embedding")(inputs[name])
+        _embedding(size, config.categorical_dim, config.seed, f"{name}_embedding")(inputs[name])
         for name, size in features.categorical_vocab_sizes.items()
     ]
     numeric = [
-        layers.Embedding(size, config.numeric_dim, name=f"{name}_embedding")(inputs["numeric_buckets"][:, i])
-        for i, (name, size) in enumerate(zip(NUMERIC_FEATURES, features.numeric_vocab_sizes))
+        _embedding(size, config.numeric_dim, config.seed, f"{name}_embedding")(inputs["numeric_buckets"][:, i])
+        for i, (name, size) in enumerate(zip(NUMERIC_FEATURES, features.numeric_vocab_sizes, strict=False))
     ]
-    attention = TargetAttention(config.attention_heads, config.attention_head_dim, name="target_attention")(
+    attention = TargetAttention(
+        config.attention_heads, config.attention_head_dim, seed=config.seed, name="target_attention"
+    )(
         candidate, history, inputs["recent_ids"]
     )
     pxtr = ops.clip(inputs["pxtr"], 1e-4, 1.0 - 1e-4)
@@ -154,7 +186,7 @@ def build_ranking_model(features: FeatureConfig, config: ModelConfig | None = No
         [candidate, user, *categorical, *numeric, attention, inputs["pxtr"], pxtr_logit]
     )
     logits = MultiGateMixtureOfExperts(
-        config.experts, config.expert_units, config.tower_units, len(TASKS), name="mmoe"
+        config.experts, config.expert_units, config.tower_units, len(TASKS), seed=config.seed, name="mmoe"
     )(shared)
     return keras.Model(inputs=inputs, outputs=logits, name="grf_ranking")
 

@@ -9,6 +9,7 @@ Promotion rule (KION): compare the candidate's offline metrics with the active m
 last N evaluations; promote only if, for every task, candidate AUC >= mean(last N AUCs)
 - tolerance. Without any production history the first candidate is promoted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -178,7 +179,9 @@ def _transition(record: ModelVersion, to_state: ModelState, at: datetime, reason
         raise RegistryError(
             "illegal_transition", f"{record.version}: {record.state.value} -> {to_state.value} is not allowed"
         )
-    return replace(record, state=to_state, transitions=(*record.transitions, Transition(at, record.state, to_state, reason)))
+    return replace(
+        record, state=to_state, transitions=(*record.transitions, Transition(at, record.state, to_state, reason))
+    )
 
 
 def _replace(registry: Registry, *records: ModelVersion) -> Registry:

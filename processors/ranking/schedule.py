@@ -1,4 +1,5 @@
 """When to checkpoint + export: every ``every`` of event time (GRF: 4 h) or every N samples."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -17,6 +17,7 @@ item duration - not the recent list, the network, the device or the hour. So a m
 that reads those features can beat pxtr, but only by learning them from the stream.
 Events follow the contracts in PREAMBLE.md (plain dicts, aware UTC datetimes).
 """
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,12 @@ class _World:
         self.popularity_cdf = np.cumsum(self.item_popularity)
         self.cluster_items = [np.flatnonzero(self.item_cluster == c) for c in range(cfg.clusters)]
         # users: 1-2 favourite clusters, a device, a network profile, a current mood
-        self.user_clusters = [rng.choice(cfg.clusters, size=int(rng.integers(1, 3)), replace=False) for _ in range(cfg.users)]
-        uvec = np.stack([centers[c].mean(axis=0) for c in self.user_clusters]) + 0.5 * rng.normal(size=(cfg.users, cfg.latent_dim))
+        self.user_clusters = [
+            rng.choice(cfg.clusters, size=int(rng.integers(1, 3)), replace=False) for _ in range(cfg.users)
+        ]
+        uvec = np.stack([centers[c].mean(axis=0) for c in self.user_clusters]) + 0.5 * rng.normal(
+            size=(cfg.users, cfg.latent_dim)
+        )
         self.user_vec = uvec / np.linalg.norm(uvec, axis=1, keepdims=True)
         self.user_device = rng.choice(len(DEVICE_TYPES), cfg.users, p=[0.3, 0.4, 0.1, 0.1, 0.1])
         self.user_net_mu = rng.normal(math.log(5_000), 1.0, cfg.users)
@@ -129,7 +134,7 @@ def generate(cfg: SyntheticConfig | None = None) -> SyntheticStream:
     keep = rng.random(offsets.size) < 0.35 + 0.65 * np.exp(-(distance**2) / 18.0)
     offsets = offsets[keep][: cfg.requests]
     users = rng.choice(cfg.users, offsets.size, p=world.user_activity)
-    for req_no, (offset, user) in enumerate(zip(offsets, users)):
+    for req_no, (offset, user) in enumerate(zip(offsets, users, strict=False)):
         _one_request(cfg, rng, world, stream, req_no, float(offset), int(user))
     stream.impressions.sort(key=lambda e: e["event_time"])
     stream.playbacks.sort(key=lambda e: e["event_time"])
@@ -161,7 +166,13 @@ def _candidates(cfg: SyntheticConfig, rng: np.random.Generator, world: _World, u
 
 
 def _one_request(
-    cfg: SyntheticConfig, rng: np.random.Generator, world: _World, stream: SyntheticStream, req_no: int, offset: float, user: int
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    world: _World,
+    stream: SyntheticStream,
+    req_no: int,
+    offset: float,
+    user: int,
 ) -> None:
     shown_at = cfg.start + timedelta(seconds=offset)
     hour = shown_at.hour
@@ -193,7 +204,9 @@ def _one_request(
         -1.4 * (math.log(network_kbps) - math.log(3_000)) - 2.5 * cached_ratio - 2.0 * (device_score - 0.5) + 0.2
     )
     # the server: noisy long-term affinity and quality, knows the duration, nothing else
-    server = 0.9 * (long_term + rng.normal(0, cfg.server_noise, k)) + 0.6 * (quality + rng.normal(0, cfg.server_noise * 0.5, k))
+    server = 0.9 * (long_term + rng.normal(0, cfg.server_noise, k)) + 0.6 * (
+        quality + rng.normal(0, cfg.server_noise * 0.5, k)
+    )
     pxtr_evr = _sigmoid_np(server - 1.2)
     pxtr_lvr = _sigmoid_np(server - 2.0 + np.where(film, 0.0, 0.5))
     # svr is an impression-level label (played, then quit < 3 s): P(play) x P(quit | play)
@@ -240,23 +253,50 @@ def _one_request(
         if plays >= 3 or cursor > window_end or play_roll[position] >= p_play[position]:
             continue
         plays += 1
-        quits_early = quit_roll[position] < _sigmoid(-2.0 - 0.8 * float(engagement[position])) + (0.65 if choppy[position] else 0.0)
+        quits_early = quit_roll[position] < _sigmoid(-2.0 - 0.8 * float(engagement[position])) + (
+            0.65 if choppy[position] else 0.0
+        )
         if quits_early:
             watched = int(rng.uniform(200, 2_900))
         else:
             watched = int(int(duration[position]) * min(1.0, float(fraction[position]) * 1.08))
         start = cursor + timedelta(seconds=float(rng.exponential(15.0)) + 1.0)
-        end = _emit_play(cfg, rng, stream, impression_id, user_id, device_id, device, item_id, int(duration[position]),
-                         watched, start, network_kbps, float(cached_ratio[position]), bool(choppy[position]))
+        end = _emit_play(
+            cfg,
+            rng,
+            stream,
+            impression_id,
+            user_id,
+            device_id,
+            device,
+            item_id,
+            int(duration[position]),
+            watched,
+            start,
+            network_kbps,
+            float(cached_ratio[position]),
+            bool(choppy[position]),
+        )
         cursor = end + timedelta(seconds=float(rng.exponential(10.0)))
         if watched >= 10_000:
             world.recent[user] = ([int(items[position])] + world.recent[user])[: cfg.recent_len]
 
 
 def _emit_play(
-    cfg: SyntheticConfig, rng: np.random.Generator, stream: SyntheticStream, impression_id: str, user_id: str | None,
-    device_id: str, device: str, item_id: str, duration: int, watched: int, start: datetime, network_kbps: int,
-    cached_ratio: float, choppy: bool,
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    stream: SyntheticStream,
+    impression_id: str,
+    user_id: str | None,
+    device_id: str,
+    device: str,
+    item_id: str,
+    duration: int,
+    watched: int,
+    start: datetime,
+    network_kbps: int,
+    cached_ratio: float,
+    choppy: bool,
 ) -> datetime:
     session_id = f"s-{impression_id}"
     seq = 0

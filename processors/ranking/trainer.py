@@ -9,6 +9,7 @@ Holdout: a sample whose impression_id hashes to 0 mod ``holdout_every`` is never
 on; it goes to a bounded deque of recent held-out samples used by ``evaluate``. Hashing
 the id (not counting arrivals) keeps the split identical across restarts and replays.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -106,7 +107,7 @@ class OnlineTrainer:
             per_task = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=0)
             total = tf.reduce_sum(per_task * self._task_weights)
         grads = tape.gradient(total, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=False))
         self.step.assign_add(1)
         self.samples_trained.assign_add(tf.cast(tf.shape(labels)[0], tf.int64))
         return tf.concat([per_task, tf.reshape(total, (1,))], axis=0)
