@@ -5,7 +5,6 @@ and give a 4xx with a machine-readable ``error`` code on bad parameters.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from aiohttp import web
@@ -13,8 +12,8 @@ from aiohttp import web
 from infra.logs import get_logger
 from infra.settings import Settings, load
 from sinks.redis_views import async_client
+from streams.plugins import import_all
 
-ROUTE_MODULES = ("api.routes_core", "api.routes_similar", "api.routes_showcase", "api.routes_model", "api.routes_ops")
 REDIS = web.AppKey("redis", Any)
 SETTINGS = web.AppKey("settings", Settings)
 log = get_logger("vitrina.api")
@@ -79,13 +78,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[REDIS] = async_client(settings)
     app.on_cleanup.append(_close_redis)
     routes = web.RouteTableDef()
-    for module_name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    for module in import_all("api", prefix="routes_"):  # every api/routes_*.py adds its routes
         module.register(routes)
     app.add_routes(routes)
     return app

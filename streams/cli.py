@@ -184,13 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_plugins() -> None:
     """Subcommands of later capabilities register themselves on import."""
-    import importlib
-    for module in ("streams.cli_demo", "streams.cli_upload", "streams.cli_model", "streams.cli_ops", "streams.cli_api"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    from streams.plugins import import_all
+    import_all("streams", prefix="cli_")
 
 
 def main(argv: list[str] | None = None) -> int:

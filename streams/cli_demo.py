@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 
 from infra.settings import load
 from streams.cli import command
 from streams.demo import SIZES, STAGES, DemoContext
+from streams.plugins import import_all
 
-STAGE_MODULES = ("streams.demo_foundation", "streams.demo_uploads", "streams.demo_coview",
-                 "streams.demo_ranking", "streams.demo_showcase")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -30,12 +27,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from streams.supervisor import start_worker
     from streams.topics import ensure_topics
 
-    for module in STAGE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    import_all("streams", prefix="demo_")  # every streams/demo_*.py registers its stages
     settings = load()
     stack = None if args.external else EmbeddedStack(settings)
     if stack:

@@ -10,7 +10,8 @@ def run_worker(loglevel: str = "warn") -> int:
     from streams.topics import ensure_topics
     ensure_topics(load())
     from streams.app import app
-    import streams.agents  # noqa: F401  (registers agents)
+    from streams.agents import register_all
+    register_all()
     import streams.web  # noqa: F401  (metrics page)
     settings = load()
     sys.argv = ["vitrina-worker", "worker", "--loglevel", loglevel,
