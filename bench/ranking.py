@@ -39,7 +39,7 @@ from processors.ranking.gate import (  # noqa: E402
 )
 from processors.ranking.labels import LabelJoiner, label_watch  # noqa: E402
 from processors.ranking.metrics import pxtr_matrix, task_aucs  # noqa: E402
-from processors.ranking.model import parameter_count  # noqa: E402
+from processors.ranking.model import ModelConfig, parameter_count  # noqa: E402
 from processors.ranking.synthetic import SyntheticConfig, generate  # noqa: E402
 from processors.ranking.tasks import TASKS  # noqa: E402
 from processors.ranking.trainer import OnlineTrainer, TrainerConfig  # noqa: E402
@@ -138,6 +138,31 @@ def gate_bench(stream) -> dict:
     }
 
 
+def grf_size_bench(train: list[dict], test: list[dict], requests: list) -> dict:
+    """Size and latency at GRF's published shape (4 heads x 64, 8 experts), briefly trained."""
+    config = ModelConfig(attention_heads=4, attention_head_dim=64, experts=8)
+    trainer = OnlineTrainer(model_config=config)
+    started = time.perf_counter()
+    for i in range(0, 20 * 256, 256):
+        trainer.train_step(train[i : i + 256])
+    rate = 20 * 256 / (time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as tmp:
+        export = export_version(trainer, tmp, "grf", test[:256], ExportConfig())
+        manifest = json.loads(Path(export.manifest_path).read_text())
+        ranker = DeviceRanker(manifest, Path(export.artifacts[FLOAT_KIND].path).read_bytes())
+        p50, p99 = latency_ms(ranker, requests)
+    return {
+        "model_config": config.to_dict(),
+        "params": parameter_count(trainer.model),
+        "train_samples_per_s_incl_trace": round(rate, 1),
+        "tflite_bytes": export.artifacts[FLOAT_KIND].bytes,
+        "tflite_quant_bytes": export.artifacts[QUANT_KIND].bytes,
+        "export_s": round(export.seconds, 2),
+        "p50_ms_24_candidates": round(p50, 3),
+        "p99_ms_24_candidates": round(p99, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=25_000)
@@ -206,6 +231,11 @@ def main() -> None:
         print(f"  rank 24 candidates [{name}]: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     params = parameter_count(trainer.model)
     print(f"params {params:,}")
+    grf = grf_size_bench(train, test, requests[:200])
+    print(
+        f"GRF-sized config (4x64 heads, 8 experts): {grf['params']:,} params, tflite {grf['tflite_bytes']:,} B, "
+        f"quant {grf['tflite_quant_bytes']:,} B, p50 {grf['p50_ms_24_candidates']:.2f} ms"
+    )
     gate = gate_bench(stream)
     print(
         f"gate (choppy): AUC {gate['auc']:.4f}, recall@p0.7 {gate['recall_at_p0.7']:.3f}, "
@@ -230,6 +260,7 @@ def main() -> None:
         "params": params,
         "model_config": trainer.model_config.to_dict(),
         "gate": gate,
+        "grf_sized_model": grf,
         "label_join_events_per_s": round(events / join_s, 1),
         "label_join_stats": join_stats,
         "dataset": {

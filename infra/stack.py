@@ -51,9 +51,10 @@ _ENV_VAR = {"s3": "VITRINA_S3_ENDPOINT", "broker": "VITRINA_KAFKA_BOOTSTRAP", "r
 # Redis rewrites its title ("redis-server 127.0.0.1:PORT", forks "redis-rdb-bgsave ...").
 _PROGRAM_PREFIX = {"s3": "weed", "broker": "tansu", "redis": "redis-"}
 _START_TIMEOUT = {"s3": 90.0, "broker": 45.0, "redis": 20.0}
-# weed's volume server is shut down (data written) within ~0.3 s of SIGTERM, but its filer
-# then waits ~15 s on an in-process gRPC stream that never ends; SIGKILL after a short grace.
-_STOP_TIMEOUT = {"s3": 3.0, "broker": 10.0, "redis": 20.0}
+# weed's graceful stop first blocks ~15 s in the filer on an in-process gRPC stream that never
+# ends, so waiting longer buys nothing: its volume and filer stores write through on every
+# acknowledged request (a SIGKILL loses nothing acknowledged; see tests/test_stack.py).
+_STOP_TIMEOUT = {"s3": 1.0, "broker": 10.0, "redis": 20.0}
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
 _TANSU_CLUSTER_ID = "vitrina"
 # Tansu reads these from the environment; an inherited value must not redirect it.
@@ -349,7 +350,7 @@ class EmbeddedStack:
     def _wait_group_gone(self, pgid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
-            for name, proc in list(self._children.items()):
+            for proc in list(self._children.values()):
                 if proc.pid == pgid:
                     proc.poll()  # reap our own child so it does not linger as a zombie
             if not _group_members(pgid):
@@ -489,6 +490,7 @@ class EmbeddedStack:
             f"-dir={s3_dir}", f"-master.dir={s3_dir / 'master'}",
             f"-master.port={port['master']}", f"-master.port.grpc={port['master.grpc']}",
             "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
+            "-master.electionTimeout=1s",  # default 10 s: a restart with raft state waited that long
             f"-volume.port={port['volume']}", f"-volume.port.grpc={port['volume.grpc']}",
             "-volume.max=256",  # each bucket is a collection that grows 7 volumes at once
             "-volume.preStopSeconds=0",  # default 10 s pause before a graceful stop

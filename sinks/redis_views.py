@@ -13,6 +13,21 @@ the rebuild tool agree on them. JSON views are stored as one string per key
 | ``vitrina:similar:{item}`` | JSON {"item_id", "version", "updated_at", "source", "support", "items": [{"item_id", "score"}]} |
 | ``vitrina:showcase:{view_key}`` | JSON showcase view; view_key = user:{id}:{device} / guest:{device} / kids:{device} / default:{device} |
 | ``vitrina:model:{name}:current`` | JSON manifest of the Production model version |
+
+Showcase capability (appended):
+
+| key | value |
+|---|---|
+| ``vitrina:history:{viewer}`` (extra fields) | ``"devices": {device_type: {"app_version", "updated_at"}}``, ``"updated_at"``; ``continue`` entries also carry ``device_type``; ``series`` entries also ``item_id`` |
+| ``vitrina:titles`` / ``vitrina:shelves`` | set of catalogue item ids / shelf ids present in Redis |
+| ``vitrina:shelf:{shelf_id}`` | JSON ShelfDefinition (datetimes ISO-8601) |
+| ``vitrina:catalogue:version`` | hash titles, shelves: counters bumped on every catalogue / shelf write |
+| ``vitrina:showcase:{variant}:{device}:age{N}`` | variant view for a request age limit N (0, 6, 12, 16) |
+| ``vitrina:showcase-meta:{view_key}`` | hash version, content_hash, built_at, is_fallback, schema, decision, decided_at |
+| ``vitrina:showcase-dirty`` | zset user_id -> ms when last marked (rebuilt once quiet for a moment) |
+| ``vitrina:showcase-force`` | set of user ids whose next rebuild is forced (ops) |
+| ``vitrina:showcase-users`` | set of user ids with a history (daily sweep) |
+| ``vitrina:impressions`` / ``vitrina:impressions-hwm`` | hash item -> impressions; hash partition -> last counted offset |
 """
 from __future__ import annotations
 
@@ -64,3 +79,29 @@ def async_client(settings: Settings) -> aioredis.Redis:
 
 def sync_client(settings: Settings) -> syncredis.Redis:
     return syncredis.from_url(settings.redis_url, decode_responses=True)
+
+
+# -- showcase capability ----------------------------------------------------------------------
+
+def shelf_key(shelf_id: str) -> str:
+    return f"{PREFIX}shelf:{shelf_id}"
+
+
+TITLES_SET = f"{PREFIX}titles"
+SHELVES_SET = f"{PREFIX}shelves"
+CATALOGUE_VERSION_KEY = f"{PREFIX}catalogue:version"
+SHOWCASE_DIRTY_KEY = f"{PREFIX}showcase-dirty"
+SHOWCASE_FORCE_KEY = f"{PREFIX}showcase-force"
+SHOWCASE_USERS_KEY = f"{PREFIX}showcase-users"
+IMPRESSIONS_KEY = f"{PREFIX}impressions"
+IMPRESSIONS_HWM_KEY = f"{PREFIX}impressions-hwm"
+
+
+def variant_age_view_key(variant: str, device_type: str, age_limit: int | None) -> str:
+    """A variant for a request age limit (None = no limit, the plain variant key)."""
+    base = variant_view_key(variant, device_type)
+    return base if age_limit is None else f"{base}:age{age_limit}"
+
+
+def showcase_meta_key(view_key: str) -> str:
+    return f"{PREFIX}showcase-meta:{view_key}"

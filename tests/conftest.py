@@ -93,3 +93,35 @@ def redis_client(stack: Settings) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def topics(stack: Settings) -> Settings:
+    """The stack with every registry topic created."""
+    from streams.topics import ensure_topics
+
+    ensure_topics(stack)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def worker(topics: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """One running ``vitrina worker`` (all agents) shared by the session; stopped at the end."""
+    from infra.ports import pick_free_ports
+    from streams.supervisor import start_worker
+
+    process = start_worker(topics, web_port=pick_free_ports(1)[0])
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def views(stack: Settings) -> Iterator[redis.Redis]:
+    """A client on the views' Redis (str values), NOT flushed: the session's worker shares it."""
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()

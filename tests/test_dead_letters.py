@@ -28,7 +28,7 @@ def wait_for(predicate, timeout_s: float = 90.0):
     raise AssertionError("condition not reached in time")
 
 
-def test_garbage_goes_to_dlq_and_counting_continues(stack, worker, redis_client):
+def test_garbage_goes_to_dlq_and_counting_continues(stack, worker, views):
     item = f"dlq-{uuid.uuid4().hex[:6]}"
     producer = EventProducer(stack)
     codec = default_codec()
@@ -40,7 +40,7 @@ def test_garbage_goes_to_dlq_and_counting_continues(stack, worker, redis_client)
     producer.publish("playback", playback(item))
     producer.flush()
 
-    wait_for(lambda: redis_client.hget(plays_key(item), "plays") == "2")
+    wait_for(lambda: views.hget(plays_key(item), "plays") == "2")
 
     def dead_letters():
         found = [r.value for r in tail(stack, codec, "dlq.playback")

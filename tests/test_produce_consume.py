@@ -28,14 +28,15 @@ def session_event(i: int, **overrides) -> dict:
     return event
 
 
-def test_topics_are_created_idempotently(stack):
-    assert ensure_topics(stack) == []  # the fixture created them; nothing left to create
+def test_topics_are_created_idempotently(topics):
+    assert ensure_topics(topics) == []  # the fixture created them; nothing left to create
     from streams.topics import admin_client
-    existing = set(admin_client(stack).list_topics(timeout=10).topics)
+    existing = set(admin_client(topics).list_topics(timeout=10).topics)
     assert {s.name for s in all_specs()} <= existing
 
 
-def test_produce_cli_reports_bad_lines_and_sends_the_good_ones(stack):
+def test_produce_cli_reports_bad_lines_and_sends_the_good_ones(topics):
+    stack = topics
     marker = uuid.uuid4().hex[:8]
     lines = [
         json.dumps(session_event(1, session_id=f"{marker}-1")),
@@ -57,7 +58,8 @@ def test_produce_cli_reports_bad_lines_and_sends_the_good_ones(stack):
     assert sorted(seen) == [f"{marker}-1", f"{marker}-3", f"{marker}-5"]
 
 
-def test_produce_cli_all_good_exits_zero(stack, tmp_path):
+def test_produce_cli_all_good_exits_zero(topics, tmp_path):
+    stack = topics
     path = tmp_path / "ok.jsonl"
     path.write_text("\n".join(json.dumps(session_event(i)) for i in range(10)) + "\n")
     result = vitrina(stack, "produce", "sessions", str(path))
@@ -65,8 +67,9 @@ def test_produce_cli_all_good_exits_zero(stack, tmp_path):
     assert "10 sent, 0 bad line(s)" in result.stderr
 
 
-def test_records_are_keyed_by_the_registry_key_field(stack):
-    producer = EventProducer(stack)
+def test_records_are_keyed_by_the_registry_key_field(topics):
+    stack = topics
+    producer = EventProducer(topics)
     marker = uuid.uuid4().hex[:8]
     producer.publish("sessions", {**session_event(1, session_id=marker, user_id=None, device_id="dev-9"),
                                   "event_time": datetime.now(timezone.utc)})
@@ -75,17 +78,19 @@ def test_records_are_keyed_by_the_registry_key_field(stack):
     assert [r.key for r in found] == ["device:dev-9"]  # guests are keyed by device
 
 
-def test_tail_since_timestamp_and_undecodable_records(stack):
+def test_tail_since_timestamp_and_undecodable_records(topics):
+    stack = topics
     from confluent_kafka.admin import NewTopic
     from streams.topics import admin_client
-    import streams.topics as topics
+    import streams.topics as registry
 
     name = f"test.tail.{uuid.uuid4().hex[:6]}"
-    for future in admin_client(stack).create_topics([NewTopic(name, 2, 1)]).values():
+    admin = admin_client(stack)  # keep the handle alive until the futures resolve
+    for future in admin.create_topics([NewTopic(name, 2, 1)]).values():
         future.result()
     test_spec = TopicSpec(name, "vitrina.SessionEvent", "session_id", 2)
-    topics._BY_NAME[name] = test_spec  # a throwaway topic known to the registry for this test
-    producer = EventProducer(stack)
+    registry._BY_NAME[name] = test_spec  # a throwaway topic known to the registry for this test
+    producer = EventProducer(topics)
     for i in range(20):
         producer.publish(test_spec, session_event(i, session_id=f"early-{i}", event_time=datetime.now(timezone.utc)))
     producer.flush()

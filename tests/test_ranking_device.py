@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,8 +16,9 @@ from processors.ranking.device import DeviceRanker
 from processors.ranking.errors import ModelIntegrityError
 from processors.ranking.export import FLOAT_KIND, QUANT_KIND, ExportConfig, export_version
 from processors.ranking.features import candidate_impressions
-from processors.ranking.model import final_scores
+from processors.ranking.scoring import final_scores
 
+REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2024, 3, 20, 12, 0, tzinfo=timezone.utc)
 
 
@@ -116,3 +119,9 @@ def test_offline_mode_ranks_only_fresh_cached_items(bundle):
     # cached files are local: scored with cached_ratio 1.0, same as ranking them online with that ratio
     fresh = [{**c, "cached_ratio": 1.0} for i, c in enumerate(candidates) if i % 4]
     assert [r.item_id for r in result.ranked] == [r.item_id for r in ranker.rank(request, fresh)]
+
+
+def test_device_runtime_does_not_import_tensorflow():
+    code = "import sys, processors.ranking.device; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

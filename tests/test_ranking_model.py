@@ -14,9 +14,9 @@ from processors.ranking.model import (
     ModelConfig,
     TargetAttention,
     build_ranking_model,
-    final_scores,
     parameter_count,
 )
+from processors.ranking.scoring import final_scores
 from processors.ranking.trainer import OnlineTrainer, TrainerConfig
 
 

@@ -6,6 +6,7 @@ never disturb the session stack other test modules use.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import signal
@@ -268,6 +269,35 @@ def test_redis_restart_and_crash_keep_data(private_stack: EmbeddedStack) -> None
     client = redis.Redis.from_url(settings.redis_url)
     assert client.lrange("crash", 0, -1) == [str(i).encode() for i in range(500)]
     assert (private_stack.data_dir / "redis" / "appendonlydir").is_dir()
+
+
+def test_s3_crash_and_full_down_up_keep_objects_messages_and_redis_data(private_stack: EmbeddedStack) -> None:
+    settings = running(private_stack).settings
+    payloads = {f"uploads/{i}.bin": os.urandom(1000 + 5000 * i) for i in range(8)}
+    client = object_store(settings)
+    for key, payload in payloads.items():
+        client.put_object(settings.media_bucket, key, io.BytesIO(payload), len(payload))
+
+    private_stack.kill_component("s3", signal.SIGKILL)
+    private_stack.restart_component("s3")
+    client = object_store(settings)
+    assert {key: client.get_object(settings.media_bucket, key).read() for key in payloads} == payloads
+
+    topic = f"cycle-{uuid.uuid4().hex[:8]}"
+    create_topic(settings, topic, partitions=2)
+    produce_acked(settings, topic, [f"m-{i}".encode() for i in range(500)])
+    redis.Redis.from_url(settings.redis_url).set("cycle", topic)
+
+    private_stack.down()
+    assert all(s.pid is None for s in private_stack.status())
+    private_stack.up()
+
+    client = object_store(settings)
+    assert {key: client.get_object(settings.media_bucket, key).read() for key in payloads} == payloads
+    assert sorted(v for _, _, v in read_all(settings, topic, 2, expected=500)) == sorted(
+        f"m-{i}".encode() for i in range(500)
+    )
+    assert redis.Redis.from_url(settings.redis_url).get("cycle") == topic.encode()
 
 
 def test_killed_component_is_restarted_by_up_alone(private_stack: EmbeddedStack) -> None:

@@ -4,6 +4,8 @@ Pure core, no Kafka: labels.py joins impressions with playbacks, features.py is 
 feature function shared by the trainer and the device runtime, model.py builds the
 Keras MMoE + target-attention model, trainer.py trains it online, export.py writes
 checkpoints and verified TFLite artifacts, schedule.py and registry.py hold the
-checkpoint and model-lifecycle rules, device.py scores a candidate pool with LiteRT.
-TensorFlow is imported only by model.py, trainer.py, export.py and gate.py.
+checkpoint and model-lifecycle rules, device.py scores a candidate pool with LiteRT,
+gate.py is GRF's choppy-playback gate, synthetic.py a seeded stream for benchmarks.
+TensorFlow is imported only by model.py, trainer.py, export.py and gate.py (device.py
+needs only ai-edge-litert and numpy at run time, plus export.py's constants).
 """

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from processors.ranking.artifacts import FLOAT_KIND, OUTPUT_NAME, SIGNATURE_KEY, sha256_hex
 from processors.ranking.errors import ModelIntegrityError, RankingInputError
-from processors.ranking.export import FLOAT_KIND, OUTPUT_NAME, SIGNATURE_KEY, sha256_hex
 from processors.ranking.features import FeatureConfig, candidate_impressions, encode_batch, input_specs
-from processors.ranking.model import final_scores
+from processors.ranking.scoring import final_scores
 from processors.ranking.tasks import TASKS
 
 CACHE_MAX_AGE = timedelta(days=14)

@@ -15,7 +15,6 @@ Both variants work with ai-edge-litert 2.3; see bench/ranking.py for their laten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -28,15 +27,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from processors.ranking.artifacts import FLOAT_KIND, OUTPUT_NAME, QUANT_KIND, SIGNATURE_KEY, sha256_hex
 from processors.ranking.errors import ExportVerificationError
 from processors.ranking.features import FeatureConfig, encode_batch, input_specs
-from processors.ranking.model import DEFAULT_SCORE_WEIGHTS
+from processors.ranking.scoring import DEFAULT_SCORE_WEIGHTS
 from processors.ranking.tasks import TASKS
 
-SIGNATURE_KEY = "serving_default"
-OUTPUT_NAME = "predictions"
-FLOAT_KIND = "tflite_float32"
-QUANT_KIND = "tflite_dynamic_range"
 _VARIABLE_OPS = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"})
 
 
@@ -72,10 +68,6 @@ class ExportResult:
         data = asdict(self)
         data["artifacts"] = {k: {**asdict(a), "ops": list(a.ops)} for k, a in self.artifacts.items()}
         return data
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _checkpoint(trainer: Any) -> tf.train.Checkpoint:

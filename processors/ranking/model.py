@@ -20,6 +20,7 @@ from keras import layers, ops
 
 from processors.ranking.errors import RankingInputError
 from processors.ranking.features import NUMERIC_FEATURES, FeatureConfig, input_specs
+from processors.ranking.scoring import DEFAULT_SCORE_WEIGHTS, final_scores  # noqa: F401 - re-exported
 from processors.ranking.tasks import TASKS
 
 
@@ -46,19 +47,6 @@ class ModelConfig:
         if unknown:
             raise RankingInputError("bad_model_config", f"unknown keys {sorted(unknown)}")
         return cls(**dict(data))
-
-
-DEFAULT_SCORE_WEIGHTS: dict[str, float] = {"evr": 1.0, "lvr": 0.5, "svr": -1.0, "fpr": 0.5}
-"""Final score = sum(weight * p(task)); svr (abandoned within 3 s) counts against."""
-
-
-def final_scores(predictions: np.ndarray, weights: Mapping[str, float] = DEFAULT_SCORE_WEIGHTS) -> np.ndarray:
-    """(n, 4) task probabilities -> (n,) scores with the configured task weights."""
-    unknown = set(weights) - set(TASKS)
-    if unknown:
-        raise RankingInputError("bad_score_weights", f"unknown tasks {sorted(unknown)}", field="weights")
-    vector = np.asarray([float(weights.get(task, 0.0)) for task in TASKS], dtype=np.float64)
-    return np.asarray(predictions, dtype=np.float64) @ vector
 
 
 def _seeded(seed: int, name: str) -> dict[str, Any]:
@@ -177,9 +165,7 @@ def build_ranking_model(features: FeatureConfig, config: ModelConfig | None = No
     ]
     attention = TargetAttention(
         config.attention_heads, config.attention_head_dim, seed=config.seed, name="target_attention"
-    )(
-        candidate, history, inputs["recent_ids"]
-    )
+    )(candidate, history, inputs["recent_ids"])
     pxtr = ops.clip(inputs["pxtr"], 1e-4, 1.0 - 1e-4)
     pxtr_logit = ops.log(pxtr) - ops.log(1.0 - pxtr)
     shared = layers.Concatenate(name="shared_input")(
