@@ -5,6 +5,7 @@ and give a 4xx with a machine-readable ``error`` code on bad parameters.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiohttp import web
@@ -87,5 +88,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
 def serve(settings: Settings | None = None) -> None:
     settings = settings or load()
     log.info("api_listening", host=settings.api_host, port=settings.api_port)
+    # VITRINA_API_REUSE_PORT=1: several API processes share the port (SO_REUSEPORT), one per core
     web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port, access_log=None,
-                print=None)
+                print=None, reuse_port=os.environ.get("VITRINA_API_REUSE_PORT") == "1")

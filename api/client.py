@@ -53,3 +53,10 @@ class VitrinaClient:
 
     def current_model(self, name: str = "ranking") -> dict:
         return self.get(f"/v1/models/{urllib.parse.quote(name)}/current")
+
+    def upload_status(self, upload_id: str) -> dict:
+        return self.get(f"/v1/uploads/{urllib.parse.quote(upload_id)}")
+
+    def asset(self, asset_id: str, ttl_s: int | None = None) -> dict:
+        """Renditions, thumbnails and HLS master of an asset with signed playback URLs."""
+        return self.get(f"/v1/assets/{urllib.parse.quote(asset_id)}", ttl_s=ttl_s)

@@ -8,11 +8,13 @@ same incremental code the agents run: ``sessionize.apply`` (30-min gap) ->
 
 Split by time: sessions starting in the last 20% of the time range are the test
 set; co-view counts come from views before that instant (the model is frozen at
-the split). Tuning uses a validation slice: the last 20% of the training time
-range, with a model trained on views before it. For each held-out session of 2+
+the split). Tuning uses a validation slice: the sessions in the last 30% (by
+count) of the training sessions, with a model trained on views before them. For each held-out session of 2+
 titles and each position i >= 1 we score candidates from the similar lists of the
 previous ``context`` titles (weight 1/distance), exclude titles already in the
 session and check whether title i is in the top 10 (HitRate@10, NDCG@10).
+A second, prequential run ("streaming") lets the index keep learning from the
+test stream, as the live agent does; it is reported apart from the frozen table.
 
 Baselines: popularity (all-time and time-decayed, train only) and item-kNN from
 ``implicit`` (CosineRecommender, BM25Recommender) trained on the train
@@ -124,6 +126,14 @@ def sessionize(ratings: list[tuple[str, str, int]]) -> list[ViewCompleted]:
             if type(out) is ViewCompleted:
                 views.append(out)
     return views
+
+
+def session_starts(views: list[ViewCompleted]) -> dict[str, int]:
+    starts: dict[str, int] = {}
+    for view in views:
+        if view.session_id not in starts or view.at_ms < starts[view.session_id]:
+            starts[view.session_id] = view.at_ms
+    return starts
 
 
 def session_lists(views: list[ViewCompleted], start_from: int, start_before: int) -> list[list[str]]:
@@ -421,7 +431,9 @@ def main(argv: list[str] | None = None) -> dict:
     t_min = min(r[2] for r in ratings)
     t_max = max(r[2] for r in ratings)
     t_test = int(t_min + 0.8 * (t_max - t_min))
-    t_val = int(t_min + 0.8 * (t_test - t_min))
+    # validation: the sessions in the last 30% (by count) of the training sessions
+    train_starts = sorted(t for t in session_starts(views).values() if t < t_test)
+    t_val = train_starts[int(0.7 * len(train_starts))]
     iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()  # noqa: E731
     train_views = [v for v in views if v.at_ms < t_test]
     fit_views = [v for v in views if v.at_ms < t_val]
@@ -471,14 +483,19 @@ def main(argv: list[str] | None = None) -> dict:
     test_stream = sorted((v for v in views if v.at_ms >= t_test), key=lambda v: v.at_ms)
     streaming_val = {}
     for half_life in (30, 180, 730, 3650, None):
-        coview_h, similarity_h, context_h = configs(dict(chosen, half_life_days=half_life))
-        streaming_val[half_life] = evaluate_streaming(fit_views, val_stream, coview_h, similarity_h,
-                                                      context_h)["ndcg10"]
-        log(f"streaming validation half-life {half_life} d: ndcg10={streaming_val[half_life]:.4f}")
-    streaming_half_life = max(streaming_val, key=streaming_val.get)
-    coview_s, similarity_s, context_s = configs(dict(chosen, half_life_days=streaming_half_life))
+        for min_support in (0.0, chosen["min_support"]):
+            coview_h, similarity_h, context_h = configs(dict(chosen, half_life_days=half_life,
+                                                             min_support=min_support))
+            streaming_val[(half_life, min_support)] = evaluate_streaming(
+                fit_views, val_stream, coview_h, similarity_h, context_h)["ndcg10"]
+            log(f"streaming validation half-life {half_life} d, min_support {min_support}: "
+                f"ndcg10={streaming_val[(half_life, min_support)]:.4f}")
+    streaming_half_life, streaming_support = max(streaming_val, key=streaming_val.get)
+    coview_s, similarity_s, context_s = configs(dict(chosen, half_life_days=streaming_half_life,
+                                                     min_support=streaming_support))
     streaming_test = evaluate_streaming(train_views, test_stream, coview_s, similarity_s, context_s)
-    log(f"streaming test (half-life {streaming_half_life} d): ndcg10={streaming_test['ndcg10']:.4f}")
+    log(f"streaming test (half-life {streaming_half_life} d, min_support {streaming_support}): "
+        f"ndcg10={streaming_test['ndcg10']:.4f}")
 
     # --- baselines
     baselines: dict[str, dict] = {}
@@ -520,9 +537,11 @@ def main(argv: list[str] | None = None) -> dict:
                   "metadata_only": {k: round(metadata_only[k], 4) for k in ("hr10", "ndcg10")}},
         "streaming": {"note": "prequential: the co-view index also learns from test sessions before each "
                                "prediction (the live behaviour); not comparable with the frozen baselines",
-                      "half_life_days": streaming_half_life, "hr10": round(streaming_test["hr10"], 4),
+                      "half_life_days": streaming_half_life, "min_support": streaming_support,
+                      "hr10": round(streaming_test["hr10"], 4),
                       "ndcg10": round(streaming_test["ndcg10"], 4), "targets": streaming_test["targets"],
-                      "val_ndcg10_by_half_life_days": {str(h): round(v, 4) for h, v in streaming_val.items()}},
+                      "val_ndcg10_by_half_life_days_and_min_support": {
+                          f"{h}/{m}": round(v, 4) for (h, m), v in streaming_val.items()}},
         "split": {"test_sessions_start_from": iso(t_test), "validation_from": iso(t_val),
                   "train_views": len(train_views), "test_sessions": len(test_sessions),
                   "test_targets": ours_targets(test_sessions), "validation_sessions": len(val_sessions),

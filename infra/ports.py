@@ -46,9 +46,19 @@ def port_holder(port: int) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r'\("([^"]+)",pid=(\d+)', out)
-    if match is None:
-        return "an unknown process" if out.strip() else None
-    return f"pid {match.group(2)} ({match.group(1)})"
+    if match is not None:
+        return f"pid {match.group(2)} ({match.group(1)})"
+    if out.strip():
+        return "an unknown process"
+    try:
+        lingering = subprocess.run(
+            [ss, "-Htan", f"sport = :{port}"], capture_output=True, text=True, timeout=3
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if lingering.strip():
+        return "connections left by a process that exited (FIN-WAIT/TIME-WAIT); retry in a minute"
+    return None
 
 
 def pick_free_ports(count: int, *, block: int = 1, avoid: set[int] | None = None) -> list[int]:

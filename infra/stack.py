@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
+import io
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from minio import Minio
 
 from infra.logs import get_logger
 from infra.object_store import app_buckets, ensure_buckets, object_store
@@ -208,6 +211,7 @@ class EmbeddedStack:
             if not self._wait_group_gone(pid, timeout=30.0):
                 raise StackError(f"{name} (pid {pid}) survived signal {signal.Signals(sig).name}", component=name)
             self._pid_file(name).unlink(missing_ok=True)
+            self._wait_ports_released(name)
         self._log.info("component_signalled", component=name, pid=pid, signal=signal.Signals(sig).name)
         return pid
 
@@ -241,7 +245,15 @@ class EmbeddedStack:
         port = self.ports(name)[0]
         pid = self._running_pid(name)
         if pid is not None:
-            detail = self._await_healthy(name, pid, self._start_timeout(name))
+            recorded_port = _read_pid_file(self._pid_file(name))[1]
+            if recorded_port not in (None, port):
+                raise StackError(
+                    f"{name} is already running (pid {pid}) on port {recorded_port}, but "
+                    f"{_ENV_VAR[name]} now asks for port {port}; run `vitrina down` first",
+                    component=name,
+                )
+            age = time.time() - self._pid_file(name).stat().st_mtime
+            detail = self._await_healthy(name, pid, max(5.0, self._start_timeout(name) - age))
             if name == "s3":
                 self._prepare_buckets(pid, deadline=time.monotonic() + 30.0)
             self._log.info("component_already_running", component=name, pid=pid)
@@ -286,22 +298,24 @@ class EmbeddedStack:
                 env=launch.env,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=self._child_setup(),
+                preexec_fn=self._child_setup(name),
             )
         self._children[name] = proc
-        self._pid_file(name).write_text(f"{proc.pid}\n")
+        self._pid_file(name).write_text(f"{proc.pid}\n{self.ports(name)[0]}\n")
         return proc
 
-    def _child_setup(self) -> Callable[[], None] | None:
+    def _child_setup(self, name: str) -> Callable[[], None] | None:
         if not self.die_with_parent or threading.current_thread() is not threading.main_thread():
             return None
         libc_name = ctypes.util.find_library("c")
         if libc_name is None:
             return None
         prctl = ctypes.CDLL(libc_name, use_errno=True).prctl  # resolved before fork
+        # weed takes ~15 s to stop on SIGTERM (see _STOP_TIMEOUT) and loses nothing on SIGKILL.
+        death_signal = signal.SIGKILL if name == "s3" else signal.SIGTERM
 
         def die_with_parent() -> None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            prctl(_PR_SET_PDEATHSIG, death_signal)
 
         return die_with_parent
 
@@ -327,10 +341,11 @@ class EmbeddedStack:
                 raise StackError(f"{name} (process group {pid}) survived SIGKILL", component=name)
         self._reap(name)
         pid_file.unlink(missing_ok=True)
+        self._wait_ports_released(name)
         if name == "s3":
             self._remove_seaweed_sockets()
         took = time.monotonic() - began
-        how = "killed (SIGKILL after SIGTERM timeout)" if forced else "stopped"
+        how = f"stopped (SIGKILL after {_STOP_TIMEOUT[name]:.0f}s of SIGTERM)" if forced else "stopped"
         self._log.info("component_stopped", component=name, pid=pid, forced=forced, seconds=round(took, 2))
         return ComponentStatus(name, None, port, False, f"{how} pid {pid} in {took:.1f}s")
 
@@ -357,6 +372,12 @@ class EmbeddedStack:
                 return True
             if time.monotonic() >= deadline:
                 return False
+            time.sleep(0.05)
+
+    def _wait_ports_released(self, name: str, timeout: float = 5.0) -> None:
+        """The kernel may close a dead process's sockets a moment after it is gone."""
+        deadline = time.monotonic() + timeout
+        while not all(port_is_free(port) for port in self.ports(name)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def _reap(self, name: str) -> None:
@@ -656,12 +677,10 @@ _QUIET_KAFKA_LOGGER.setLevel(logging.CRITICAL)
 _QUIET_KAFKA_LOGGER.propagate = False
 
 
-def _probe_write(client: object, bucket: str) -> None:
-    import io
-
+def _probe_write(client: Minio, bucket: str) -> None:
     key = ".vitrina-ready"
-    client.put_object(bucket, key, io.BytesIO(b"ok"), 2)  # type: ignore[attr-defined]
-    client.remove_object(bucket, key)  # type: ignore[attr-defined]
+    client.put_object(bucket, key, io.BytesIO(b"ok"), 2)
+    client.remove_object(bucket, key)
 
 
 def _find_weed() -> str:
@@ -703,11 +722,19 @@ def _clean_env(drop: tuple[str, ...] = ()) -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in drop}
 
 
-def _read_pid(path: Path) -> int | None:
+def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
+    """(pid, public port) from a pid file: the pid on line 1, the port on line 2."""
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+        lines = path.read_text().split()
+    except OSError:
+        return None, None
+    numbers = [int(word) if word.isdigit() else None for word in lines[:2]]
+    numbers += [None] * (2 - len(numbers))
+    return numbers[0], numbers[1]
+
+
+def _read_pid(path: Path) -> int | None:
+    return _read_pid_file(path)[0]
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -720,8 +747,25 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 
 def _alive(pid: int) -> bool:
+    """False once every thread has exited: a multi-threaded leader shows 'Z' while its other
+    threads still run their exit (and still hold its sockets), so look at the tasks too."""
     stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
+    if stat is None:
+        return False
+    if stat[0] not in ("Z", "X"):
+        return True
+    try:
+        tasks = [task.name for task in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            state = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def _program_name(pid: int) -> str:
@@ -741,6 +785,6 @@ def _group_members(pgid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         stat = _proc_stat(int(entry.name))
-        if stat is not None and stat[0] not in ("Z", "X") and int(stat[2]) == pgid:
+        if stat is not None and int(stat[2]) == pgid and _alive(int(entry.name)):
             members.append(int(entry.name))
     return members

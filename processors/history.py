@@ -8,7 +8,9 @@ Rules (``HistoryPolicy``):
     it is not finished, and the title was not finished at or after that latest event (so a rewatch
     in progress shows again, a title just completed does not).
   * series progress: the latest (season, episode) finished per series (needs the catalogue: the
-    caller passes a lookup item -> (series_id, season, episode)).
+    caller passes a lookup item -> (series_id, season, episode)). With it, continue watching holds one
+    entry per series: its most recently played episode, if that one is in progress (a viewer who
+    stopped E3 half way and went on to E4 resumes at E4, not at both).
   * order: newest first by event time; the state keeps the ``max_items`` most recent titles.
 
 The per-title state merges by maximum only — (time, position, device) lexicographically, duration
@@ -43,7 +45,7 @@ class HistoryInputError(ValueError):
     """A playback event the history cannot use; ``code`` is machine-readable."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{code}: {message}")
         self.code = code
 
 
@@ -160,10 +162,17 @@ def history_view(state: Mapping[str, Any] | None, series_of: SeriesLookup | None
     state = state or empty_state()
     ordered = sorted(state["items"].items(), key=lambda kv: (kv[1]["t"], kv[0]), reverse=True)
     watched = [item for item, entry in ordered if is_watched(entry)]
+    latest_of_series: dict[str, str] = {}  # a series resumes at its most recent episode only
+    if series_of is not None:
+        for item, _ in ordered:
+            found = series_of(item)
+            if found is not None:
+                latest_of_series.setdefault(found[0], item)
     resume = [
         {"item_id": item, "position_ms": entry["pos"], "duration_ms": entry["dur"], "updated_at": _iso(entry["t"]),
          "device_type": entry["dev"]}
-        for item, entry in ordered if in_progress(entry, policy)
+        for item, entry in ordered
+        if in_progress(entry, policy) and _latest_in_series(item, series_of, latest_of_series)
     ]
     series: dict[str, dict] = {}
     if series_of is not None:
@@ -179,6 +188,11 @@ def history_view(state: Mapping[str, Any] | None, series_of: SeriesLookup | None
                for d, v in sorted(state["devices"].items())}
     return {"watched": watched, "continue": resume, "series": series, "devices": devices,
             "updated_at": _iso(state["t"]) if state["t"] else None}
+
+
+def _latest_in_series(item: str, series_of: SeriesLookup | None, latest: dict[str, str]) -> bool:
+    found = series_of(item) if series_of is not None else None
+    return found is None or latest.get(found[0]) == item
 
 
 def series_lookup_from_titles(titles: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, int, int]]:

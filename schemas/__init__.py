@@ -26,6 +26,7 @@ EVENTS = (
     "vitrina.ShowcaseUpdated",
     "vitrina.CounterUpdated",
     "vitrina.DeadLetter",
+    "vitrina.ShowcaseRebuildRequested",
 )
 
 

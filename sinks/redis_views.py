@@ -13,6 +13,10 @@ the rebuild tool agree on them. JSON views are stored as one string per key
 | ``vitrina:similar:{item}`` | JSON {"item_id", "version", "updated_at", "source", "support", "items": [{"item_id", "score"}]} |
 | ``vitrina:showcase:{view_key}`` | JSON showcase view; view_key = user:{id}:{device} / guest:{device} / kids:{device} / default:{device} |
 | ``vitrina:model:{name}:current`` | JSON manifest of the Production model version |
+| ``vitrina:model:{name}:registry`` | JSON {"model", "revision", "versions": [ModelVersion records]} (copy in S3 ``registry/{name}.json``) |
+| ``vitrina:model:{name}:checkpoint-request`` | ISO time an operator asked for a checkpoint (``vitrina model checkpoint``) |
+| ``vitrina:asset:{asset_id}`` | JSON {"asset_id", "owner": {"upload_id", "uploader_id"}, "fields": UploadProcessed fields of the asset} |
+| ``vitrina:upload:{upload_id}`` | JSON {"status": PROCESSED/REJECTED, "upload_id", "asset_id", "deduplicated", "original_upload_id", "reason_code", "message", "updated_at"} |
 
 Showcase capability (appended):
 
@@ -73,6 +77,14 @@ def model_current_key(name: str) -> str:
     return f"{PREFIX}model:{name}:current"
 
 
+def asset_key(asset_id: str) -> str:
+    return f"{PREFIX}asset:{asset_id}"
+
+
+def upload_status_key(upload_id: str) -> str:
+    return f"{PREFIX}upload:{upload_id}"
+
+
 def async_client(settings: Settings) -> aioredis.Redis:
     return aioredis.from_url(settings.redis_url, decode_responses=True)
 
@@ -105,3 +117,13 @@ def variant_age_view_key(variant: str, device_type: str, age_limit: int | None) 
 
 def showcase_meta_key(view_key: str) -> str:
     return f"{PREFIX}showcase-meta:{view_key}"
+
+
+# -- ranking model registry (appended) ----------------------------------------------------------
+
+def model_registry_key(name: str) -> str:
+    return f"{PREFIX}model:{name}:registry"
+
+
+def model_checkpoint_request_key(name: str) -> str:
+    return f"{PREFIX}model:{name}:checkpoint-request"

@@ -205,4 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # plugins register on the importable module ``streams.cli``, not on ``__main__``
+    from streams import cli as _importable
+
+    sys.exit(_importable.main())

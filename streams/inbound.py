@@ -51,14 +51,27 @@ def raw_topic(app: faust.App, topic: TopicSpec | str, **kwargs: Any) -> faust.To
 
 
 ORIGIN_HEADER = "vitrina-origin"
+ATTEMPTS_HEADER = "vitrina-attempts"  # set by `vitrina dlq redrive`
+
+
+def _header(headers: Any, wanted: str) -> bytes | None:
+    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
+        if name == wanted:
+            return value
+    return None
 
 
 def _origin(headers: Any) -> tuple[int, int] | None:
-    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
-        if name == ORIGIN_HEADER:
-            partition, offset = value.decode().split(":")
-            return int(partition), int(offset)
-    return None
+    value = _header(headers, ORIGIN_HEADER)
+    if value is None:
+        return None
+    partition, offset = value.decode().split(":")
+    return int(partition), int(offset)
+
+
+def _attempts(headers: Any) -> int:
+    value = _header(headers, ATTEMPTS_HEADER)
+    return int(value) if value and value.isdigit() else 1
 
 
 async def forward(topic: faust.TopicT, key: bytes, event: Inbound) -> None:
@@ -72,8 +85,8 @@ async def forward(topic: faust.TopicT, key: bytes, event: Inbound) -> None:
 
 
 async def send_dead_letter(app: faust.App, codec: Codec, source: str, partition: int, offset: int, agent: str,
-                           code: str, error: str, key: bytes | None, value: bytes | None) -> None:
-    envelope = dead_letter(source, partition, offset, agent, code, error, key, value)
+                           code: str, error: str, key: bytes | None, value: bytes | None, attempts: int = 1) -> None:
+    envelope = dead_letter(source, partition, offset, agent, code, error, key, value, attempts)
     await raw_topic(app, dlq_topic_for(source)).send(key=key, value=encode_dead_letter(codec, envelope))
     DEAD_LETTERS.labels(source=source, agent=agent, reason=code).inc()
 
@@ -94,7 +107,7 @@ async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSp
             except DecodeError as exc:
                 log.warning("dead_letter", partition=message.partition, offset=message.offset, reason=exc.code, error=exc.message)
                 await send_dead_letter(app, codec, source.name, message.partition, message.offset, agent,
-                                       exc.code, exc.message, event.key, raw)
+                                       exc.code, exc.message, event.key, raw, _attempts(message.headers))
                 continue
             good.append(Inbound(event.key, value, source.name, message.partition, message.offset,
                                 int((message.timestamp or 0) * 1000), raw, event, _origin(message.headers)))
@@ -109,5 +122,6 @@ async def dead_letter_failed(app: faust.App, event: Inbound, agent: str, exc: Ba
     """A decoded event whose processing raised: keep it (original bytes) with the error, go on."""
     get_logger("vitrina.agent", agent=agent, topic=event.topic).error(
         "processing_failed", partition=event.partition, offset=event.offset, error=repr(exc))
+    headers = event.source.message.headers if event.source is not None else None
     await send_dead_letter(app, codec or default_codec(), event.topic, event.partition, event.offset, agent,
-                           "PROCESSING_FAILED", f"{type(exc).__name__}: {exc}", event.key, event.raw)
+                           "PROCESSING_FAILED", f"{type(exc).__name__}: {exc}", event.key, event.raw, _attempts(headers))

@@ -71,6 +71,14 @@ TOPICS: tuple[TopicSpec, ...] = (
               description="Internal: playback repartitioned by title (explicit group_by) for per-title state."),
     TopicSpec("stats.plays", "vitrina.CounterUpdated", "item_id", 6, -1, compacted=True,
               description="Running play counts per title (popularity)."),
+    TopicSpec("showcase.rebuild", "vitrina.ShowcaseRebuildRequested", "user_id", 1, 7 * DAY_MS,
+              description="Ops requests to rebuild (optionally force) users' showcases."),
+    TopicSpec("uploads.by-content", "vitrina.UploadRequested", "", 6, 30 * DAY_MS, dead_letter=False,
+              description="Internal: upload requests repartitioned by content key (key = asset id "
+                          "'<md5>-<size>', also in header vitrina-content-key) for the dedupe table."),
+    TopicSpec("ranking.samples.trainer", "vitrina.RankingImpression", "", 1, 2 * DAY_MS, dead_letter=False,
+              description="Internal: labelled samples funnelled into one partition so exactly one worker "
+                          "trains the ranking model (key 'ranking')."),
 )
 
 DLQ_PREFIX = "dlq."
@@ -130,7 +138,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, time
     created = []
     for name, future in futures.items():
         try:
-            future.result()
+            future.result(timeout=timeout_s)
             created.append(name)
         except Exception as exc:  # TOPIC_ALREADY_EXISTS when another process raced us is fine
             if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):

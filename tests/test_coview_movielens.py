@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from processors.coview.cooccurrence import DAY_MS, CoviewConfig
 from processors.coview.memory import CoviewIndex, SessionStore
 from processors.coview.sessionize import SessionClosed, ViewCompleted
 
@@ -32,7 +33,8 @@ def movielens():
         rows = [(r["userId"], r["movieId"], int(r["timestamp"]) * 1000) for r in csv.DictReader(fh)]
     with open(DATA / "movies.csv", newline="") as fh:
         genres = {r["movieId"]: set(r["genres"].split("|")) for r in csv.DictReader(fh)}
-    store, index = SessionStore(), CoviewIndex()
+    # MovieLens spans 22 years with ~1 session a day: decay on the scale the bench measured best
+    store, index = SessionStore(), CoviewIndex(CoviewConfig(half_life_ms=3650 * DAY_MS))
     views = []
     for event in rating_events(rows):
         for out in store.feed(event):
@@ -53,10 +55,18 @@ def test_every_rating_is_a_view_and_sessions_match_the_30_minute_split(movielens
     assert sum(1 for n in lengths.values() if n >= 2) == 3910
 
 
-def test_star_wars_neighbours_include_its_sequels(movielens):
+@pytest.mark.parametrize(
+    "title, sequels",
+    [
+        (STAR_WARS_IV, {EMPIRE, JEDI}),
+        ("4993", {"5952", "7153"}),  # The Fellowship of the Ring -> The Two Towers, The Return of the King
+        ("1", {"3114"}),             # Toy Story -> Toy Story 2
+    ],
+)
+def test_franchise_neighbours_are_listed(movielens, title, sequels):
     _, _, _, index, now = movielens
-    top = [item for item, _ in index.similar(STAR_WARS_IV, now)[:10]]
-    assert EMPIRE in top or JEDI in top
+    top = [item for item, _ in index.similar(title, now)[:10]]
+    assert sequels & set(top), top
 
 
 def _genre_jaccard(genres, a, b):
@@ -64,14 +74,16 @@ def _genre_jaccard(genres, a, b):
 
 
 def test_similar_lists_share_genres_more_than_popular_titles_do(movielens):
-    """For known titles, the top-10 co-view list is closer in genre than the 10 most viewed titles."""
+    """Over the 100 most viewed titles, the top-10 co-view list is closer in genre than the
+    10 most viewed titles are (the list a recommender without similarity would give)."""
     _, genres, views, index, now = movielens
-    popular = [item for item, _ in Counter(v.item_id for v in views).most_common(20)]
-    for title in KNOWN_TITLES:
+    by_views = [item for item, _ in Counter(v.item_id for v in views).most_common(111)]
+    ours = theirs = 0.0
+    for title in by_views[:100]:
         top = [item for item, _ in index.similar(title, now)[:10]]
         assert len(top) == 10, title
-        baseline = [item for item in popular if item != title][:10]
-        ours = sum(_genre_jaccard(genres, title, other) for other in top) / 10
-        theirs = sum(_genre_jaccard(genres, title, other) for other in baseline) / 10
-        assert ours > theirs, (title, ours, theirs)
-        assert sum(1 for other in top if genres[title] & genres[other]) >= 7, title
+        baseline = [item for item in by_views if item != title][:10]
+        ours += sum(_genre_jaccard(genres, title, other) for other in top) / 1000
+        theirs += sum(_genre_jaccard(genres, title, other) for other in baseline) / 1000
+    print(f"mean genre Jaccard: co-view top-10 {ours:.3f}, most viewed {theirs:.3f}")
+    assert ours > 1.2 * theirs

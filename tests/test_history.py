@@ -144,3 +144,16 @@ def test_user_history_for_the_showcase():
     assert history.watched == ("a",)
     assert history.recent == ("b", "a")
     assert user_history(None).is_empty
+
+
+def test_continue_watching_holds_one_entry_per_series_its_latest_episode():
+    titles = synthetic_titles(60, seed=1)
+    e1, e2, e3 = [t for t in titles if t["series_id"] == "series0"][:3]
+    lookup = series_lookup_from_titles(titles).get
+    stopped_twice = [play(e1["item_id"], "STOP", 20 * MIN, 0, 45 * MIN), play(e2["item_id"], "STOP", 15 * MIN, 30, 45 * MIN),
+                     play("film", "STOP", 30 * MIN, 40)]
+    view = view_of(stopped_twice, series_of=lookup)
+    assert [c["item_id"] for c in view["continue"]] == ["film", e2["item_id"]]
+    assert len(view_of(stopped_twice)["continue"]) == 3  # without the catalogue nothing is merged
+    finished_next = stopped_twice + [play(e3["item_id"], "COMPLETE", 45 * MIN, 90, 45 * MIN)]
+    assert [c["item_id"] for c in view_of(finished_next, series_of=lookup)["continue"]] == ["film"]

@@ -214,7 +214,8 @@ def test_up_starts_all_components_healthy_on_loopback_only(private_stack: Embedd
         assert status.healthy, status
         assert status.pid is not None and process_alive(status.pid)
         assert status.detail.startswith("started"), status
-        assert (private_stack.run_dir / f"{status.name}.pid").read_text().strip() == str(status.pid)
+        pid_file_lines = (private_stack.run_dir / f"{status.name}.pid").read_text().split()
+        assert pid_file_lines == [str(status.pid), str(private_stack.ports(status.name)[0])]
         assert private_stack.log_path(status.name).stat().st_size > 0
         addresses = listening_addresses(group_members(status.pid))
         assert {ip for ip, _ in addresses} == {"127.0.0.1"}, (status.name, addresses)
@@ -226,6 +227,15 @@ def test_up_when_running_is_a_no_op(private_stack: EmbeddedStack) -> None:
     again = private_stack.up()
     assert [s.pid for s in again] == [s.pid for s in first]
     assert all(s.healthy and s.detail.startswith("already running") for s in again), again
+
+
+def test_up_with_a_changed_port_while_running_says_to_stop_first(private_stack: EmbeddedStack) -> None:
+    running(private_stack)
+    pids = [s.pid for s in private_stack.status()]
+    moved = dataclasses.replace(private_stack.settings, redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(StackError, match="redis is already running .* VITRINA_REDIS_URL now asks for port 1; run `vitrina down` first"):
+        EmbeddedStack(moved).up()
+    assert [s.pid for s in private_stack.status()] == pids  # nothing was stopped
 
 
 def test_broker_restarts_keep_every_acked_message_on_s3_storage(private_stack: EmbeddedStack) -> None:

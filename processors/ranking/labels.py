@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -223,6 +223,7 @@ class LabelJoiner:
         self._closed_plays: dict[str, tuple[datetime, datetime]] = {}  # play id -> (forget at, last event)
         self._closed_expiry: list[tuple[datetime, str]] = []
         self._pending = 0
+        self._dirty: set[tuple[str, str]] = set()
 
     @property
     def pending_impressions(self) -> int:
@@ -239,6 +240,7 @@ class LabelJoiner:
             raise RankingInputError("bad_duration", "context.item_duration_ms must be an int >= 0", field="context")
         state = self._keys.setdefault(key, _KeyState())
         state.impressions.append(_PendingImpression(impression, shown_at, duration))
+        self._dirty.add(key)
         self._pending += 1
         self.stats.impressions += 1
         self._schedule_check(shown_at + self.config.window, key)
@@ -264,6 +266,7 @@ class LabelJoiner:
                 self.stats.ignored_events += 1
                 return
         state = self._keys.setdefault(key, _KeyState())
+        self._dirty.add(key)
         play = state.plays.get(play_id)
         duration = event.get("duration_ms") or 0
         if play is None:
@@ -311,6 +314,7 @@ class LabelJoiner:
         state = self._keys.get(key)
         if state is None:
             return []
+        self._dirty.add(key)
         cfg = self.config
         shown = sorted(state.impressions, key=lambda p: p.shown_at)
         attributed: dict[int, list[str]] = {i: [] for i in range(len(shown))}
@@ -380,3 +384,86 @@ class LabelJoiner:
         self.stats.emitted_played += int(played)
         self.stats.forced += int(forced)
         return LabelledSample(impression=impression, watched_ms=watched, played=played, forced=forced)
+
+    # -- durable state: the stream shell keeps each (viewer, item) key in a changelog-backed table --
+
+    def take_dirty_keys(self) -> set[tuple[str, str]]:
+        """(viewer, item) keys whose state changed since the last call (persist these)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def key_state(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        """JSON-ready state of one (viewer, item) key; None when nothing is pending for it.
+
+        Closed plays (kept to ignore their late events) are not part of it: after a restore,
+        a late event of an already-labelled play starts a new play, which is dropped as an
+        orphan unless a pending impression of the same item can claim it.
+        """
+        state = self._keys.get(key)
+        if state is None:
+            return None
+        return {
+            "impressions": [
+                {"impression": _json_impression(p.impression), "duration_ms": p.duration_ms}
+                for p in state.impressions
+            ],
+            "plays": {play_id: _json_play(play) for play_id, play in state.plays.items()},
+        }
+
+    def restore_key(self, key: tuple[str, str], data: Mapping[str, Any]) -> None:
+        """Load a ``key_state`` snapshot into this (fresh) joiner; the key is re-checked at the next expire."""
+        if key in self._keys:
+            raise RankingInputError("duplicate_key", f"key {key!r} is already loaded", field="key")
+        try:
+            impressions = []
+            for entry in data.get("impressions", ()):
+                impression = _impression_from_json(entry["impression"])
+                impressions.append(_PendingImpression(impression, require_time(impression), int(entry["duration_ms"])))
+            plays = {play_id: _play_from_json(raw) for play_id, raw in (data.get("plays") or {}).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RankingInputError("bad_key_state", f"cannot restore {key!r}: {exc}", field="key_state") from exc
+        if not impressions and not plays:
+            return
+        self._keys[key] = _KeyState(impressions, plays)
+        self._pending += len(impressions)
+        due = [p.shown_at + self.config.window for p in impressions]
+        due += [p.start_time + self.config.window for p in plays.values()]
+        self._schedule_check(min(due), key)
+
+
+_PLAY_TIMES = ("start_time", "last_time")
+_PLAY_FIELDS = frozenset(f.name for f in fields(PlayAccumulator))
+
+
+def _json_impression(impression: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level datetimes become ISO-8601 strings, listed under ``_datetimes``."""
+    out = dict(impression)
+    stamped = sorted(k for k, v in impression.items() if isinstance(v, datetime))
+    for name in stamped:
+        out[name] = impression[name].isoformat()
+    out["_datetimes"] = stamped
+    return out
+
+
+def _impression_from_json(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in data.items() if k != "_datetimes"}
+    for name in data.get("_datetimes", ()):
+        out[name] = datetime.fromisoformat(out[name])
+    return out
+
+
+def _json_play(play: PlayAccumulator) -> dict[str, Any]:
+    data = asdict(play)
+    for name in _PLAY_TIMES:
+        data[name] = data[name].isoformat()
+    return data
+
+
+def _play_from_json(data: Mapping[str, Any]) -> PlayAccumulator:
+    values = {k: v for k, v in data.items() if k in _PLAY_FIELDS}
+    for name in _PLAY_TIMES:
+        values[name] = datetime.fromisoformat(values[name])
+    play = PlayAccumulator(**values)
+    for name in _PLAY_TIMES:
+        require_time({name: getattr(play, name)}, name)
+    return play

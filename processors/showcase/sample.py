@@ -428,3 +428,23 @@ def load_movielens_stats(ratings_path: str | Path) -> Stats:
             key = f"ml{row['movieId']}"
             counts[key] = counts.get(key, 0.0) + 1.0
     return Stats(popularity=counts, ctr={})
+
+
+def shelves_for_catalogue(titles: list[dict[str, Any]], *, seed: int = 7, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Shelf definitions for any catalogue of title records (e.g. ``processors.catalogue.synthetic_titles``):
+    ``generate_shelf_defs``, plus banner picks (best rated open titles) when no title carries the
+    "banner" editorial flag, so the template's slot 1 is not empty."""
+    now = _utc(now)
+    defs = generate_shelf_defs(titles, seed=seed, now=now)
+    if any("banner" in t["editorial_flags"] for t in titles):
+        return defs
+    open_now = [
+        t for t in _showable(titles)
+        if not t["kids"] and not t["adult"] and not t["device_rights"]
+        and (t["licence_start"] is None or t["licence_start"] <= now) and (t["licence_end"] is None or t["licence_end"] > now)
+    ]
+    best = sorted(open_now, key=lambda t: (-(t["rating"] or 0.0), t["item_id"]))[:5]
+    for shelf in defs:
+        if shelf["shelf_id"] == "banner_main":
+            shelf["item_ids"] = [t["item_id"] for t in best]
+    return defs

@@ -1,0 +1,282 @@
+"""Transcode throughput through the pipeline vs the same ffmpeg/ffprobe commands run directly,
+and the cost of a dedupe hit.
+
+pipeline   UploadRequested published -> UploadProcessed received, through a real worker (agents
+           upload-hasher -> upload-transcoder, S3 download/upload, Kafka hops, the EncoderPool).
+raw        every ffmpeg/ffprobe command process_upload runs for the same file (probe, decode check,
+           the single-pass ladder encode from build_encode_argv, thumbnails, validation probes,
+           quality), recorded from an in-process run and replayed back to back with no Python,
+           Kafka or S3 in between. "encode only" is the ladder encode command alone.
+dedupe     the same original published again under new upload ids: publish -> answer.
+
+Isolation: the worker uses its own topic prefix, app id and data dir (VITRINA_AGENTS=uploads), and the
+source is remuxed with a unique metadata tag so its content key is new (a real transcode, not a link).
+The machine's load average is recorded: on a shared 2-core box the figures are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench._common import running_stack, write_result
+from infra.settings import Settings
+from processors.media import EncodeSettings, Limits, MediaTools, ProcessResult, build_encode_argv, build_ladder, inspect
+from processors.media.content_key import content_key_of_path
+from processors.media.encode import partial_path
+from processors.media.pipeline import process_upload
+from streams.producer import EventProducer
+from streams.supervisor import start_worker
+from streams.topics import admin_client, all_specs, ensure_topics, full_name
+from streams.upload_samples import video
+from streams.uploads_client import ResultFollower, new_upload_id, put_original, publish_request, upload_request
+
+BBB = Path("/work/shared/data/media/moviepy__big_buck_bunny_0_30.webm")
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def unique_copy(source: Path, out_dir: Path) -> Path:
+    """Same streams, new bytes (a metadata tag): a content key no earlier run has seen."""
+    out = out_dir / f"source-{uuid.uuid4().hex[:8]}{source.suffix}"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(source), "-map", "0", "-c", "copy",
+                    "-metadata", f"comment=bench {uuid.uuid4().hex}", str(out)], check=True, timeout=120)
+    return out
+
+
+class RecordingPopen(subprocess.Popen):
+    recorded: list[list[str]] = []
+
+    def __init__(self, args, *rest, **kwargs):  # noqa: ANN001 - subprocess's own signature
+        if not isinstance(args, (str, bytes)):
+            RecordingPopen.recorded.append([str(a) for a in args])
+        super().__init__(args, *rest, **kwargs)
+
+
+def record_pipeline_commands(source: Path, workdir: Path) -> tuple[ProcessResult, float, list[list[str]]]:
+    """process_upload in this process with subprocess.Popen recorded (ffprobe via ffmpeg-python included)."""
+    RecordingPopen.recorded = []
+    original = subprocess.Popen
+    subprocess.Popen = RecordingPopen  # type: ignore[misc]
+    try:
+        started = time.perf_counter()
+        result = process_upload(source, workdir, Limits.from_env(), tools=MediaTools.from_env(),
+                                settings=EncodeSettings.from_env(), content_key=content_key_of_path(source))
+        elapsed = time.perf_counter() - started
+    finally:
+        subprocess.Popen = original  # type: ignore[misc]
+    if not isinstance(result, ProcessResult):
+        raise SystemExit(f"the source was rejected: {result}")
+    tools = [c for c in RecordingPopen.recorded if Path(c[0]).name.startswith(("ffmpeg", "ffprobe"))]
+    return result, elapsed, tools
+
+
+def classify(argv: list[str]) -> str:
+    text = " ".join(argv)
+    if Path(argv[0]).name.startswith("ffprobe"):
+        return "probe"
+    if "-filters" in argv or "-version" in argv:
+        return "tool detection"
+    if "libx264" in text:
+        return "encode"
+    if "mjpeg" in text:
+        return "thumbnails"
+    if "libvmaf" in text or "ssim" in text or "psnr" in text:
+        return "quality"
+    if "-f null" in text:
+        return "decode check"
+    return "other"
+
+
+def replay(commands: list[list[str]]) -> list[tuple[str, float, int]]:
+    """Run each command as it was run, one after the other; (stage, seconds, returncode)."""
+    timings = []
+    for argv in commands:
+        for arg in argv:   # libvmaf's log dir was a temporary directory that is gone again
+            if "log_path=" in arg:
+                Path(arg.split("log_path=", 1)[1].split(":", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        timings.append((classify(argv), time.perf_counter() - started, done.returncode))
+    return timings
+
+
+def log_records(path: Path, event: str) -> list[dict]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == event:
+                out.append(record)
+    return out
+
+
+def stamp(record: dict) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def delete_topics(settings: Settings) -> None:
+    names = [full_name(settings, s.name) for s in all_specs()]
+    admin = admin_client(settings)   # keep a reference: the futures die with the client
+    try:
+        for future in admin.delete_topics(names, request_timeout=30).values():
+            future.result()
+    except Exception as exc:  # noqa: BLE001 - best effort cleanup on a shared stack
+        print(f"(could not delete bench topics: {exc})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--media", type=Path, default=BBB if BBB.exists() else None,
+                        help="source file (default: Big Buck Bunny 30 s if present, else a generated 720p clip)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the generated clip (no --media)")
+    parser.add_argument("--dedupe-repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="vitrina-bench-transcode-"))
+    try:
+        if args.media is None:
+            args.media = video("generated_720p.mp4", 1280, 720, args.seconds).make(scratch, "bench")
+        source = unique_copy(args.media, scratch)
+        info = inspect(source, Limits.from_env(), MediaTools.from_env())
+        recipes = build_ladder(info)
+        print(f"source {args.media.name}: {info.width}x{info.height}, {info.duration_s:.1f} s, "
+              f"{source.stat().st_size:,} bytes; ladder {[r.name for r in recipes]}")
+        figures: dict = {"source_file": args.media.name, "source_duration_s": round(info.duration_s, 3),
+                         "source_bytes": source.stat().st_size, "source_size": f"{info.width}x{info.height}",
+                         "ladder": [r.name for r in recipes], "cpus": os.cpu_count(), "loadavg_start": loadavg()}
+
+        with running_stack() as base:
+            run = uuid.uuid4().hex[:8]
+            settings = dataclasses.replace(base, app_id=f"vitrina-bench-{run}", topic_prefix=f"bench{run}.",
+                                           data_dir=base.data_dir / "bench" / run)
+            ensure_topics(settings)
+            worker = start_worker(settings, web_port=_free_port(), name="bench-transcode",
+                                  extra_env={"VITRINA_AGENTS": "uploads"})
+            try:
+                producer = EventProducer(settings)
+                key, size = put_original(settings, source, f"bench-{run}")
+                with ResultFollower(settings) as follower:
+                    # -- pipeline: one transcode ----------------------------------------------------
+                    request = upload_request(new_upload_id(), key, source.name, size, uploader_id="bench")
+                    figures["loadavg_before_pipeline"] = loadavg()
+                    started = time.monotonic()
+                    publish_request(producer, request)
+                    answer = follower.wait([request["upload_id"]], 1800).get(request["upload_id"])
+                    if answer is None or not answer.processed:
+                        raise SystemExit(f"pipeline run failed: {answer.event if answer else 'no answer'}")
+                    pipeline_s = answer.received_at - started
+                    figures["loadavg_after_pipeline"] = loadavg()
+                    finished = [r for r in log_records(worker.log_path, "transcode_finished")
+                                if r["upload_id"] == request["upload_id"]]
+                    stages = finished[-1]["timings_s"] if finished else {}
+                    # -- dedupe hits ------------------------------------------------------------------
+                    hits = []
+                    for _ in range(args.dedupe_repeats):
+                        duplicate = upload_request(new_upload_id(), key, source.name, size, uploader_id="bench-dup")
+                        started = time.monotonic()
+                        publish_request(producer, duplicate)
+                        got = follower.wait([duplicate["upload_id"]], 120).get(duplicate["upload_id"])
+                        if got is None or not got.event.get("deduplicated"):
+                            raise SystemExit(f"dedupe run failed: {got.event if got else 'no answer'}")
+                        hits.append((duplicate["upload_id"], got.received_at - started))
+                transcodes = worker.counter("vitrina_upload_transcodes_total", outcome="processed")
+            finally:
+                worker.stop()
+                delete_topics(settings)
+            starts = {r["upload_id"]: stamp(r) for r in log_records(worker.log_path, "download_started")}
+            answered = {r["upload_id"]: stamp(r) for r in log_records(worker.log_path, "upload_processed")}
+            inside = [answered[u] - starts[u] for u, _ in hits if u in starts and u in answered]
+
+        # -- raw: the same commands without the pipeline ---------------------------------------------
+        workdir = scratch / "work"
+        figures["loadavg_before_raw"] = loadavg()
+        result, inprocess_s, commands = record_pipeline_commands(source, workdir)
+        raw = replay(commands)
+        figures["loadavg_after_raw"] = loadavg()
+        expected_encode = build_encode_argv(source, info, [(r, partial_path(workdir, r)) for r in recipes],
+                                            EncodeSettings.from_env())
+        encode_commands = [c for c in commands if classify(c) == "encode"]
+        raw_all_s = sum(t for _, t, _ in raw)
+        raw_encode_s = sum(t for stage, t, _ in raw if stage == "encode")
+        per_stage: dict[str, float] = {}
+        for stage, seconds, _ in raw:
+            per_stage[stage] = round(per_stage.get(stage, 0.0) + seconds, 3)
+        duration = info.duration_s
+        dedupe_s = statistics.median(t for _, t in hits)
+        figures.update({
+            "pipeline_wall_s": round(pipeline_s, 3),
+            "pipeline_processing_s": answer.event["processing_s"],
+            "pipeline_stage_s": stages,
+            "pipeline_outside_process_upload_s": round(pipeline_s - answer.event["processing_s"], 3),
+            "pipeline_source_s_per_wall_s": round(duration / pipeline_s, 3),
+            "pipeline_transcodes": transcodes,
+            "raw_commands": len(raw),
+            "raw_failed_commands": sum(1 for *_, rc in raw if rc != 0),
+            "raw_stage_s": per_stage,
+            "raw_ffmpeg_wall_s": round(raw_all_s, 3),
+            "raw_ffmpeg_source_s_per_wall_s": round(duration / raw_all_s, 3),
+            "raw_encode_wall_s": round(raw_encode_s, 3),
+            "raw_encode_source_s_per_wall_s": round(duration / raw_encode_s, 3),
+            "overhead_ratio": round(pipeline_s / raw_all_s, 3),
+            "overhead_ratio_encode_only": round(pipeline_s / raw_encode_s, 3),
+            "inprocess_process_upload_s": round(inprocess_s, 3),
+            "inprocess_overhead_ratio": round(inprocess_s / raw_all_s, 3),
+            "encode_command_is_build_encode_argv": encode_commands == [expected_encode],
+            "renditions": [{k: r[k] for k in ("name", "width", "height", "bytes", "quality")}
+                           for r in answer.event["renditions"]],
+            "dedupe_hit_s": round(dedupe_s, 3),
+            "dedupe_hit_s_all": [round(t, 3) for _, t in hits],
+            "dedupe_hit_in_worker_s": round(statistics.median(inside), 3) if inside else None,
+            "dedupe_hit_fraction_of_transcode": round(dedupe_s / pipeline_s, 4),
+            "loadavg_end": loadavg(),
+        })
+        _print(figures)
+        write_result("transcode", figures)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def _free_port() -> int:
+    from infra.ports import pick_free_ports
+    return pick_free_ports(1)[0]
+
+
+def _print(f: dict) -> None:
+    d = f["source_duration_s"]
+    print(f"\n{f['source_file']} ({f['source_size']}, {d:.1f} s), ladder {', '.join(f['ladder'])}")
+    print(f"  pipeline (event -> processed event) {f['pipeline_wall_s']:7.2f} s  "
+          f"{f['pipeline_source_s_per_wall_s']:6.2f} source-s/wall-s")
+    print(f"    inside process_upload {f['pipeline_processing_s']:.2f} s {f['pipeline_stage_s']}; "
+          f"outside (Kafka hops, S3 in/out, table) {f['pipeline_outside_process_upload_s']:.2f} s")
+    print(f"  raw ffmpeg/ffprobe, same {f['raw_commands']} commands  {f['raw_ffmpeg_wall_s']:7.2f} s  "
+          f"{f['raw_ffmpeg_source_s_per_wall_s']:6.2f} source-s/wall-s   {f['raw_stage_s']}")
+    print(f"  raw encode command only           {f['raw_encode_wall_s']:7.2f} s  "
+          f"{f['raw_encode_source_s_per_wall_s']:6.2f} source-s/wall-s")
+    print(f"  overhead_ratio (pipeline / same commands)  {f['overhead_ratio']:.3f}   "
+          f"(/ encode only {f['overhead_ratio_encode_only']:.3f}; in-process process_upload / raw "
+          f"{f['inprocess_overhead_ratio']:.3f})")
+    print(f"  dedupe hit: {f['dedupe_hit_s']:.3f} s median publish -> answer {f['dedupe_hit_s_all']}, "
+          f"{100 * f['dedupe_hit_fraction_of_transcode']:.2f}% of the transcode; "
+          f"inside the worker {f['dedupe_hit_in_worker_s']} s")
+    print(f"  load average: start {f['loadavg_start']}, pipeline {f['loadavg_before_pipeline']} -> "
+          f"{f['loadavg_after_pipeline']}, raw {f['loadavg_before_raw']} -> {f['loadavg_after_raw']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

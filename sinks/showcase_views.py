@@ -1,0 +1,305 @@
+"""Showcase views in Redis: the stored JSON, its meta hash, atomic versioned writes, the read script,
+the dirty-user queue, and the per-request restriction of a stored view.
+
+A view is one JSON string (``vitrina:showcase:{view_key}``) next to a small meta hash
+(``vitrina:showcase-meta:{view_key}``). Both are written by one Lua script, so a reader never sees
+half a page nor a page with another page's meta, and the script refuses a version that is not above
+the stored one: versions are monotonic per view key even when two workers race.
+
+Stored JSON = ``processors.showcase.to_view`` plus what the read API needs to restrict it per
+request without the catalogue: ``view_key``, ``app_version`` (the client version it was built for),
+per shelf ``ages`` (age rating of each item, parallel to ``items``) and, for version-targeted
+shelves, ``min_app_version`` / ``max_app_version``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from processors.showcase import CatalogueIndex, Showcase, to_view
+from processors.showcase.config import DEFAULT_POLICY, ShowcasePolicy
+from processors.showcase.rules import effective_age_limit, min_items
+from processors.showcase.version import VersionKey, parse_version, version_in_range
+from processors.showcase.view import VIEW_SCHEMA
+from sinks.redis_views import (
+    IMPRESSIONS_HWM_KEY,
+    IMPRESSIONS_KEY,
+    SHOWCASE_DIRTY_KEY,
+    SHOWCASE_FORCE_KEY,
+    SHOWCASE_USERS_KEY,
+    showcase_key,
+    showcase_meta_key,
+)
+
+AGE_STEPS = (0, 6, 12, 16)  # request age limits with a prebuilt variant (18+ = no limit)
+VARIANTS = {"default": "adult", "guest": "guest", "kids": "kids"}  # view variant -> core pumpkin variant
+
+WRITE_SCRIPT = """
+local current = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+if tonumber(ARGV[2]) <= current then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'version', ARGV[2], 'content_hash', ARGV[3], 'built_at', ARGV[4],
+           'is_fallback', ARGV[5], 'schema', ARGV[6], 'decision', ARGV[7], 'decided_at', ARGV[8],
+           'app_version', ARGV[9])
+return 1
+"""
+
+# KEYS = view1, meta1, view2, meta2, ...: the first stored view as ONE string
+# "<position 1-based>|<version>|<is_fallback 0/1>|<json>" (a single bulk reply parses fastest), or false.
+READ_SCRIPT = """
+for i = 1, #KEYS, 2 do
+  local body = redis.call('GET', KEYS[i])
+  if body then
+    local meta = redis.call('HMGET', KEYS[i + 1], 'version', 'is_fallback')
+    return ((i + 1) / 2) .. '|' .. (meta[1] or '0') .. '|' .. (meta[2] or '0') .. '|' .. body
+  end
+end
+return false
+"""
+
+POP_DIRTY_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('SREM', KEYS[2], id)
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class ViewWrite:
+    view_key: str
+    body: str
+    version: int
+    content_hash: str
+    built_at: str
+    is_fallback: bool
+    decision: str
+    decided_at_ms: int
+    app_version: str | None
+    shelves: int
+    items: int
+    user_id: str | None = None  # None for the editorial variants
+    device_type: str = ""
+
+
+@dataclass(frozen=True)
+class StoredView:
+    position: int  # which of the requested keys was found (0-based)
+    body: str
+    version: int
+    is_fallback: bool
+
+
+# -- the stored JSON -------------------------------------------------------------------------------
+
+def view_document(showcase: Showcase, view_key: str, index: CatalogueIndex, app_version: str | None) -> dict:
+    view = to_view(showcase)
+    view["view_key"] = view_key
+    view["app_version"] = app_version
+    titles, defs = index.titles, index.defs_by_id
+    for shelf in view["shelves"]:
+        shelf["ages"] = [titles[i].age_rating if i in titles else 0 for i in shelf["items"]]
+        for link in shelf["links"]:
+            if link["kind"] == "TITLE":
+                target = titles.get(link["target"])
+                link["age_rating"] = target.age_rating if target is not None else 0
+        definition = defs.get(shelf["shelf_id"])
+        if definition is not None and (definition.min_app_version or definition.max_app_version):
+            shelf["min_app_version"] = definition.min_app_version
+            shelf["max_app_version"] = definition.max_app_version
+    return view
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+def view_write(showcase: Showcase, view_key: str, index: CatalogueIndex, app_version: str | None, version: int,
+               decision: str, now_ms: int, *, user_id: str | None = None, device_type: str | None = None) -> ViewWrite:
+    stamped = replace(showcase, version=version)
+    document = view_document(stamped, view_key, index, app_version)
+    meta = document["meta"]
+    return ViewWrite(view_key, dumps(document), version, meta["content_hash"], meta["built_at"], stamped.is_fallback,
+                     decision, now_ms, app_version, len(stamped.shelves), sum(len(s.items) for s in stamped.shelves),
+                     user_id, device_type or showcase.device_type)
+
+
+def has_version_targeting(body: str) -> bool:
+    """Whether a stored view has version-targeted shelves (checked on the text, without decoding it)."""
+    return '"min_app_version"' in body
+
+
+# -- per-request restriction -----------------------------------------------------------------------
+
+def restrict_view(view: dict, age_limit: int | None, app_version: VersionKey | None,
+                  policy: ShowcasePolicy = DEFAULT_POLICY) -> dict | None:
+    """The stored view cut down for a request: titles above the age limit removed, shelves not targeted
+    to the client version removed, shelves that fall under their minimum dropped. None when fewer than
+    the showcase minimum remain (the caller serves the editorial variant instead)."""
+    limit = effective_age_limit(age_limit)
+    kept = []
+    for shelf in view.get("shelves", ()):
+        if app_version is not None and ("min_app_version" in shelf or "max_app_version" in shelf):
+            low = parse_version(shelf["min_app_version"]) if shelf.get("min_app_version") else None
+            high = parse_version(shelf["max_app_version"]) if shelf.get("max_app_version") else None
+            if not version_in_range(app_version, low, high):
+                continue
+        if limit is not None:
+            ages = shelf.get("ages") or [0] * len(shelf.get("items", ()))
+            pairs = [(i, a) for i, a in zip(shelf["items"], ages) if a <= limit]
+            links = [l for l in shelf.get("links", ()) if l.get("age_rating", 0) <= limit]
+            shelf = {**shelf, "items": [i for i, _ in pairs], "ages": [a for _, a in pairs], "links": links}
+            count = len(links) if shelf["kind"] == "SUPER_SHELF" else len(shelf["items"])
+            if count < min_items(shelf["kind"], policy):
+                continue
+        kept.append(shelf)
+    if len(kept) < policy.min_shelves:
+        return None
+    return {**view, "shelves": kept}
+
+
+# -- meta ------------------------------------------------------------------------------------------
+
+def view_meta_of(fields: Mapping[str, str] | None) -> dict | None:
+    """The meta hash as the ``view_meta`` dict ``should_replace`` reads (None when nothing is stored)."""
+    if not fields or "version" not in fields:
+        return None
+    try:
+        schema = int(fields.get("schema") or 0)
+    except ValueError:
+        schema = 0
+    return {"schema": schema, "version": int(fields["version"]), "built_at": fields.get("built_at"),
+            "content_hash": fields.get("content_hash"), "is_fallback": fields.get("is_fallback") == "1"}
+
+
+async def read_metas(redis: Any, view_keys: Iterable[str]) -> dict[str, dict | None]:
+    keys = list(view_keys)
+    if not keys:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(showcase_meta_key(key))
+        found = await pipe.execute()
+    return {key: view_meta_of(fields) for key, fields in zip(keys, found)}
+
+
+# -- writes ----------------------------------------------------------------------------------------
+
+class ShowcaseStore:
+    """Redis scripts bound to one client."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self._write = redis.register_script(WRITE_SCRIPT)
+        self._read = redis.register_script(READ_SCRIPT)
+        self._pop = redis.register_script(POP_DIRTY_SCRIPT)
+
+    async def write(self, writes: list[ViewWrite]) -> list[bool]:
+        """Each write applies only if its version is above the stored one; returns which applied."""
+        if not writes:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for w in writes:
+                await self._write(keys=[showcase_key(w.view_key), showcase_meta_key(w.view_key)],
+                                  args=[w.body, w.version, w.content_hash, w.built_at, int(w.is_fallback), VIEW_SCHEMA,
+                                        w.decision, w.decided_at_ms, w.app_version or ""], client=pipe)
+            results = await pipe.execute()
+        return [bool(r) for r in results]
+
+    async def record_decisions(self, decisions: list[tuple[str, str]], now_ms: int) -> None:
+        """Why a stored view was kept (e.g. too_soon), for ops and tests; only for views that exist."""
+        if not decisions:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for view_key, decision in decisions:
+                pipe.hset(showcase_meta_key(view_key), mapping={"decision": decision, "decided_at": now_ms})
+            await pipe.execute()
+
+    async def read_first(self, view_keys: list[str]) -> StoredView | None:
+        keys: list[str] = []
+        for key in view_keys:
+            keys += [showcase_key(key), showcase_meta_key(key)]
+        found = await self._read(keys=keys)
+        if not found:
+            return None
+        position, version, fallback, body = found.split("|", 3)
+        return StoredView(int(position) - 1, body, int(version), fallback == "1")
+
+    async def pop_dirty(self, limit: int, quiet_before_ms: int) -> list[tuple[str, bool]]:
+        """Take up to ``limit`` dirty users last marked before ``quiet_before_ms`` -> (user, forced)."""
+        flat = await self._pop(keys=[SHOWCASE_DIRTY_KEY, SHOWCASE_FORCE_KEY], args=[quiet_before_ms, limit])
+        return [(flat[i], bool(int(flat[i + 1]))) for i in range(0, len(flat), 2)]
+
+
+def mark_dirty(pipe: Any, user_ids: Iterable[str], at_ms: int) -> None:
+    """Queue 'rebuild these users once they are quiet' on a pipeline (history writes call this)."""
+    users = list(user_ids)
+    if users:
+        pipe.zadd(SHOWCASE_DIRTY_KEY, {u: at_ms for u in users})
+        pipe.sadd(SHOWCASE_USERS_KEY, *users)
+
+
+async def request_rebuild(redis: Any, user_ids: Iterable[str], force: bool) -> int:
+    """Ops: rebuild these users at the next tick (score 0 = no quiet wait), forced or not."""
+    users = list(user_ids)
+    if not users:
+        return 0
+    async with redis.pipeline(transaction=True) as pipe:
+        if force:
+            pipe.sadd(SHOWCASE_FORCE_KEY, *users)
+        pipe.zadd(SHOWCASE_DIRTY_KEY, {u: 0 for u in users})
+        await pipe.execute()
+    return len(users)
+
+
+def iso_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+# -- impressions (the CTR denominator) -------------------------------------------------------------
+
+# KEYS = impressions hash, high-water-mark hash; ARGV = partition, expected mark, new mark, item, n, item, n...
+IMPRESSIONS_SCRIPT = """
+local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+if current ~= tonumber(ARGV[2]) then return current end
+for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return -2
+"""
+
+
+class ImpressionCounter:
+    """Impressions per title, counted once per (partition, offset): a redelivered record is skipped
+    because its offset is at or below the partition's high-water mark, and counts and mark move
+    together in one script (compare-and-set on the mark, retried if another consumer moved it)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.keys = [IMPRESSIONS_KEY, IMPRESSIONS_HWM_KEY]
+        self._script = redis.register_script(IMPRESSIONS_SCRIPT)
+
+    async def add(self, partition: int, records: list[tuple[int, str]]) -> int:
+        """records = (offset, item_id) of one partition; returns how many were new."""
+        expected = await self.redis.hget(self.keys[1], str(partition))
+        for _ in range(10):
+            mark = int(expected) if expected is not None else -1
+            fresh = [(offset, item) for offset, item in records if offset > mark]
+            if not fresh:
+                return 0
+            counts: dict[str, int] = {}
+            for _, item in fresh:
+                counts[item] = counts.get(item, 0) + 1
+            args: list[Any] = [partition, mark, max(offset for offset, _ in fresh)]
+            for item, n in counts.items():
+                args += [item, n]
+            result = await self._script(keys=self.keys, args=args)
+            if int(result) == -2:
+                return len(fresh)
+            expected = result
+        raise RuntimeError(f"impression high-water mark of partition {partition} keeps moving")

@@ -1,0 +1,166 @@
+"""Online training of the multi-task ranking model (GRF) from the event stream (issue 5).
+
+    ranking.impressions --+
+                          +--> label join (two agents, one state, per partition) --> ranking.samples
+    playback -------------+
+    ranking.samples --> forward (key 'ranking') --> ranking.samples.trainer (1 partition)
+    ranking.samples.trainer --> trainer (SampleBuffer, train_step in a thread, checkpoints,
+                                TFLite export, S3 + registry + Redis pointer) --> models.published
+
+The label join's state lives in the changelog-backed table ``ranking-label-join`` (see
+streams/ranking_join.py); the trainer singleton comes from the one-partition topic (only the
+worker holding it trains; on a rebalance the new holder restores the last checkpoint from S3).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from faust.types import TP
+
+from infra.logs import get_logger
+from infra.settings import load
+from processors.ranking.errors import RankingInputError
+from sinks.model_store import PublishOutcome, published_event
+from sinks.redis_views import async_client, model_checkpoint_request_key
+from streams.app import app
+from streams.codec import default_codec
+from streams.inbound import Inbound, dead_letter_failed, decoded_batches, forward, raw_topic
+from streams.metrics import EVENTS_OUT
+from streams.ranking_join import LabelJoinState
+from streams.ranking_metrics import JOIN_PENDING, JOIN_REDELIVERED, JOIN_WATERMARK, LABELLED, TRAIN_SAMPLES
+from streams.ranking_settings import load_ranking_settings
+from streams.ranking_training import TrainingService, sample_problem
+from streams.tables import json_table
+from streams.topics import full_name, key_of, spec
+
+settings = load()
+ranking = load_ranking_settings()
+log = get_logger("vitrina.agent.ranking", model=ranking.model_name)
+codec = default_codec()
+
+IMPRESSIONS = spec("ranking.impressions")
+PLAYBACK = spec("playback")
+SAMPLES = spec("ranking.samples")
+TRAINER = spec("ranking.samples.trainer")
+PUBLISHED = spec("models.published")
+TRAINER_KEY = b"ranking"
+
+impressions_topic = raw_topic(app, IMPRESSIONS)
+playback_topic = raw_topic(app, PLAYBACK)
+samples_topic = raw_topic(app, SAMPLES)
+trainer_topic = raw_topic(app, TRAINER, partitions=TRAINER.partitions)
+published_topic = raw_topic(app, PUBLISHED)
+join_table = json_table(app, "ranking-label-join", IMPRESSIONS.partitions)
+join = LabelJoinState(ranking.joiner, ranking.lateness, join_table)
+
+
+async def _announce(outcome: PublishOutcome) -> None:
+    event = published_event(ranking.model_name, outcome.manifest, outcome.state, datetime.now(timezone.utc))
+    await published_topic.send(key=ranking.model_name.encode(), value=codec.encode(PUBLISHED.schema, event))
+    EVENTS_OUT.labels(topic=PUBLISHED.name, agent="ranking-trainer").inc()
+
+
+training = TrainingService(settings, ranking, _announce)
+
+
+async def _join_batch(kind: str, agent: str, batch: list[Inbound]) -> None:
+    last_event: dict[int, Inbound] = {}
+    for event in batch:
+        event.bind()
+        try:
+            applied = join.add(kind, event.partition, event.offset, event.value)
+        except RankingInputError as exc:
+            await dead_letter_failed(app, event, agent, exc)
+            applied = True
+        join.mark_applied(kind, event.partition, event.offset)
+        if not applied:
+            JOIN_REDELIVERED.labels(input=kind).inc()
+        last_event[event.partition] = event
+    for partition, event in last_event.items():
+        samples = join.expire(partition)
+        for sample in samples:
+            impression = sample.impression
+            impression["labels"] = {**impression["labels"], "watch_ms": int(sample.watched_ms)}
+            await samples_topic.send(key=key_of(SAMPLES, impression), value=codec.encode(SAMPLES.schema, impression))
+            LABELLED.labels(played=str(sample.played).lower()).inc()
+        if samples:
+            EVENTS_OUT.labels(topic=SAMPLES.name, agent=agent).inc(len(samples))
+        event.bind()  # table writes go to this partition's changelog
+        join.persist(partition)
+        state = join.partition(partition)
+        JOIN_PENDING.labels(partition=str(partition)).set(state.joiner.pending_impressions)
+        watermark = state.watermark(join.lateness)
+        if watermark is not None:
+            JOIN_WATERMARK.labels(partition=str(partition)).set(watermark.timestamp())
+
+
+@app.agent(impressions_topic, name="ranking-label-impressions")
+async def join_impressions(stream):
+    async for batch in decoded_batches(app, stream, IMPRESSIONS, "ranking-label-impressions"):
+        await _join_batch("impression", "ranking-label-impressions", batch)
+
+
+@app.agent(playback_topic, name="ranking-label-playback")
+async def join_playback(stream):
+    async for batch in decoded_batches(app, stream, PLAYBACK, "ranking-label-playback"):
+        await _join_batch("playback", "ranking-label-playback", batch)
+
+
+@app.agent(samples_topic, name="ranking-samples-to-trainer")
+async def funnel_samples(stream):
+    async for batch in decoded_batches(app, stream, SAMPLES, "ranking-samples-to-trainer"):
+        for event in batch:
+            await forward(trainer_topic, TRAINER_KEY, event)
+        EVENTS_OUT.labels(topic=TRAINER.name, agent="ranking-samples-to-trainer").inc(len(batch))
+
+
+@app.agent(trainer_topic, name="ranking-trainer")
+async def train(stream):
+    async for batch in decoded_batches(app, stream, TRAINER, "ranking-trainer", max_batch=4096):
+        accepted = []
+        for event in batch:
+            problem = sample_problem(event.value, ranking.features)
+            if problem is not None:
+                TRAIN_SAMPLES.labels(outcome="rejected").inc()
+                await dead_letter_failed(app, event, "ranking-trainer", problem)
+                continue
+            accepted.append(event.value)
+        await training.offer(accepted)
+
+
+@app.timer(interval=2.0)
+async def checkpoint_requests() -> None:
+    """`vitrina model checkpoint` sets a Redis flag; the worker holding the trainer takes it."""
+    if not training.active or training.core is None:
+        return
+    redis = _redis()
+    requested = await redis.getdel(model_checkpoint_request_key(ranking.model_name))
+    if requested:
+        log.info("checkpoint_requested", requested_at=requested)
+        training.request_checkpoint("requested")
+
+
+_redis_client = None
+
+
+def _redis():
+    global _redis_client
+    if _redis_client is None:
+        _redis_client = async_client(settings)
+    return _redis_client
+
+
+_JOIN_TOPICS = {full_name(settings, IMPRESSIONS.name), full_name(settings, PLAYBACK.name)}
+_TRAINER_TOPIC = full_name(settings, TRAINER.name)
+
+
+@app.on_partitions_assigned.connect
+async def _on_assigned(sender, assigned: set[TP], **kwargs) -> None:
+    training.active = any(tp.topic == _TRAINER_TOPIC for tp in assigned)
+
+
+@app.on_partitions_revoked.connect
+async def _on_revoked(sender, revoked: set[TP], **kwargs) -> None:
+    join.forget({tp.partition for tp in revoked if tp.topic in _JOIN_TOPICS})
+    if any(tp.topic == _TRAINER_TOPIC for tp in revoked):
+        training.active = False

@@ -1,0 +1,114 @@
+"""Showcase agents: the builder timer, ops rebuild requests, and impression counts for CTR.
+
+* ``build_showcases`` (timer, every VITRINA_SHOWCASE_TICK_S, default 1 s, on every worker): one
+  ``ShowcaseBuilder.tick`` - index refresh when the catalogue/stats changed, variants, then the
+  dirty users in batches (see streams/showcase_builder.py). Each view written gives a
+  ``showcase.updated`` event.
+* ``showcase-rebuild-requests``: ``showcase.rebuild`` records from ops queue a user (or everyone) for
+  the next tick, forced or not.
+* ``showcase-impressions``: ranking.impressions -> impressions per title in Redis (the CTR
+  denominator; plays come from the play counter), counted once per record.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import datetime, timezone
+
+from infra.logs import get_logger
+from infra.settings import load
+from sinks.redis_views import async_client
+from sinks.showcase_views import ImpressionCounter, ViewWrite, request_rebuild
+from streams.app import app
+from streams.codec import default_codec
+from streams.inbound import dead_letter_failed, decoded_batches, raw_topic
+from streams.metrics import EVENTS_OUT, VIEW_WRITES
+from streams.showcase_builder import ShowcaseBuilder
+from streams.topics import spec
+
+settings = load()
+log = get_logger("vitrina.agent.showcase")
+UPDATED = spec("showcase.updated")
+REBUILD = spec("showcase.rebuild")
+IMPRESSIONS = spec("ranking.impressions")
+TICK_S = float(os.environ.get("VITRINA_SHOWCASE_TICK_S", "1.0"))
+SETTLE_S = float(os.environ.get("VITRINA_SHOWCASE_SETTLE_S", "2.0"))
+
+updated_topic = raw_topic(app, UPDATED)
+rebuild_topic = raw_topic(app, REBUILD)
+impressions_topic = raw_topic(app, IMPRESSIONS)
+
+_builder: ShowcaseBuilder | None = None
+
+
+def builder() -> ShowcaseBuilder:
+    global _builder
+    if _builder is None:
+        _builder = ShowcaseBuilder(async_client(settings), settle_s=SETTLE_S)
+    return _builder
+
+
+def updated_event(write: ViewWrite) -> dict:
+    return {"view_key": write.view_key, "user_id": write.user_id, "device_type": write.device_type,
+            "version": write.version, "shelves": write.shelves, "items": write.items, "fallback": write.is_fallback,
+            "content_hash": write.content_hash,
+            "updated_at": datetime.fromtimestamp(write.decided_at_ms / 1000, timezone.utc)}
+
+
+@app.task
+async def build_showcases():
+    """A loop rather than ``app.timer``: a tick may take longer than the interval, and then the next one
+    simply starts right after it (no drift warnings, never two ticks at once)."""
+    failures = 0
+    while True:
+        started = time.monotonic()
+        failures = 0 if await _tick() else failures + 1
+        pause = TICK_S if not failures else min(30.0, TICK_S * 2 ** failures)  # back off while Redis is away
+        await asyncio.sleep(max(0.05, pause - (time.monotonic() - started)))
+
+
+async def _tick() -> bool:
+    try:
+        report = await builder().tick()
+        codec = default_codec()
+        for write in report.written:
+            await updated_topic.send(key=write.view_key.encode(),
+                                     value=codec.encode(UPDATED.schema, updated_event(write)))
+    except Exception as exc:  # noqa: BLE001 - Redis or broker hiccup, or a bug: log it, try again later
+        log.exception("showcase_tick_failed", error=repr(exc))
+        return False
+    if report.written:
+        VIEW_WRITES.labels(view="showcase").inc(len(report.written))
+        EVENTS_OUT.labels(topic=UPDATED.name, agent="showcase-builder").inc(len(report.written))
+    return True
+
+
+@app.agent(rebuild_topic, name="showcase-rebuild-requests")
+async def rebuild_requests(stream):
+    async for batch in decoded_batches(app, stream, REBUILD, "showcase-rebuild-requests"):
+        for event in batch:
+            request = event.value
+            try:
+                if request["user_id"]:
+                    queued = await request_rebuild(builder().redis, [request["user_id"]], force=request["force"])
+                else:
+                    queued = await builder().mark_all_users(force=request["force"])
+            except Exception as exc:  # noqa: BLE001
+                await dead_letter_failed(app, event, "showcase-rebuild-requests", exc)
+                continue
+            log.info("showcase_rebuild_requested", request_id=request["request_id"], user_id=request["user_id"],
+                     force=request["force"], reason=request["reason"], queued=queued)
+
+
+@app.agent(impressions_topic, name="showcase-impressions")
+async def count_impressions(stream):
+    counter = ImpressionCounter(async_client(settings))
+    async for batch in decoded_batches(app, stream, IMPRESSIONS, "showcase-impressions"):
+        by_partition: dict[int, list[tuple[int, str]]] = {}
+        for event in batch:
+            by_partition.setdefault(event.partition, []).append((event.offset, event.value["item_id"]))
+        counted = 0
+        for partition, records in by_partition.items():
+            counted += await counter.add(partition, records)
+        VIEW_WRITES.labels(view="impressions").inc(counted)

@@ -1,0 +1,105 @@
+"""Consumer-group offsets: show lag, and reset with the semantics of kafka-consumer-groups.sh.
+
+Like Kafka's tool, a reset is a dry run unless ``execute`` is set, and it is refused
+while the group has active members (stop the workers first). Strategies:
+earliest, latest, to an offset, to a datetime (first record at/after it), shift by N
+(clamped to the log's bounds).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra.settings import Settings
+from streams.offsets import end_offset, offset_for_time, partitions_of, probe_consumer
+from streams.topics import admin_client, full_name
+
+ACTIVE_STATES = ("STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE")
+
+
+class GroupActiveError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    topic: str
+    partition: int
+    current: int | None  # None: the group has no committed offset
+    target: int
+    end: int
+
+    @property
+    def lag_after(self) -> int:
+        return max(0, self.end - self.target)
+
+    def describe(self) -> str:
+        current = "-" if self.current is None else str(self.current)
+        return f"{self.topic:<28} p{self.partition:<3} current={current:>8} new={self.target:>8} end={self.end:>8} lag={self.lag_after}"
+
+
+def committed(admin: AdminClient, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
+    result = admin.list_consumer_group_offsets([request], request_timeout=30)[group].result(timeout=60)
+    return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions}
+
+
+def group_state(admin: AdminClient, group: str) -> tuple[str, int]:
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return description.state.name, len(description.members)
+
+
+def plan_reset(settings: Settings, group: str, topic: str, *, to_earliest: bool = False, to_latest: bool = False,
+               to_offset: int | None = None, to_datetime_ms: int | None = None, shift_by: int | None = None,
+               partitions: list[int] | None = None) -> list[PartitionPlan]:
+    name = full_name(settings, topic)
+    consumer = probe_consumer(settings)
+    admin = admin_client(settings)
+    try:
+        parts = partitions if partitions is not None else partitions_of(consumer, name)
+        current = committed(admin, group, name, parts)
+        plans = []
+        for p in parts:
+            end = end_offset(consumer, name, p)
+            if to_earliest:
+                target = 0
+            elif to_latest:
+                target = end
+            elif to_offset is not None:
+                target = to_offset
+            elif to_datetime_ms is not None:
+                target = offset_for_time(consumer, name, p, to_datetime_ms)
+            elif shift_by is not None:
+                base = current[p] if current[p] is not None else 0
+                target = base + shift_by
+            else:
+                raise ValueError("choose a reset strategy")
+            plans.append(PartitionPlan(topic, p, current[p], max(0, min(target, end)), end))
+        return plans
+    finally:
+        consumer.close()
+
+
+def execute_reset(settings: Settings, group: str, plans: list[PartitionPlan]) -> None:
+    admin = admin_client(settings)
+    state, members = group_state(admin, group)
+    if state in ACTIVE_STATES and members:
+        raise GroupActiveError(f"group {group!r} is {state} with {members} member(s): stop its workers first "
+                               "(offsets of an active group cannot be reset)")
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(full_name(settings, plan.topic), plan.partition, plan.target) for plan in plans])
+    result = admin.alter_consumer_group_offsets([request], request_timeout=30)[group].result(timeout=60)
+    errors = [tp for tp in result.topic_partitions if tp.error]
+    if any(code in str(tp.error) for tp in errors for code in ("UNKNOWN_MEMBER_ID", "REBALANCE", "ILLEGAL_GENERATION")):
+        # the broker saw live members that describe_consumer_groups did not report (Tansu does this)
+        raise GroupActiveError(f"group {group!r} has active members: stop its workers first "
+                               f"(broker said {errors[0].error.str()})")
+    if errors:
+        raise RuntimeError(f"offset reset failed for {[(tp.topic, tp.partition, str(tp.error)) for tp in errors]}")
+    applied = committed(admin, group, full_name(settings, plans[0].topic), [plan.partition for plan in plans])
+    wrong = [plan for plan in plans if applied[plan.partition] != plan.target]
+    if wrong:
+        raise GroupActiveError(f"the broker kept the old offsets for {len(wrong)} partition(s) of group {group!r}; "
+                               "is a worker of that group still running?")
