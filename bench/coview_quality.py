@@ -56,7 +56,7 @@ from processors.coview.coldstart import MetadataIndex, blend  # noqa: E402
 from processors.coview.cooccurrence import DAY_MS, CoviewConfig  # noqa: E402
 from processors.coview.memory import CoviewIndex, SessionStore  # noqa: E402
 from processors.coview.sessionize import SessionConfig, ViewCompleted  # noqa: E402
-from processors.coview.similarity import MEASURES, SimilarityConfig  # noqa: E402
+from processors.coview.similarity import MEASURES, SimilarityConfig, aggregate_similar  # noqa: E402
 
 DATA = Path("/work/shared/data/datasets/movielens-ml-latest-small")
 RESULT = ROOT / "bench" / "results" / "coview_quality.json"
@@ -152,79 +152,86 @@ def session_lists(views: list[ViewCompleted], start_from: int, start_before: int
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(similar: SimilarFn, sessions: list[list[str]], context: int) -> dict[str, float]:
+def _gain(ranked: list[tuple[str, float]], target: str) -> float:
+    for rank, (item, _score) in enumerate(ranked):
+        if item == target:
+            return 1.0 / math.log2(rank + 2)
+    return 0.0
+
+
+def _summary(gains: list[list[float]]) -> dict:
+    flat = [g for session in gains for g in session]
+    return {"hr10": sum(1 for g in flat if g > 0) / len(flat), "ndcg10": sum(flat) / len(flat),
+            "targets": len(flat), "gains": gains}
+
+
+def evaluate(similar: SimilarFn, sessions: list[list[str]], context: int) -> dict:
+    """Per-session NDCG gains (0 for a miss) plus HR@10/NDCG@10; lists cached (frozen model)."""
     cache: dict[str, list[tuple[str, float]]] = {}
-    hits = 0
-    gain = 0.0
-    targets = 0
+
+    def cached(item: str) -> list[tuple[str, float]]:
+        found = cache.get(item)
+        if found is None:
+            found = cache[item] = similar(item)
+        return found
+
+    gains = []
     for items in sessions:
+        session_gains = []
         for i in range(1, len(items)):
-            targets += 1
-            seen = set(items[:i])
-            scores: dict[str, float] = defaultdict(float)
-            for distance in range(1, min(context, i) + 1):
-                source = items[i - distance]
-                neighbours = cache.get(source)
-                if neighbours is None:
-                    neighbours = cache[source] = similar(source)
-                for other, score in neighbours:
-                    scores[other] += score / distance
-            best = heapq.nlargest(TOP + len(seen), ((s, o) for o, s in scores.items()))
-            ranked = [o for s, o in best if o not in seen][:TOP]
-            target = items[i]
-            if target in ranked:
-                rank = ranked.index(target)
-                hits += 1
-                gain += 1.0 / math.log2(rank + 2)
-    return {"hr10": hits / targets, "ndcg10": gain / targets, "targets": targets}
+            recent = [cached(items[i - d]) for d in range(1, min(context, i) + 1)]
+            ranked = aggregate_similar(recent, set(items[:i]), TOP)
+            session_gains.append(_gain(ranked, items[i]))
+        gains.append(session_gains)
+    return _summary(gains)
 
 
-def evaluate_popularity(ranking: list[str], sessions: list[list[str]]) -> dict[str, float]:
-    hits = 0
-    gain = 0.0
-    targets = 0
+def evaluate_popularity(ranking: list[str], sessions: list[list[str]]) -> dict:
+    gains = []
     for items in sessions:
+        session_gains = []
         for i in range(1, len(items)):
-            targets += 1
             seen = set(items[:i])
-            ranked = [o for o in ranking[: TOP + len(seen)] if o not in seen][:TOP]
-            if items[i] in ranked:
-                hits += 1
-                gain += 1.0 / math.log2(ranked.index(items[i]) + 2)
-    return {"hr10": hits / targets, "ndcg10": gain / targets, "targets": targets}
+            ranked = [(o, 0.0) for o in ranking[: TOP + len(seen)] if o not in seen][:TOP]
+            session_gains.append(_gain(ranked, items[i]))
+        gains.append(session_gains)
+    return _summary(gains)
 
 
 def evaluate_streaming(history: list[ViewCompleted], stream: list[ViewCompleted], coview: CoviewConfig,
-                       similarity: SimilarityConfig, context: int) -> dict[str, float]:
+                       similarity: SimilarityConfig, context: int) -> dict:
     """Prequential: the index keeps learning from the stream; each view of a session that
     started inside the stream is first predicted (lists read at the view's time), then added."""
     index = CoviewIndex(coview)
     for view in history:
         index.add_view(view)
     prefixes: dict[str, list[str]] = {}
-    hits = 0
-    gain = 0.0
-    targets = 0
+    gains: dict[str, list[float]] = {}
     for view in stream:
         if view.position_in_session == 1:
             prefixes[view.session_id] = []
+            gains[view.session_id] = []
         items = prefixes.get(view.session_id)
         if items:
-            targets += 1
-            seen = set(items)
-            scores: dict[str, float] = defaultdict(float)
-            for distance in range(1, min(context, len(items)) + 1):
-                for other, score in index.similar(items[-distance], view.at_ms, similarity):
-                    scores[other] += score / distance
-            best = heapq.nlargest(TOP + len(seen), ((sc, o) for o, sc in scores.items()))
-            ranked = [o for sc, o in best if o not in seen][:TOP]
-            if view.item_id in ranked:
-                hits += 1
-                gain += 1.0 / math.log2(ranked.index(view.item_id) + 2)
+            recent = [index.similar(items[-d], view.at_ms, similarity) for d in range(1, min(context, len(items)) + 1)]
+            ranked = aggregate_similar(recent, set(items), TOP)
+            gains[view.session_id].append(_gain(ranked, view.item_id))
         if items is not None:
             items.append(view.item_id)
         index.add_view(view)
-    return {"hr10": hits / targets, "ndcg10": gain / targets, "targets": targets}
+    return _summary([g for g in gains.values() if g])
+
+
+def paired_bootstrap(ours: list[list[float]], theirs: list[list[float]], rounds: int = 2000) -> dict:
+    """95% interval of the NDCG@10 difference, resampling held-out sessions (seeded)."""
+    rng = np.random.default_rng(20240501)
+    sums = np.array([sum(a) - sum(b) for a, b in zip(ours, theirs)])
+    counts = np.array([len(a) for a in ours])
+    picks = rng.integers(0, len(sums), size=(rounds, len(sums)))
+    diffs = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    return {"ndcg10_diff": round(float(sums.sum() / counts.sum()), 4),
+            "ci95": [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)],
+            "share_of_resamples_ours_better": round(float((diffs > 0).mean()), 3)}
 
 
 def popularity_ranking(views: list[ViewCompleted], now_ms: int, half_life_days: float | None) -> list[str]:
@@ -448,6 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
     fit_model = CoviewModel(fit_views, t_val)
     train_model = CoviewModel(train_views, t_test)
     per_measure: dict[str, dict] = {}
+    gains: dict[str, list[list[float]]] = {}  # per held-out session, for paired comparisons
     for measure in MEASURES:
         log(f"tuning {measure} on validation")
         params, val_ndcg = tune_measure(fit_model, val_sessions, measure, args.passes, log)
@@ -455,6 +463,7 @@ def main(argv: list[str] | None = None) -> dict:
         test = evaluate(train_model.similar_fn(coview, similarity), test_sessions, context)
         per_measure[measure] = {"hr10": round(test["hr10"], 4), "ndcg10": round(test["ndcg10"], 4),
                                 "val_ndcg10": round(val_ndcg, 4), "params": params}
+        gains[f"coview_{measure}"] = test["gains"]
         log(f"  {measure}: test hr10={test['hr10']:.4f} ndcg10={test['ndcg10']:.4f}")
     measure = max(per_measure, key=lambda m: per_measure[m]["val_ndcg10"])
     chosen = per_measure[measure]["params"]
@@ -473,6 +482,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     val_sessions, context)["ndcg10"]
     prior = max(blend_val, key=blend_val.get)
     blended = evaluate(train_model.blended_fn(coview, similarity, test_meta, {}, prior), test_sessions, context)
+    gains["blend"] = blended["gains"]
     metadata_only = evaluate(lambda item: test_meta.similar(item, K), test_sessions, context)
     use_blend = blend_val[prior] > per_measure[measure]["val_ndcg10"]
     log(f"blend prior={prior}: val ndcg10={blend_val[prior]:.4f} "
@@ -506,6 +516,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = evaluate_popularity(popularity_ranking(train_views, t_test, half_life), test_sessions)
         baselines[name] = {"hr10": round(result["hr10"], 4), "ndcg10": round(result["ndcg10"], 4),
                            "params": {"half_life_days": half_life}}
+        gains[name] = result["gains"]
     for rows_name, row_of in (("user", lambda v: v.viewer), ("session", lambda v: v.session_id)):
         fit_rows = [(row_of(v), v.item_id) for v in fit_views]
         train_rows = [(row_of(v), v.item_id) for v in train_views]
@@ -516,10 +527,14 @@ def main(argv: list[str] | None = None) -> dict:
                             params["context"])
             baselines[name] = {"hr10": round(test["hr10"], 4), "ndcg10": round(test["ndcg10"], 4),
                                "val_ndcg10": round(val_ndcg, 4), "params": params}
+            gains[name] = test["gains"]
             log(f"{name}: {params} test ndcg10={test['ndcg10']:.4f}")
 
     ours = blended if use_blend else per_measure[measure]
+    ours_gains = gains["blend"] if use_blend else gains[f"coview_{measure}"]
     best_baseline = max(baselines, key=lambda b: baselines[b]["ndcg10"])
+    versus = {"served_vs_best_baseline": paired_bootstrap(ours_gains, gains[best_baseline]),
+              "coview_only_vs_best_baseline": paired_bootstrap(gains[f"coview_{measure}"], gains[best_baseline])}
     rates = throughput(ratings, 20_000)
     result = {
         "hr10": round(ours["hr10"], 4),
@@ -530,6 +545,7 @@ def main(argv: list[str] | None = None) -> dict:
         "best_baseline": best_baseline,
         "best_baseline_ndcg10": baselines[best_baseline]["ndcg10"],
         "baselines": baselines,
+        "paired_bootstrap": versus,
         "per_measure": per_measure,
         "coview_only_best_measure": {k: per_measure[measure][k] for k in ("hr10", "ndcg10")},
         "blend": {"prior": prior, "hr10": round(blended["hr10"], 4), "ndcg10": round(blended["ndcg10"], 4),
@@ -584,6 +600,8 @@ def print_table(result: dict) -> None:
     print(f"\nours ({result['served_list']}, {result['measure']}): HR@10={result['hr10']:.4f} "
           f"NDCG@10={result['ndcg10']:.4f}; best baseline {result['best_baseline']} "
           f"NDCG@10={result['best_baseline_ndcg10']:.4f}")
+    for name, comparison in result["paired_bootstrap"].items():
+        print(f"{name}: {comparison}")
     stream = result["streaming"]
     print(f"streaming (prequential, half-life {stream['half_life_days']} d): HR@10={stream['hr10']:.4f} "
           f"NDCG@10={stream['ndcg10']:.4f}")

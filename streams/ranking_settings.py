@@ -6,6 +6,8 @@
 | ``VITRINA_RANKING_MODEL`` | default | size preset: ``default`` (FeatureConfig/ModelConfig defaults) or ``tiny`` |
 | ``VITRINA_CHECKPOINT_EVERY_S`` | 14400 | checkpoint every N seconds of **event time** (GRF: 4 h); 0 = off |
 | ``VITRINA_CHECKPOINT_EVERY_SAMPLES`` | 1000000 | ... or every N samples consumed by the trainer; 0 = off |
+| ``VITRINA_CHECKPOINT_MIN_WALL_S`` | 60 | at most one scheduled checkpoint per N wall-clock seconds (a replay of |
+| | | a week would otherwise export 42 versions back to back); operator requests are not limited |
 | ``VITRINA_LABEL_WINDOW_S`` | 1800 | a play is attributed to an impression shown at most this long before it |
 | ``VITRINA_LABEL_MAX_AGE_S`` | 21600 | an impression is labelled at the latest this long after it was shown |
 | ``VITRINA_LABEL_LATENESS_S`` | 21600 | watermark = min over both inputs of the max event time seen - this |
@@ -75,6 +77,7 @@ class RankingSettings:
     model: dict[str, int]  # ModelConfig(**model)
     checkpoint_every_s: int
     checkpoint_every_samples: int
+    checkpoint_min_wall_s: int
     window_s: int
     max_label_age_s: int
     lateness_s: int
@@ -127,6 +130,7 @@ def load_ranking_settings() -> RankingSettings:
         model=dict(model),
         checkpoint_every_s=every_s,
         checkpoint_every_samples=every_samples,
+        checkpoint_min_wall_s=int(_number("VITRINA_CHECKPOINT_MIN_WALL_S", "60", int, 0)),
         window_s=int(_number("VITRINA_LABEL_WINDOW_S", "1800", int, 1)),
         max_label_age_s=int(_number("VITRINA_LABEL_MAX_AGE_S", "21600", int, 1)),
         lateness_s=int(_number("VITRINA_LABEL_LATENESS_S", "21600", int, 0)),

@@ -106,6 +106,7 @@ class TrainingCore:
         self._dropped_reported = 0
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._recent: deque[Mapping[str, Any]] = deque(maxlen=256)
+        self._last_checkpoint_wall: float | None = None
 
     # -- called on the event loop -----------------------------------------------------------------
 
@@ -195,6 +196,9 @@ class TrainingCore:
             return self.requested
         if self.mark is None or self.event_time is None:
             return None
+        if (self._last_checkpoint_wall is not None
+                and time.monotonic() - self._last_checkpoint_wall < self.settings.checkpoint_min_wall_s):
+            return None
         due = checkpoint_due(self.settings.policy, self.mark, self.event_time, self.samples_seen)
         return due.reason if due.due else None
 
@@ -233,6 +237,7 @@ class TrainingCore:
 
         started = time.perf_counter()
         self.requested = None
+        self._last_checkpoint_wall = time.monotonic()
         now = datetime.now(timezone.utc)
         version = version_id(now, int(self.trainer.step.numpy()))
         if version == self.last_version:

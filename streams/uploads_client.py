@@ -61,7 +61,8 @@ class ResultFollower:
 
     def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
         self.codec = codec or default_codec()
-        self.consumer = probe_consumer(settings)
+        # Tansu holds a fetch for the whole wait even when records arrive: keep the wait short
+        self.consumer = probe_consumer(settings, **{"fetch.wait.max.ms": 100})
         self._names = {full_name(settings, name): name for name in ANSWER_TOPICS}
         assignment = []
         for topic in self._names:

@@ -113,3 +113,9 @@ def test_served_list_for_a_title_without_co_views_is_metadata(index):
 
 def test_normalise_title():
     assert normalise_title("  Один  ДОМА-2 ") == "один дома 2"
+
+
+def test_malformed_metadata_fields_are_skipped():
+    tokens = title_tokens({"item_id": "x", "title": None, "genres": "Drama", "tags": [None, "space"],
+                           "release_year": "1999"})
+    assert tokens == {"t:space": 1.0}

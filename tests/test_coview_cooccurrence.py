@@ -73,8 +73,8 @@ def test_counts_accumulate_over_sessions_and_totals_count_sessions():
 @pytest.mark.parametrize("half_lives", [1, 2, 10])
 def test_decay_halves_after_each_half_life(half_lives):
     config = CoviewConfig(half_life_ms=H)
-    state = apply_contribution(None, Contribution("a", "b", 1.0, T), config)
-    state = apply_contribution(state, Contribution("a", None, 4.0, T), config)
+    state = apply_contribution(None, Contribution("a", 0.0, (("b", 1.0),), T), config)
+    state = apply_contribution(state, Contribution("a", 4.0, (), T), config)
     now = T + half_lives * H
     assert decayed(state["nb"]["b"], state["L"], now, H) == pytest.approx(0.5 ** half_lives)
     assert decayed(state["n"], state["L"], now, H) == pytest.approx(4.0 * 0.5 ** half_lives)
@@ -85,8 +85,8 @@ def test_new_contributions_outweigh_old_ones():
     config = CoviewConfig(half_life_ms=H)
     state = None
     for i in range(4):
-        state = apply_contribution(state, Contribution("a", "old", 1.0, T + i), config)
-    state = apply_contribution(state, Contribution("a", "new", 1.0, T + 2 * H), config)
+        state = apply_contribution(state, Contribution("a", 0.0, (("old", 1.0),), T + i), config)
+    state = apply_contribution(state, Contribution("a", 0.0, (("new", 1.0),), T + 2 * H), config)
     now = T + 2 * H
     old = decayed(state["nb"]["old"], state["L"], now, H)
     new = decayed(state["nb"]["new"], state["L"], now, H)
@@ -96,7 +96,7 @@ def test_new_contributions_outweigh_old_ones():
 def test_decay_is_independent_of_arrival_order():
     config = CoviewConfig(half_life_ms=H)
     rng = random.Random(7)
-    contributions = [Contribution("a", rng.choice("bcd"), rng.random(), T + rng.randrange(60 * DAY_MS))
+    contributions = [Contribution("a", 0.0, ((rng.choice("bcd"), rng.random()),), T + rng.randrange(60 * DAY_MS))
                      for _ in range(40)]
     results = []
     for order in (contributions, sorted(contributions, key=lambda c: c.at_ms), list(reversed(contributions))):
@@ -113,9 +113,9 @@ def test_decay_is_independent_of_arrival_order():
 
 def test_landmark_is_rebased_far_in_the_future_without_overflow():
     config = CoviewConfig(half_life_ms=DAY_MS)
-    state = apply_contribution(None, Contribution("a", "b", 1.0, T), config)
+    state = apply_contribution(None, Contribution("a", 0.0, (("b", 1.0),), T), config)
     later = T + 2000 * DAY_MS  # 2000 half-lives: 2**2000 would overflow a float
-    state = apply_contribution(state, Contribution("a", "b", 1.0, later), config)
+    state = apply_contribution(state, Contribution("a", 0.0, (("b", 1.0),), later), config)
     assert state["L"] == later
     assert all(math.isfinite(v) for v in state["nb"].values())
     assert decayed(state["nb"]["b"], state["L"], later + DAY_MS, DAY_MS) == pytest.approx(0.5)
@@ -129,7 +129,7 @@ def test_pruning_bounds_memory_and_keeps_heavy_hitters():
     sizes = []
     for step in range(3000):
         neighbour = rng.choice(heavy) if step % 3 == 0 else f"rare{step}"
-        state = apply_contribution(state, Contribution("a", neighbour, 1.0, T + step), config)
+        state = apply_contribution(state, Contribution("a", 0.0, ((neighbour, 1.0),), T + step), config)
         sizes.append(len(state["nb"]))
     assert max(sizes) <= 15
     assert min(sizes[100:]) >= 10
@@ -141,11 +141,22 @@ def test_apply_contribution_does_not_mutate_its_input():
     config = CoviewConfig(max_neighbours=2, prune_slack=0)
     state = None
     for n, other in enumerate("bcd"):
-        state = apply_contribution(state, Contribution("a", other, 1.0 + n, T + n), config)
+        state = apply_contribution(state, Contribution("a", 0.0, ((other, 1.0 + n),), T + n), config)
     frozen = copy.deepcopy(state)
-    apply_contribution(state, Contribution("a", "e", 5.0, T + 10), config)
-    apply_contribution(state, Contribution("a", None, 1.0, T + 10), config)
+    apply_contribution(state, Contribution("a", 0.0, (("e", 5.0),), T + 10), config)
+    apply_contribution(state, Contribution("a", 1.0, (), T + 10), config)
     assert state == frozen
+
+
+def test_inplace_update_gives_the_same_state():
+    config = CoviewConfig(max_neighbours=5, prune_slack=2, half_life_ms=H)
+    rng = random.Random(3)
+    pure = inplace = None
+    for step in range(200):
+        c = Contribution("a", rng.choice([0.0, 1.0]), ((f"n{rng.randrange(20)}", rng.random()),), T + step * DAY_MS)
+        pure = apply_contribution(pure, c, config)
+        inplace = apply_contribution(copy.deepcopy(inplace) if step % 7 == 0 else inplace, c, config, inplace=True)
+    assert pure == inplace
 
 
 def test_state_is_small_plain_json():
@@ -158,10 +169,11 @@ def test_state_is_small_plain_json():
     assert json.loads(json.dumps(index.totals)) == index.totals
 
 
-def test_self_pairs_and_window_beyond_previous_are_ignored():
-    view = ViewCompleted("u:1", "s", "a", 3, 1, 1, T, ("a", "b"))
-    got = contributions_for_view(view, CoviewConfig(window=5))
-    assert [(c.title, c.neighbour) for c in got] == [("a", None), ("b", "a"), ("a", "b")]
+def test_one_update_per_title_and_self_pairs_ignored():
+    view = ViewCompleted("u:1", "s", "a", 4, 1, 1, T, ("a", "b", "c"))
+    got = contributions_for_view(view, CoviewConfig(window=2, weighting="inverse", backward_factor=0.5))
+    # "a" at distance 1 is the title itself; "c" at distance 3 is outside the window
+    assert got == [Contribution("a", 1.0, (("b", 0.25),), T), Contribution("b", 0.0, (("a", 0.5),), T)]
 
 
 def test_totals_count_a_session_at_its_first_view():

@@ -206,6 +206,7 @@ def _bad(**changes):
         ("not a dict", "invalid_event"),
         ({"foo": 1}, "invalid_event"),
         (_bad(event_type="REWIND"), "unknown_kind"),
+        (_bad(event_type=["START"]), "unknown_kind"),
         (_bad(item_id=""), "missing_field"),
         (_bad(item_id=None), "missing_field"),
         (_bad(event_time=datetime(2024, 5, 1, 20, 0)), "bad_time"),  # naive datetime

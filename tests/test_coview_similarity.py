@@ -7,7 +7,7 @@ import pytest
 from processors.coview.cooccurrence import DAY_MS, CoviewConfig
 from processors.coview.memory import CoviewIndex
 from processors.coview.sessionize import ViewCompleted
-from processors.coview.similarity import MEASURES, SimilarityConfig, llr, pair_score, top_similar
+from processors.coview.similarity import MEASURES, SimilarityConfig, aggregate_similar, llr, pair_score, top_similar
 
 # Hand-computed example: title i in 10 sessions, j in 5, together in 4, 100 sessions.
 # 2x2 table k11=4, k12=6, k21=1, k22=89; expected counts 0.5, 9.5, 4.5, 85.5.
@@ -94,3 +94,13 @@ def test_config_is_validated():
         SimilarityConfig(measure="pearson")
     with pytest.raises(ValueError):
         SimilarityConfig(k=0)
+
+
+def test_aggregate_similar_weights_recent_titles_more_and_excludes_seen():
+    newest = [("x", 0.6), ("y", 0.2), ("seen", 0.9)]
+    older = [("y", 0.8), ("z", 0.5)]
+    got = aggregate_similar([newest, older], exclude={"seen"}, k=2)
+    # x: 0.6; y: 0.2 + 0.8 / 2 = 0.6; z: 0.5 / 2 = 0.25 -> ties broken by id, descending
+    assert [i for i, _ in got] == ["y", "x"]
+    assert dict(got) == pytest.approx({"y": 0.6, "x": 0.6})
+    assert aggregate_similar([], k=3) == []

@@ -56,12 +56,16 @@ _STOP_WORDS = frozenset(
 
 
 def normalise_title(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text or "").casefold()
+    if not isinstance(text, str):
+        return ""
+    text = unicodedata.normalize("NFKC", text).casefold()
     return " ".join(_WORD.findall(text))
 
 
 def _words(text: str | None) -> Iterable[str]:
-    for word in _WORD.findall(unicodedata.normalize("NFKC", text or "").casefold()):
+    if not isinstance(text, str):
+        return
+    for word in _WORD.findall(unicodedata.normalize("NFKC", text).casefold()):
         if len(word) > 1 and word not in _STOP_WORDS and not word.isdigit():
             yield word
 
@@ -79,11 +83,12 @@ def title_tokens(title: Mapping[str, Any]) -> dict[str, float]:
             if word not in seen_words:  # original title often repeats the title
                 seen_words.add(word)
                 add("w:" + word, FIELD_WEIGHTS["w"])
-    for genre in title.get("genres") or ():
+    genres, tags = title.get("genres"), title.get("tags")
+    for genre in genres if isinstance(genres, (list, tuple)) else ():
         name = normalise_title(genre)
         if name:
             tokens["g:" + name] = FIELD_WEIGHTS["g"]
-    for tag in title.get("tags") or ():
+    for tag in tags if isinstance(tags, (list, tuple)) else ():
         name = normalise_title(tag)
         if name:
             tokens["t:" + name] = FIELD_WEIGHTS["t"]
@@ -191,7 +196,7 @@ def blend(
     coview: list[tuple[str, float]],
     metadata: list[tuple[str, float]],
     support: float,
-    prior: float = 5.0,
+    prior: float = 2.0,
     k: int = 50,
 ) -> tuple[list[tuple[str, float]], str]:
     """Mix a co-view list and a metadata list; returns (list, source) with source

@@ -75,10 +75,18 @@ WEIGHTINGS: dict[str, Callable[[int], float]] = {
 
 @dataclass(frozen=True, slots=True)
 class CoviewConfig:
-    window: int = 5
-    weighting: str = "inverse"
+    """Defaults chosen on the MovieLens validation slice (bench/coview_quality.py).
+
+    ``half_life_ms`` depends on traffic: MovieLens has about one session a day, and its
+    best half-life was 730 days (~640 sessions per half-life). A live service passes
+    that many sessions in minutes, so set the half-life per deployment (e.g. the
+    brief's 7 days) - the data set here cannot validate a value at production volume.
+    """
+
+    window: int = 20  # measured: 20 > 10 > 5 on MovieLens; real sessions are rarely that long
+    weighting: str = "inverse_sqrt"
     backward_factor: float = 1.0
-    half_life_ms: int | None = 7 * DAY_MS  # None: no decay
+    half_life_ms: int | None = 730 * DAY_MS  # None: no decay
     max_neighbours: int = 200
     prune_slack: int = 50
 
@@ -94,29 +102,32 @@ class CoviewConfig:
 
 
 class Contribution(NamedTuple):
-    """One update of one title's state; ``neighbour`` None means the title's own count."""
+    """All updates one view makes to one title: route by ``title`` (one message per title)."""
 
     title: str
-    neighbour: str | None
-    weight: float
+    own: float  # added to the title's own view count (1.0 for the viewed title, else 0.0)
+    neighbours: tuple[tuple[str, float], ...]  # (neighbour, co-view weight)
     at_ms: int
 
 
 def contributions_for_view(view: ViewCompleted, config: CoviewConfig = CoviewConfig()) -> list[Contribution]:
-    """The title updates one view causes (route each by ``title``)."""
+    """The title updates one view causes: the viewed title first, then each earlier title."""
     at = view.at_ms
     item = view.item_id
-    out = [Contribution(item, None, 1.0, at)]
     weight_of = WEIGHTINGS[config.weighting]
     backward = config.backward_factor
+    earlier_updates = []
+    backward_pairs = []
+    seen = {item}
     for distance, earlier in enumerate(view.previous[: config.window], 1):
-        if earlier == item:
+        if earlier in seen:
             continue
+        seen.add(earlier)
         weight = weight_of(distance)
-        out.append(Contribution(earlier, item, weight, at))
+        earlier_updates.append(Contribution(earlier, 0.0, ((item, weight),), at))
         if backward > 0.0:
-            out.append(Contribution(item, earlier, weight * backward, at))
-    return out
+            backward_pairs.append((earlier, weight * backward))
+    return [Contribution(item, 1.0, tuple(backward_pairs), at), *earlier_updates]
 
 
 def decay_factor(at_ms: int, landmark_ms: int, half_life_ms: int | None) -> float:
@@ -145,9 +156,17 @@ def _rebased(state: dict[str, Any], at_ms: int, half_life_ms: int, keys: tuple[s
 
 
 def apply_contribution(
-    state: TitleState | None, contribution: Contribution, config: CoviewConfig = CoviewConfig()
+    state: TitleState | None,
+    contribution: Contribution,
+    config: CoviewConfig = CoviewConfig(),
+    inplace: bool = False,
 ) -> TitleState:
-    """Return the title state with one contribution added (input not mutated)."""
+    """Return the title state with one contribution added.
+
+    By default the input is not mutated (a copy of the neighbour map per call, the
+    main per-view cost). ``inplace=True`` updates and returns the given state - for
+    an owner that writes the result back anyway (a table value it just read).
+    """
     at = contribution.at_ms
     if state is None:
         state = {"L": at, "n": 0.0, "nb": {}, "err": 0.0, "t": at}
@@ -155,15 +174,16 @@ def apply_contribution(
     if half_life is not None and at - state["L"] > _RENORMALISE_HALF_LIVES * half_life:
         state = _rebased(state, at, half_life, ("n", "err"))
     scale = 1.0 if half_life is None else 2.0 ** ((at - state["L"]) / half_life)
-    new = dict(state)
+    new = state if inplace else dict(state)
     if at > new["t"]:
         new["t"] = at
-    neighbour = contribution.neighbour
-    if neighbour is None:
-        new["n"] = state["n"] + contribution.weight * scale
+    if contribution.own:
+        new["n"] = state["n"] + contribution.own * scale
+    if not contribution.neighbours:
         return new
-    neighbours = dict(state["nb"])
-    neighbours[neighbour] = neighbours.get(neighbour, 0.0) + contribution.weight * scale
+    neighbours = state["nb"] if inplace else dict(state["nb"])
+    for neighbour, weight in contribution.neighbours:
+        neighbours[neighbour] = neighbours.get(neighbour, 0.0) + weight * scale
     if len(neighbours) > config.max_neighbours + config.prune_slack:
         kept = heapq.nlargest(config.max_neighbours, neighbours.items(), key=itemgetter(1))
         kept_keys = {key for key, _ in kept}

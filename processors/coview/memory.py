@@ -68,7 +68,8 @@ class CoviewIndex:
         titles = self.titles
         config = self.config
         for contribution in contributions_for_view(view, config):
-            titles[contribution.title] = apply_contribution(titles.get(contribution.title), contribution, config)
+            titles[contribution.title] = apply_contribution(
+                titles.get(contribution.title), contribution, config, inplace=True)
         self.totals = add_view_to_totals(self.totals, view, config)
 
     def count(self, item_id: str, now_ms: int) -> float:
@@ -99,7 +100,7 @@ class CoviewIndex:
         item_id: str,
         now_ms: int,
         metadata: MetadataIndex | None,
-        prior: float = 5.0,
+        prior: float = 2.0,
         similarity: SimilarityConfig | None = None,
     ) -> tuple[list[tuple[str, float]], str]:
         """The list a "watch also" shelf / autoplay gets: co-view blended with metadata."""

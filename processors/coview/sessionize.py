@@ -235,7 +235,7 @@ def _apply_playback(
     state: SessionState | None, event: Mapping[str, Any], config: SessionConfig
 ) -> tuple[SessionState | None, list[Emitted]]:
     kind = event.get("event_type")
-    if kind not in _PLAYBACK_TYPES:
+    if not isinstance(kind, str) or kind not in _PLAYBACK_TYPES:
         return state, [Rejected("unknown_kind", f"event_type={kind!r}", _event_id(event))]
     item = event.get("item_id")
     if not isinstance(item, str) or not item:
@@ -326,7 +326,7 @@ def _apply_session_event(
     state: SessionState | None, event: Mapping[str, Any], config: SessionConfig
 ) -> tuple[SessionState | None, list[Emitted]]:
     kind = event.get("kind")
-    if kind not in _SESSION_KINDS:
+    if not isinstance(kind, str) or kind not in _SESSION_KINDS:
         return state, [Rejected("unknown_kind", f"kind={kind!r}", _event_id(event))]
     t = event_time_ms(event.get("event_time"))
     if t is None:

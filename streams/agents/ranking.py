@@ -19,7 +19,6 @@ from faust.types import TP
 
 from infra.logs import get_logger
 from infra.settings import load
-from processors.ranking.errors import RankingInputError
 from sinks.model_store import PublishOutcome, published_event
 from sinks.redis_views import async_client, model_checkpoint_request_key
 from streams.app import app
@@ -69,7 +68,7 @@ async def _join_batch(kind: str, agent: str, batch: list[Inbound]) -> None:
         event.bind()
         try:
             applied = join.add(kind, event.partition, event.offset, event.value)
-        except RankingInputError as exc:
+        except Exception as exc:  # noqa: BLE001 - RankingInputError mostly; one bad event must not stop the agent
             await dead_letter_failed(app, event, agent, exc)
             applied = True
         join.mark_applied(kind, event.partition, event.offset)
@@ -81,7 +80,9 @@ async def _join_batch(kind: str, agent: str, batch: list[Inbound]) -> None:
         for sample in samples:
             impression = sample.impression
             impression["labels"] = {**impression["labels"], "watch_ms": int(sample.watched_ms)}
-            await samples_topic.send(key=key_of(SAMPLES, impression), value=codec.encode(SAMPLES.schema, impression))
+            # same partition as the impression (Faust's murmur2 partitioner differs from librdkafka's)
+            await samples_topic.send(key=key_of(SAMPLES, impression), value=codec.encode(SAMPLES.schema, impression),
+                                     partition=partition)
             LABELLED.labels(played=str(sample.played).lower()).inc()
         if samples:
             EVENTS_OUT.labels(topic=SAMPLES.name, agent=agent).inc(len(samples))
@@ -133,8 +134,11 @@ async def checkpoint_requests() -> None:
     """`vitrina model checkpoint` sets a Redis flag; the worker holding the trainer takes it."""
     if not training.active or training.core is None:
         return
-    redis = _redis()
-    requested = await redis.getdel(model_checkpoint_request_key(ranking.model_name))
+    try:
+        requested = await _redis().getdel(model_checkpoint_request_key(ranking.model_name))
+    except Exception as exc:  # noqa: BLE001 - Redis away: try again at the next tick
+        log.warning("checkpoint_request_check_failed", error=repr(exc))
+        return
     if requested:
         log.info("checkpoint_requested", requested_at=requested)
         training.request_checkpoint("requested")

@@ -73,7 +73,7 @@ UPLOAD_ROOT = settings.data_dir / "uploads"
 ORIGINALS_DIR = UPLOAD_ROOT / "originals"
 WORK_DIR = UPLOAD_ROOT / "work"
 STALE_AFTER_S = 24 * 3600
-BATCH_WITHIN_S = 0.02          # upload events are few; answer a dedupe hit without batching delay
+BATCH_WITHIN_S = 0.05          # upload events are few: answer a dedupe hit without the default 0.2 s batching
 S3_ATTEMPTS = 5
 
 pool = EncoderPool()
