@@ -61,6 +61,10 @@ def _pool(settings, size: int = 24) -> tuple[dict, list[dict]]:
     return request, candidates
 
 
+def _auc(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 @stage(50, "ranking")
 def online_ranking(ctx: DemoContext) -> None:
     ranking = load_ranking_settings()
@@ -103,12 +107,13 @@ def online_ranking(ctx: DemoContext) -> None:
             f"export {manifest['export_seconds']:.1f}s")
     ctx.say(f"    s3://{manifest['bucket']}/{artifacts[FLOAT_KIND]['key']}  sha256 {artifacts[FLOAT_KIND]['sha256'][:16]}…")
     baseline = manifest["evaluation"].get("pxtr", {})
-    ctx.say(f"    AUC on {manifest['evaluation']['window']} held-out samples (model vs server pxtr): " + ", ".join(
-        f"{t} {manifest['metrics'][t] or 0:.3f}/{baseline.get(t) or 0:.3f}" for t in TASKS))
+    ctx.say(f"    AUC on {manifest['evaluation']['window']} held-out samples (model / server pxtr): " + ", ".join(
+        f"{t} {_auc(manifest['metrics'][t])}/{_auc(baseline.get(t))}" for t in TASKS)
+        + "  (n/a: window too small or one class only)")
     ctx.say(f"    registry: {record.state.value} — {record.transitions[-1].reason}")
     ctx.say("\n  registry (newest first):")
     for entry in sorted(store.load().versions, key=lambda v: v.created_at, reverse=True)[:6]:
-        aucs = " ".join(f"{entry.metrics.get(t) or 0:.3f}" for t in TASKS)
+        aucs = " ".join(f"{_auc(entry.metrics.get(t)):>5}" for t in TASKS)
         ctx.say(f"    {entry.version:<26} {entry.state.value:<10} AUC evr/lvr/svr/fpr {aucs}")
 
     client = DeviceModelClient(ctx.settings, RedisManifestSource(ctx.settings), ranking.model_name)

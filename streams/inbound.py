@@ -16,7 +16,6 @@ from streams.metrics import DEAD_LETTERS, EVENTS_IN
 from streams.topics import TopicSpec, full_name
 from infra.settings import load
 
-_settings = load()
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class Inbound:
 
 def raw_topic(app: faust.App, topic: TopicSpec | str, **kwargs: Any) -> faust.TopicT:
     name = topic.name if isinstance(topic, TopicSpec) else topic
-    return app.topic(full_name(_settings, name), key_type=bytes, value_type=bytes,
+    return app.topic(full_name(load(), name), key_type=bytes, value_type=bytes,
                      key_serializer="raw", value_serializer="raw", **kwargs)
 
 

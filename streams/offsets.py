@@ -25,6 +25,7 @@ def probe_consumer(settings: Settings, **overrides: Any) -> Consumer:
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,  # point reads: an empty fetch must not wait for data
     }
     config.update(overrides)
     return Consumer(config)
@@ -51,20 +52,8 @@ def _record_at(consumer: Consumer, topic: str, partition: int, offset: int, time
 
 def end_offset(consumer: Consumer, topic: str, partition: int) -> int:
     """The next offset to be written, verified by reading (watermarks can be stale on Tansu)."""
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-    probe = max(high, low)
-    step = 1024
-    while _record_at(consumer, topic, partition, probe) is not None:
-        probe += step
-        step *= 2
-    lo, hi = max(high, low) - 1, probe  # record at lo exists (or lo < low), none at hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _record_at(consumer, topic, partition, mid) is not None:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    from streams.tansu_compat import verified_end
+    return verified_end(consumer, topic, partition)
 
 
 def _first_at_or_after(consumer: Consumer, topic: str, partition: int, timestamp_ms: int, end: int) -> int:

@@ -243,8 +243,11 @@ class TrainingCore:
         if version == self.last_version:
             version += f"-{int(now.timestamp() * 1000) % 1000:03d}"
         window = self._eval_window()
-        metrics = self.trainer.evaluate(window) if window else {task: None for task in TASKS}
-        baseline = task_aucs(encode_labels(window), pxtr_matrix(window)) if window else {}
+        # AUCs of a handful of samples are noise: they would decide promotions (and, as the first
+        # model's history, block better successors), so below eval_min_samples there are none.
+        reliable = len(window) >= self.settings.eval_min_samples
+        metrics = self.trainer.evaluate(window) if reliable else {task: None for task in TASKS}
+        baseline = task_aucs(encode_labels(window), pxtr_matrix(window)) if reliable else {}
         self.mark = CheckpointMark(self.event_time or now, self.samples_seen)
         self.holdout_since_mark = 0
         try:
@@ -259,14 +262,14 @@ class TrainingCore:
         manifest = json.loads(Path(export.manifest_path).read_text())
         manifest["stream"] = {"event_time": (self.event_time or now).isoformat(), "samples_seen": self.samples_seen,
                               "checkpoint_reason": reason, "restored_from": self.restored_from}
-        manifest["evaluation"] = {"window": len(window), "pxtr": baseline}
+        manifest["evaluation"] = {"window": len(window), "reliable": reliable, "pxtr": baseline}
         manifest["export_seconds"] = round(export.seconds, 3)
         EXPORT_SECONDS.labels(phase="export").observe(export.seconds)
         self._prune_exports()
         log.info("checkpoint_exported", version=version, reason=reason, samples_seen=self.samples_seen,
                  seconds=round(time.perf_counter() - started, 2), metrics=metrics)
         return ExportJob(version, reason, {kind: a.path for kind, a in export.artifacts.items()},
-                         export.checkpoint_path, manifest, window, export.seconds)
+                         export.checkpoint_path, manifest, window if reliable else [], export.seconds)
 
     def _prune_exports(self) -> None:
         exports = sorted((p for p in self.export_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)

@@ -67,8 +67,9 @@ class Pipeline:
 
     def start(self) -> None:
         self.starts += 1
+        # generous: a restart recovers the join table from its changelog first
         self.worker = start_worker(self.settings, web_port=pick_free_ports(1)[0], name=f"{self.name}-{self.starts}",
-                                   extra_env=self.env)
+                                   extra_env=self.env, ready_timeout_s=400)
 
     def stop(self) -> None:
         if self.worker is not None:

@@ -164,6 +164,37 @@ def test_the_same_request_twice_is_transcoded_once(stack, worker, producer, medi
     assert transcodes(worker) == before + 1 and queued(worker, asset_id) == 1
 
 
+def test_the_agent_keeps_answering_while_a_long_transcode_runs(stack, worker, producer, media_dir, first_upload):
+    """Transcodes run as tasks in the encoder pool: a dedupe hit is answered during a long encode."""
+    long_clip = unique_clip(media_dir, 960, 540, 8.0)
+    asset_id = str(content_key_of_path(long_clip))
+    with ResultFollower(stack) as follower:
+        slow = upload_file(stack, producer, long_clip, uploader_id="patient")
+        poll(lambda: [r for r in log_events(worker.log_path, "transcode_progress", asset_id=asset_id)
+                      if r["stage"] == "encode"], ANSWER_TIMEOUT_S, "the long encode to start")
+        quick = upload_file(stack, producer, first_upload[0], uploader_id="impatient")
+        answered = follower.wait([quick["upload_id"]], ANSWER_TIMEOUT_S)
+        assert answered[quick["upload_id"]].event["deduplicated"] is True
+        assert slow["upload_id"] not in follower.seen, "the duplicate waited for the long transcode"
+        assert not log_events(worker.log_path, "transcode_finished", asset_id=asset_id)
+        done = follower.wait([slow["upload_id"]], ANSWER_TIMEOUT_S)
+    assert done[slow["upload_id"]].processed
+    answered_processed[slow["upload_id"]] = asset_id
+
+
+def test_output_upload_skips_objects_already_there(store, tmp_path):
+    from processors.media.pipeline import OutputFile
+    key = f"assets/{uuid.uuid4().hex}-1/240p.mp4"
+    path = tmp_path / "240p.mp4"
+    path.write_bytes(b"x" * 1000)
+    output = OutputFile(path, key, "video/mp4", 1000)
+    assert store.upload_outputs([output]) == (1, 0)
+    assert store.upload_outputs([output]) == (0, 1)          # replayed: nothing is written twice
+    path.write_bytes(b"y" * 1200)                              # a different object under the key: replaced
+    assert store.upload_outputs([OutputFile(path, key, "video/mp4", 1200)]) == (1, 0)
+    assert store.stat(key).size == 1200
+
+
 def test_audio_only_is_rejected_with_a_machine_readable_reason(stack, worker, producer, media_dir):
     path = unique_audio(media_dir)
     before = worker.counter(TRANSCODES, outcome="rejected")

@@ -38,7 +38,7 @@ from infra.logs import get_logger
 from infra.settings import load
 from processors.media import (ContentKey, EncodeSettings, EncoderPool, Limits, MediaTools, ProcessResult, Progress,
                               Rejection, RejectionCode, process_upload)
-from processors.upload_dedupe import (DONE, ENCODE_FAILED, IN_PROGRESS, Decision, Uploader, finished, is_new_waiter,
+from processors.upload_dedupe import (ENCODE_FAILED, IN_PROGRESS, Decision, Uploader, finished, is_new_waiter,
                                       on_request, processed_event, recipients, refused, rejected_event, retry)
 from sinks.media_store import MediaStore, MissingObject, safe_file_name
 from sinks.redis_views import async_client
@@ -620,3 +620,16 @@ async def cancel_moved_work(sender: Any, assigned: set, **kwargs: Any) -> None:
             if work.tp not in assigned and work.task is not None and not work.task.done():
                 log.warning("partition_moved_cancelling", work=name, key=key, tp=str(work.tp))
                 work.task.cancel()
+
+
+@app.on_before_shutdown.connect
+async def cancel_all_work(sender: Any, **kwargs: Any) -> None:
+    """A stopping worker kills its ffmpeg processes instead of waiting for them; the unacknowledged
+    events of these jobs are processed again after the restart (or by another worker)."""
+    running = [w.task for registry in (jobs, downloads) for w in registry.values()
+               if w.task is not None and not w.task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        log.warning("shutdown_cancelling", tasks=len(running))
+        await asyncio.wait(running, timeout=10)
