@@ -54,6 +54,10 @@ class VitrinaClient:
     def current_model(self, name: str = "ranking") -> dict:
         return self.get(f"/v1/models/{urllib.parse.quote(name)}/current")
 
+    def model_versions(self, name: str = "ranking") -> dict:
+        """The registry's versions of a model, newest first (state, metrics, last transition)."""
+        return self.get(f"/v1/models/{urllib.parse.quote(name)}/versions")
+
     def upload_status(self, upload_id: str) -> dict:
         return self.get(f"/v1/uploads/{urllib.parse.quote(upload_id)}")
 

@@ -295,9 +295,10 @@ class ModelStore:
 
         return self.update(change)
 
-    def request_checkpoint(self) -> str:
+    def request_checkpoint(self, expires_s: int = 600) -> str:
+        """Ask the worker holding the trainer for a checkpoint; a request nobody takes expires."""
         at = datetime.now(timezone.utc).isoformat()
-        self.redis.set(model_checkpoint_request_key(self.name), at)
+        self.redis.set(model_checkpoint_request_key(self.name), at, ex=expires_s)
         return at
 
     def take_checkpoint_request(self) -> str | None:

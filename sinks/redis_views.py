@@ -35,12 +35,18 @@ Showcase capability (appended):
 """
 from __future__ import annotations
 
+import os
+
 import redis as syncredis
 import redis.asyncio as aioredis
 
 from infra.settings import Settings
 
-PREFIX = "vitrina:"
+# ``VITRINA_VIEW_PREFIX`` moves every key of this layout into another namespace: ``vitrina replay
+# --shadow`` / ``vitrina rebuild --shadow`` build views under ``vitrina-shadow-<id>:`` and then rename
+# them over the live ``vitrina:`` keys in one transaction (streams/replay.py). Writers must build keys
+# with the functions and constants below, never by hand.
+PREFIX = os.environ.get("VITRINA_VIEW_PREFIX", "").strip() or "vitrina:"
 POPULAR_KEY = f"{PREFIX}popular"
 
 

@@ -86,7 +86,8 @@ def run_model(args: argparse.Namespace) -> int:
             print(f"{name} rolled back to {target}")
         elif args.action == "checkpoint":
             at = store.request_checkpoint()
-            print(f"checkpoint of {name} requested at {at}; the worker holding the trainer exports within seconds")
+            print(f"checkpoint of {name} requested at {at}; the worker holding the trainer exports within seconds "
+                  "(the request expires after 10 minutes if no worker takes it)")
     except RegistryError as exc:
         print(f"error {exc.code}: {exc.message}", file=sys.stderr)
         return 2

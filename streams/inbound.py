@@ -1,6 +1,7 @@
 """Decode raw Faust events, route undecodable ones to the dead-letter topic, log with context."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -12,7 +13,8 @@ from faust.streams import _current_event
 from infra.logs import get_logger
 from streams.codec import Codec, DecodeError, default_codec
 from streams.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
-from streams.metrics import DEAD_LETTERS, EVENTS_IN
+from streams import replay_mode
+from streams.metrics import BATCH_SECONDS, DEAD_LETTERS, EVENTS_IN
 from streams.topics import TopicSpec, full_name
 from infra.settings import load
 
@@ -45,8 +47,10 @@ class Inbound:
 
 def raw_topic(app: faust.App, topic: TopicSpec | str, **kwargs: Any) -> faust.TopicT:
     name = topic.name if isinstance(topic, TopicSpec) else topic
-    return app.topic(full_name(load(), name), key_type=bytes, value_type=bytes,
-                     key_serializer="raw", value_serializer="raw", **kwargs)
+    # replay workers (streams/replay_mode.py): private internal topics, outputs muted
+    channel = app.topic(full_name(load(), replay_mode.physical_name(name)), key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw", **kwargs)
+    return replay_mode.mute(channel, name) if replay_mode.suppresses(name) else channel
 
 
 ORIGIN_HEADER = "vitrina-origin"
@@ -93,13 +97,22 @@ async def send_dead_letter(app: faust.App, codec: Codec, source: str, partition:
 async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSpec, agent: str,
                           max_batch: int = 2000, within_s: float = 0.2,
                           codec: Codec | None = None) -> AsyncIterator[list[Inbound]]:
-    """Yield batches of decoded events; bad records are dead-lettered and never stop the agent."""
+    """Yield batches of decoded events; bad records are dead-lettered and never stop the agent.
+
+    The time from decoding a batch until the agent asks for the next one is the agent's processing
+    time of that batch (``vitrina_batch_seconds{agent}``). A replay worker drops records past its range.
+    """
     codec = codec or default_codec()
     log = get_logger("vitrina.agent", agent=agent, topic=source.name)
+    bounded = replay_mode.active()
     async for events in stream.take_events(max_batch, within=within_s):
+        started = time.perf_counter()
         good: list[Inbound] = []
         for event in events:
             message = event.message
+            if bounded and replay_mode.beyond_bound(source.name, message.partition, message.offset):
+                replay_mode.REPLAY_DROPPED.labels(topic=source.name).inc()
+                continue
             raw = event.value
             try:
                 value = codec.decode(raw, source.schema)
@@ -114,6 +127,7 @@ async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSp
         if good:
             log.debug("batch", partition=good[-1].partition, offset=good[-1].offset, size=len(good))
         yield good
+        BATCH_SECONDS.labels(agent=agent).observe(time.perf_counter() - started)
 
 
 async def dead_letter_failed(app: faust.App, event: Inbound, agent: str, exc: BaseException,

@@ -25,7 +25,7 @@ from collections.abc import MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from processors.ranking.labels import JoinerConfig, LabelJoiner, LabelledSample, viewer_key
+from processors.ranking.labels import JoinerConfig, LabelJoiner, LabelledSample
 
 INPUTS = ("impression", "playback")
 _SEP = "\x1f"
@@ -133,7 +133,3 @@ class LabelJoinState:
             written += 1
         self.table[watermark_key(partition)] = join.progress()
         return written
-
-
-def sample_key(sample: LabelledSample) -> tuple[str, str]:
-    return viewer_key(sample.impression), sample.impression["item_id"]

@@ -34,33 +34,55 @@ class EndNotFound(RuntimeError):
     pass
 
 
-def _scan_to_end(consumer: Consumer, topic: str, partition: int, start: int, timeout_s: float) -> int | None:
-    """Read from ``start`` until end-of-partition; the next offset after the last record, None on timeout.
+def verified_end_offsets(consumer: Consumer, partitions: list[tuple[str, int]],
+                         timeout_s: float = 60.0) -> dict[tuple[str, int], int]:
+    """The next offset to be written of each (topic, partition), found by reading forward from the
+    broker's (possibly stale) answer to the end-of-partition event.
 
-    Reading forward is the only reliable way on Tansu: a fetch at an offset past the end gets neither
-    records nor an end-of-partition event (it waits out the poll), so ``start`` must not be past the end.
+    Reading is the only reliable way on Tansu: its answer is stale low (never past the end), and a fetch
+    at an offset past the end gets neither records nor an end-of-partition event. All partitions are read
+    together (one fetch round covers them), so the cost is about one fetch wait, not one per partition.
+    A partition whose answer turns out not to be a readable position is read again from its start.
     """
-    consumer.assign([TopicPartition(topic, partition, start)])
-    last = start - 1
+    starts: dict[tuple[str, int], int] = {}
+    lows: dict[tuple[str, int], int] = {}
+    for topic, partition in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        starts[(topic, partition)], lows[(topic, partition)] = max(low, high), low
+    ends = _read_to_ends(consumer, starts, timeout_s / 2)
+    retry = {tp: lows[tp] for tp in starts if tp not in ends and lows[tp] != starts[tp]}
+    if retry:
+        ends.update(_read_to_ends(consumer, retry, timeout_s / 2))
+    missing = [tp for tp in starts if tp not in ends]
+    if missing:
+        raise EndNotFound(f"no end-of-partition for {missing} within {timeout_s}s")
+    return ends
+
+
+def _read_to_ends(consumer: Consumer, starts: dict[tuple[str, int], int], timeout_s: float) -> dict[tuple[str, int], int]:
+    if not starts:
+        return {}
+    consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
+    last = {tp: offset - 1 for tp, offset in starts.items()}
+    ends: dict[tuple[str, int], int] = {}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for message in consumer.consume(10_000, 0.1):
+    while len(ends) < len(starts) and time.monotonic() < deadline:
+        first = consumer.poll(0.5)  # returns at once with an event; consume() would wait out its timeout
+        if first is None:
+            continue
+        for message in [first] + (consumer.consume(10_000, 0.05) if first.error() is None else []):
+            tp = (message.topic(), message.partition())
             error = message.error()
             if error is None:
-                last = message.offset()
-            elif error.code() == KafkaError._PARTITION_EOF:
-                return max(last + 1, start)
-    return None
+                last[tp] = message.offset()
+            elif error.code() == KafkaError._PARTITION_EOF and tp in starts and tp not in ends:
+                ends[tp] = max(last[tp] + 1, starts[tp])
+    consumer.unassign()
+    return ends
 
 
 def verified_end(consumer: Consumer, topic: str, partition: int, timeout_s: float = 60.0) -> int:
-    """The next offset to be written, found by reading forward from the broker's (possibly stale) answer."""
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-    for start in dict.fromkeys((max(low, high), low)):  # the answer is never past the end on Tansu; else from the start
-        end = _scan_to_end(consumer, topic, partition, start, timeout_s)
-        if end is not None:
-            return end
-    raise EndNotFound(f"no end-of-partition for {topic}[{partition}] within {timeout_s}s")
+    return verified_end_offsets(consumer, [(topic, partition)], timeout_s)[(topic, partition)]
 
 
 def verified_ends(partitions: Mapping[Any, int | None]) -> dict[Any, int | None]:
@@ -69,9 +91,10 @@ def verified_ends(partitions: Mapping[Any, int | None]) -> dict[Any, int | None]
 
     consumer = probe_consumer(load())
     try:
+        ends = verified_end_offsets(consumer, [(tp.topic, tp.partition) for tp in partitions])
         verified: dict[Any, int | None] = {}
         for tp, answered in partitions.items():
-            true_end = verified_end(consumer, tp.topic, tp.partition)
+            true_end = ends[(tp.topic, tp.partition)]
             if answered is None or true_end != answered:
                 log.info("highwater_corrected", topic=tp.topic, partition=tp.partition,
                          answered=answered, verified=true_end)

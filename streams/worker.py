@@ -13,6 +13,8 @@ def run_worker(loglevel: str = "warn") -> int:
     from streams.agents import register_all
     register_all()
     import streams.web  # noqa: F401  (metrics page)
+    from streams.lag import install as install_lag_metric
+    install_lag_metric(app)  # vitrina_consumer_lag, measured off the event loop
     settings = load()
     sys.argv = ["vitrina-worker", "worker", "--loglevel", loglevel,
                 "--web-host", "127.0.0.1", "--web-port", str(settings.worker_web_port)]

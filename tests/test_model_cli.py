@@ -155,7 +155,7 @@ def test_read_api_serves_current_manifest_and_versions(published):
         assert current["version"] == store.load().production().version
         assert current["artifacts"][FLOAT_KIND]["sha256"] == store.manifest(current["version"])["artifacts"][
             FLOAT_KIND]["sha256"]
-        versions = client.get(f"/v1/models/{store.name}/versions")
+        versions = client.model_versions(store.name)
         assert {v["version"] for v in versions["versions"]} == {"v-a", "v-b"}
         with pytest.raises(ApiError) as missing:
             client.current_model(f"nomodel-{uuid.uuid4().hex[:6]}")

@@ -1,0 +1,158 @@
+"""Ops status: GET /ops/status (a self-contained HTML page) and GET /ops/status.json (what it shows).
+
+The JSON has the stack's health (broker metadata, Redis PING, S3 buckets), the consumer lag of the
+app's group per topic and partition (verified ends, see streams/lag.py), the last dead letters of each
+dead-letter topic, and the ranking model's Production manifest and registry. Unlike the /v1 routes this
+reads Kafka and S3, so the blocking calls run in a thread and the answer is cached for a few seconds.
+The page's showcase preview calls /v1/showcase from the browser.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from api.app import REDIS, SETTINGS, int_param, json_response
+from infra.settings import Settings
+from sinks.redis_views import model_current_key, model_registry_key
+
+PAGE = Path(__file__).parent / "static" / "status.html"
+CACHE_S = 5.0
+MODELS = ("ranking",)
+_cache: dict[tuple, tuple[float, Any]] = {}
+
+
+def broker_health(settings: Settings) -> dict:
+    from streams.topics import admin_client
+
+    try:
+        metadata = admin_client(settings).list_topics(timeout=5)
+        return {"name": "broker", "ok": True,
+                "detail": f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s) at {settings.kafka_bootstrap}"}
+    except Exception as exc:  # noqa: BLE001 - the page reports it
+        return {"name": "broker", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def s3_health(settings: Settings) -> dict:
+    from infra.object_store import app_buckets, object_store
+
+    try:
+        client = object_store(settings, connect_timeout=3, read_timeout=5, retries=0)
+        missing = [b for b in app_buckets(settings) if not client.bucket_exists(b)]
+        return {"name": "s3", "ok": not missing,
+                "detail": f"{settings.s3_endpoint}: " + (f"missing bucket(s) {missing}" if missing else "buckets present")}
+    except Exception as exc:  # noqa: BLE001
+        return {"name": "s3", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def lag_rows(settings: Settings, group: str) -> list[dict]:
+    from streams.lag import group_lag
+    from streams.topics import TOPICS
+
+    return [row.as_dict() for row in group_lag(settings, group, [t.name for t in TOPICS], only_committed=True)]
+
+
+def recent_dead_letters(settings: Settings, per_topic: int) -> dict[str, list[dict]]:
+    """The last ``per_topic`` letters of every dead-letter topic that has any (newest first)."""
+    from confluent_kafka import TopicPartition
+
+    from streams.codec import DecodeError, default_codec
+    from streams.dlq import dlq_topics
+    from streams.offsets import end_offsets, probe_consumer
+    from streams.topics import full_name
+
+    codec = default_codec()
+    consumer = probe_consumer(settings)
+    out: dict[str, list[dict]] = {}
+    try:
+        existing = set(consumer.list_topics(timeout=10).topics)
+        names = {topic: full_name(settings, topic) for topic in dlq_topics() if full_name(settings, topic) in existing}
+        ends = end_offsets(consumer, [(name, 0) for name in names.values()])
+        for topic, name in names.items():
+            end = ends[(name, 0)]
+            if end == 0:
+                continue
+            start = max(0, end - per_topic)
+            consumer.assign([TopicPartition(name, 0, start)])
+            letters: list[dict] = []
+            deadline = time.monotonic() + 10
+            while len(letters) < end - start and time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is None or message.error():
+                    continue
+                try:
+                    letter = codec.decode(message.value(), "vitrina.DeadLetter")
+                except DecodeError as exc:
+                    letter = {"reason_code": "UNREADABLE_LETTER", "error": exc.message}
+                letters.append({"offset": message.offset(), "source_topic": letter.get("source_topic"),
+                                "source_partition": letter.get("source_partition"),
+                                "source_offset": letter.get("source_offset"), "agent": letter.get("agent"),
+                                "reason_code": letter.get("reason_code"), "error": letter.get("error"),
+                                "attempts": letter.get("attempts"),
+                                "key": (letter.get("key") or b"").decode("utf-8", "replace"),
+                                "failed_at": str(letter.get("failed_at") or "")})
+            out[topic] = sorted(letters, key=lambda l: -l["offset"])
+    finally:
+        consumer.close()
+    return out
+
+
+async def models(redis) -> dict[str, dict]:
+    out = {}
+    for name in MODELS:
+        current, registry = await redis.mget(model_current_key(name), model_registry_key(name))
+        document = json.loads(registry) if registry else None
+        versions = [{"version": v.get("version"), "state": v.get("state")} for v in (document or {}).get("versions", [])]
+        out[name] = {"current": json.loads(current) if current else None,
+                     "revision": (document or {}).get("revision"), "versions": versions}
+    return out
+
+
+async def _cached(key: tuple, compute) -> Any:
+    hit = _cache.get(key)
+    if hit and time.monotonic() - hit[0] < CACHE_S:
+        return hit[1]
+    value = await asyncio.get_running_loop().run_in_executor(None, compute)
+    _cache[key] = (time.monotonic(), value)
+    return value
+
+
+def register(routes: web.RouteTableDef) -> None:
+    @routes.get("/ops/status")
+    async def status_page(request: web.Request) -> web.Response:
+        return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
+
+    @routes.get("/ops/status.json")
+    async def status(request: web.Request) -> web.Response:
+        settings: Settings = request.app[SETTINGS]
+        letters_per_topic = int_param(request, "dead_letters", 5, 1, 100)
+        group = request.query.get("group") or settings.app_id
+        redis = request.app[REDIS]
+        started = time.monotonic()
+        try:
+            await redis.ping()
+            redis_row = {"name": "redis", "ok": True, "detail": f"PING OK ({settings.redis_url.rsplit('@', 1)[-1]})"}
+        except Exception as exc:  # noqa: BLE001
+            redis_row = {"name": "redis", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        broker, s3 = await asyncio.gather(_cached(("broker",), lambda: broker_health(settings)),
+                                          _cached(("s3",), lambda: s3_health(settings)))
+        payload: dict[str, Any] = {"health": [broker, redis_row, s3], "group": group}
+        for name, compute in (("lag", lambda: lag_rows(settings, group)),
+                              ("dead_letters", lambda: recent_dead_letters(settings, letters_per_topic))):
+            if not broker["ok"]:
+                payload[name], payload[f"{name}_error"] = ([] if name == "lag" else {}), "broker unavailable"
+                continue
+            try:
+                payload[name] = await _cached((name, group, letters_per_topic), compute)
+            except Exception as exc:  # noqa: BLE001
+                payload[name], payload[f"{name}_error"] = ([] if name == "lag" else {}), f"{type(exc).__name__}: {exc}"
+        try:
+            payload["models"] = await models(redis) if redis_row["ok"] else {}
+        except Exception as exc:  # noqa: BLE001
+            payload["models"], payload["models_error"] = {}, repr(exc)
+        payload["seconds"] = round(time.monotonic() - started, 3)
+        return json_response(payload)
