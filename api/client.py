@@ -41,12 +41,17 @@ class VitrinaClient:
         return self.get("/v1/popular", limit=limit)["items"]
 
     def similar(self, item_id: str, limit: int | None = None) -> dict:
+        """{"item_id", "version", "updated_at", "source", "support", "items": [{"item_id", "score"}]}."""
         return self.get(f"/v1/similar/{urllib.parse.quote(item_id)}", limit=limit)
 
     def autoplay_next(self, item_id: str, user_id: str | None = None, device_type: str = "TV",
-                      age_limit: int | None = None) -> dict:
-        return self.get("/v1/autoplay-next", item_id=item_id, user_id=user_id, device_type=device_type,
-                        age_limit=age_limit)
+                      age_limit: int | None = None, device_id: str | None = None, kids: bool | None = None,
+                      streak: int | None = None) -> dict:
+        """{"item_id", "next": {item_id, title, series_id, season, episode, ...} | None, "reason"
+        ("next_episode" | "similar" | "none"), "still_watching_prompt", "similar_source", "skipped"}."""
+        return self.get("/v1/autoplay-next", item_id=item_id, user_id=user_id, device_id=device_id,
+                        device_type=device_type, age_limit=age_limit,
+                        kids=None if kids is None else str(kids).lower(), streak=streak)
 
     def showcase(self, user_id: str | None, device_type: str = "TV", **params: Any) -> dict:
         return self.get("/v1/showcase", user_id=user_id, device_type=device_type, **params)

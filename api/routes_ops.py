@@ -21,6 +21,12 @@ from infra.settings import Settings
 from sinks.redis_views import model_current_key, model_registry_key
 
 PAGE = Path(__file__).parent / "static" / "status.html"
+# Worker metrics shown on the page: family -> how to summarise it (samples summed over labels).
+WORKER_METRICS = ("vitrina_events_in_total", "vitrina_events_out_total", "vitrina_dead_letters_total",
+                  "vitrina_view_writes_total", "vitrina_consumer_lag", "vitrina_batch_seconds",
+                  "vitrina_upload_transcode_queue", "vitrina_upload_transcodes_running", "vitrina_upload_transcode_seconds",
+                  "vitrina_ranking_train_samples_per_second", "vitrina_ranking_train_samples_total",
+                  "vitrina_model_version_info", "vitrina_replay_suppressed_total")
 CACHE_S = 5.0
 MODELS = ("ranking",)
 _cache: dict[tuple, tuple[float, Any]] = {}
@@ -47,6 +53,43 @@ def s3_health(settings: Settings) -> dict:
                 "detail": f"{settings.s3_endpoint}: " + (f"missing bucket(s) {missing}" if missing else "buckets present")}
     except Exception as exc:  # noqa: BLE001
         return {"name": "s3", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def worker_urls(settings: Settings) -> list[str]:
+    """``VITRINA_STATUS_WORKERS`` (comma-separated host:port of workers' web servers), default the local one."""
+    import os
+
+    raw = os.environ.get("VITRINA_STATUS_WORKERS", "").strip() or f"127.0.0.1:{settings.worker_web_port}"
+    return [f"http://{hostport.strip()}/metrics" for hostport in raw.split(",") if hostport.strip()]
+
+
+def worker_metrics(url: str) -> dict:
+    """A worker's Prometheus page summarised: per family the sum of its samples (histograms: count, sum,
+    mean), and the label sets of info-style gauges (model versions)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return {"url": url, "ok": False, "detail": f"{type(exc).__name__}: {exc}", "metrics": {}}
+    metrics: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in {m.removesuffix("_total") for m in WORKER_METRICS} and family.name not in WORKER_METRICS:
+            continue
+        if family.type == "histogram":
+            count = sum(s.value for s in family.samples if s.name.endswith("_count"))
+            total = sum(s.value for s in family.samples if s.name.endswith("_sum"))
+            metrics[family.name] = {"count": count, "sum": round(total, 3),
+                                    "mean": round(total / count, 4) if count else None}
+        elif family.name.endswith("_info") or family.name == "vitrina_model_version_info":
+            metrics[family.name] = [s.labels for s in family.samples if s.value]
+        else:
+            metrics[family.name] = round(sum(s.value for s in family.samples
+                                             if not s.name.endswith("_created")), 3)
+    return {"url": url, "ok": True, "detail": "", "metrics": metrics}
 
 
 def lag_rows(settings: Settings, group: str) -> list[dict]:
@@ -150,6 +193,7 @@ def register(routes: web.RouteTableDef) -> None:
                 payload[name] = await _cached((name, group, letters_per_topic), compute)
             except Exception as exc:  # noqa: BLE001
                 payload[name], payload[f"{name}_error"] = ([] if name == "lag" else {}), f"{type(exc).__name__}: {exc}"
+        payload["workers"] = await _cached(("workers",), lambda: [worker_metrics(u) for u in worker_urls(settings)])
         try:
             payload["models"] = await models(redis) if redis_row["ok"] else {}
         except Exception as exc:  # noqa: BLE001

@@ -101,7 +101,7 @@ def main() -> None:
                 "labelled_played": int(worker.counter("vitrina_ranking_labelled_total", played="true")),
                 "pending_at_end": int(worker.counter("vitrina_ranking_join_pending")),
                 "trainer_caught_up_after_join_s": round(train_wait_s, 2),
-                "train_samples_per_s_last_round": round(worker.counter("vitrina_ranking_train_samples_per_second"), 1),
+                "train_samples_per_s": round(worker.counter("vitrina_ranking_train_samples_per_second"), 1),
                 "train_steps": int(worker.counter("vitrina_ranking_train_steps_total")),
                 "dropped_by_buffer": int(worker.counter("vitrina_ranking_train_samples_total", outcome="dropped")),
                 "export_s_mean": round(worker.counter("vitrina_ranking_export_seconds_sum", phase="export")

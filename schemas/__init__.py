@@ -27,6 +27,7 @@ EVENTS = (
     "vitrina.CounterUpdated",
     "vitrina.DeadLetter",
     "vitrina.ShowcaseRebuildRequested",
+    "vitrina.CoViewContribution",
 )
 
 

@@ -133,3 +133,9 @@ def model_registry_key(name: str) -> str:
 
 def model_checkpoint_request_key(name: str) -> str:
     return f"{PREFIX}model:{name}:checkpoint-request"
+
+
+# Co-view capability (appended):
+# ``vitrina:coview-counts`` hash item -> "<stored count>|<landmark ms>" (decayed view count of a title, for
+# the similarity of neighbours owned by another worker's partitions).
+COVIEW_COUNTS_KEY = f"{PREFIX}coview-counts"

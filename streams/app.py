@@ -41,12 +41,20 @@ if _FETCH_WAIT_MS not in ("", "0"):
     limit_fetch_wait(int(_FETCH_WAIT_MS))
 
 
+def _datadir(settings: Settings):
+    path = settings.data_dir / "faust" / settings.app_id
+    path.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    return path
+
+
 def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=kafka_urls(settings),
         store=f"rocksdb://",
-        datadir=str(settings.data_dir / "faust"),
+        # one directory per app id: Faust's appdir is <datadir>/v<version> whatever the app id, so two
+        # apps (a replay, a test's own worker) sharing VITRINA_DATA_DIR opened each other's RocksDB tables
+        datadir=str(_datadir(settings)),
         autodiscover=False,
         web_enabled=True,
         web_bind="127.0.0.1",

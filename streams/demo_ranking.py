@@ -81,7 +81,7 @@ def online_ranking(ctx: DemoContext) -> None:
             f"window + {ranking.lateness_s / 3600:g} h lateness")
     ctx.say(f"  trainer:    {consumed:,} samples consumed, {held_out:,} held out for evaluation, "
             f"{int(ctx.worker.counter('vitrina_ranking_train_steps_total')):,} steps, "
-            f"{ctx.worker.counter('vitrina_ranking_train_samples_per_second'):,.0f} samples/s in the last round")
+            f"{ctx.worker.counter('vitrina_ranking_train_samples_per_second'):,.0f} samples/s while training")
     scheduled = len(store.load().versions)
     ctx.say(f"  scheduled checkpoints so far (every {ranking.checkpoint_every_s / 3600:g} h of event time): "
             f"{scheduled}")

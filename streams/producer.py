@@ -6,6 +6,7 @@ the topic's key field and hands it to librdkafka (batched, lz4, idempotent).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 10,
+        "linger.ms": int(os.environ.get("VITRINA_PRODUCER_LINGER_MS", "50")),  # Tansu on S3 writes one object per batch: bigger batches, fewer PUTs
         "batch.num.messages": 10000,
         "batch.size": 1_000_000,
         "queue.buffering.max.messages": 500_000,

@@ -65,31 +65,40 @@ class LabelJoinState:
         self.lateness = lateness
         self.table = table
         self.partitions: dict[int, PartitionJoin] = {}
+        self._restored = False
 
     def partition(self, partition: int) -> PartitionJoin:
+        if not self._restored:
+            self._restore()
         join = self.partitions.get(partition)
         if join is None:
-            join = self.partitions[partition] = self._rebuild(partition)
+            join = self.partitions[partition] = PartitionJoin(partition, self.config)
         return join
 
-    def _rebuild(self, partition: int) -> PartitionJoin:
-        join = PartitionJoin(partition, self.config)
+    def _restore(self) -> None:
+        """One scan of the table (its assigned partitions) rebuilds every partition not in memory."""
+        rebuilt: dict[int, PartitionJoin] = {}
         for key, value in list(self.table.items()):
-            if not isinstance(value, dict) or value.get("p") != partition:
+            if not isinstance(value, dict) or value.get("p") in self.partitions:
                 continue
+            partition = int(value["p"])
+            join = rebuilt.get(partition) or rebuilt.setdefault(partition, PartitionJoin(partition, self.config))
             if key.startswith(_WATERMARK_PREFIX):
                 join.max_time = {k: datetime.fromisoformat(v) for k, v in value.get("max_time", {}).items()}
                 join.applied = {k: int(v) for k, v in value.get("applied", {}).items()}
             else:
                 viewer, _, item = key.partition(_SEP)
                 join.joiner.restore_key((viewer, item), value["state"])
-        join.joiner.take_dirty_keys()
-        return join
+        for partition, join in rebuilt.items():
+            join.joiner.take_dirty_keys()
+            self.partitions[partition] = join
+        self._restored = True
 
     def forget(self, partitions: set[int]) -> None:
-        """Partitions revoked by a rebalance: rebuild from the table if they come back."""
+        """A rebalance: drop revoked partitions; the next event rebuilds what this worker holds from the table."""
         for partition in partitions:
             self.partitions.pop(partition, None)
+        self._restored = False
 
     def add(self, kind: str, partition: int, offset: int, event: dict) -> bool:
         """Feed one decoded event; False if the restored state already holds it. Raises RankingInputError."""

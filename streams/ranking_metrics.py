@@ -11,7 +11,8 @@ JOIN_REDELIVERED = Counter("vitrina_ranking_join_redelivered_total",
 TRAIN_SAMPLES = Counter("vitrina_ranking_train_samples_total", "Samples by what the trainer did with them",
                         ["outcome"])  # trained | held_out | duplicate | dropped (buffer full) | rejected
 TRAIN_STEPS = Counter("vitrina_ranking_train_steps_total", "Training steps (mini-batches)")
-TRAIN_RATE = Gauge("vitrina_ranking_train_samples_per_second", "Samples per second of the last training round")
+TRAIN_RATE = Gauge("vitrina_ranking_train_samples_per_second",
+                   "Training throughput: samples per second spent in train_step (feature encoding included)")
 TRAIN_LOSS = Gauge("vitrina_ranking_train_loss", "Loss of the last mini-batch", ["task"])
 BUFFER_SIZE = Gauge("vitrina_ranking_buffer_samples", "Samples waiting in the bounded training buffer")
 CHECKPOINTS = Counter("vitrina_ranking_checkpoints_total", "Checkpoints by trigger and outcome", ["reason", "outcome"])

@@ -107,6 +107,9 @@ class TrainingCore:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._recent: deque[Mapping[str, Any]] = deque(maxlen=256)
         self._last_checkpoint_wall: float | None = None
+        self._train_seconds = 0.0
+        self._train_samples = 0
+        self._warm = False
 
     # -- called on the event loop -----------------------------------------------------------------
 
@@ -171,7 +174,13 @@ class TrainingCore:
         return fresh
 
     def _train(self, batch: list[Mapping[str, Any]]) -> None:
+        started = time.perf_counter()
         result = self.trainer.train_step(batch)
+        if self._warm:  # the first step traces the tf.function (seconds): not throughput
+            self._train_seconds += time.perf_counter() - started
+            self._train_samples += len(batch)
+            TRAIN_RATE.set(self._train_samples / self._train_seconds)
+        self._warm = True
         self.samples_seen += len(batch)
         self.holdout_since_mark += result["held_out"]
         TRAIN_SAMPLES.labels(outcome="trained").inc(result["trained"])
@@ -204,7 +213,6 @@ class TrainingCore:
 
     def run_round(self) -> list[ExportJob]:
         """Train on everything buffered; stop early after a checkpoint so it can be published."""
-        started, trained = time.perf_counter(), 0
         jobs: list[ExportJob] = []
         while True:
             reason = self._due()
@@ -219,10 +227,6 @@ class TrainingCore:
             batch = self._fresh(batch)
             if batch:
                 self._train(batch)
-                trained += len(batch)
-        elapsed = time.perf_counter() - started
-        if trained and elapsed > 0:
-            TRAIN_RATE.set(trained / elapsed)
         BUFFER_SIZE.set(len(self.buffer))
         return jobs
 

@@ -79,6 +79,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("ranking.samples.trainer", "vitrina.RankingImpression", "", 1, 2 * DAY_MS, dead_letter=False,
               description="Internal: labelled samples funnelled into one partition so exactly one worker "
                           "trains the ranking model (key 'ranking')."),
+    TopicSpec("coview.contributions", "vitrina.CoViewContribution", "title", 6, 1 * DAY_MS, dead_letter=False,
+              description="Internal: co-view updates of completed views repartitioned by title (sessionizer -> "
+                          "per-title co-view state)."),
 )
 
 DLQ_PREFIX = "dlq."

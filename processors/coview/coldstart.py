@@ -27,7 +27,9 @@ score of 1 and mixed per candidate as
 
 with ``support`` the title's decayed view count. With no support the list is pure
 metadata; at ``support == prior`` both weigh the same; the metadata share shrinks
-as 1 / support afterwards.
+as 1 / support afterwards. Default prior 5 (bench/coview_quality.py: priors 0.5, 2
+and 5 tie on validation at NDCG@10 0.048, 20 is worse at 0.0375; the blend beats the
+co-view list alone, 0.0419 vs 0.0394 on test).
 """
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ __all__ = [
     "MetadataIndex",
     "blend",
     "blend_weight",
+    "DEFAULT_BLEND_PRIOR",
 ]
 
+DEFAULT_BLEND_PRIOR = 5.0  # see the module docstring: chosen on the MovieLens validation slice
 FIELD_WEIGHTS = {"w": 1.0, "g": 1.5, "t": 1.0, "s": 3.0, "y": 0.5}
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that say nothing about a title's content (English and Russian articles etc.).
@@ -196,7 +200,7 @@ def blend(
     coview: list[tuple[str, float]],
     metadata: list[tuple[str, float]],
     support: float,
-    prior: float = 2.0,
+    prior: float = DEFAULT_BLEND_PRIOR,
     k: int = 50,
 ) -> tuple[list[tuple[str, float]], str]:
     """Mix a co-view list and a metadata list; returns (list, source) with source

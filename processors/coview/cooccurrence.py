@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Callable, NamedTuple
 
@@ -114,20 +115,25 @@ def contributions_for_view(view: ViewCompleted, config: CoviewConfig = CoviewCon
     """The title updates one view causes: the viewed title first, then each earlier title."""
     at = view.at_ms
     item = view.item_id
-    weight_of = WEIGHTINGS[config.weighting]
+    weights = _distance_weights(config.weighting, config.window)
     backward = config.backward_factor
     earlier_updates = []
     backward_pairs = []
     seen = {item}
-    for distance, earlier in enumerate(view.previous[: config.window], 1):
+    for earlier, weight in zip(view.previous, weights):
         if earlier in seen:
             continue
         seen.add(earlier)
-        weight = weight_of(distance)
         earlier_updates.append(Contribution(earlier, 0.0, ((item, weight),), at))
         if backward > 0.0:
             backward_pairs.append((earlier, weight * backward))
     return [Contribution(item, 1.0, tuple(backward_pairs), at), *earlier_updates]
+
+
+@lru_cache(maxsize=64)
+def _distance_weights(weighting: str, window: int) -> tuple[float, ...]:
+    weight_of = WEIGHTINGS[weighting]
+    return tuple(weight_of(distance) for distance in range(1, window + 1))
 
 
 def decay_factor(at_ms: int, landmark_ms: int, half_life_ms: int | None) -> float:

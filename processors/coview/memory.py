@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from processors.coview.coldstart import MetadataIndex, blend
+from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
 from processors.coview.cooccurrence import (
     CoviewConfig,
     TitleState,
@@ -100,7 +100,7 @@ class CoviewIndex:
         item_id: str,
         now_ms: int,
         metadata: MetadataIndex | None,
-        prior: float = 2.0,
+        prior: float = DEFAULT_BLEND_PRIOR,
         similarity: SimilarityConfig | None = None,
     ) -> tuple[list[tuple[str, float]], str]:
         """The list a "watch also" shelf / autoplay gets: co-view blended with metadata."""

@@ -45,6 +45,7 @@ async def count_plays(stream):
     redis = async_client(settings)
     async for batch in decoded_batches(app, stream, BY_ITEM, "play-counter"):
         changed: dict[str, dict] = {}
+        touched: dict[str, dict] = {}  # views to write: changed ones and redelivered ones
         for event in batch:
             item = event.value["item_id"]
             event.bind()  # table reads and writes go to this event's partition
@@ -56,15 +57,18 @@ async def count_plays(stream):
             if did_change:
                 plays_table[item] = state
                 changed[item] = state
-        if not changed:
+            else:  # redelivered after a crash: the changelog may be ahead of Redis, so write the view again
+                touched[item] = state
+        touched.update(changed)
+        if not touched:
             continue
         async with redis.pipeline(transaction=False) as pipe:
-            for item, state in changed.items():
+            for item, state in touched.items():
                 pipe.hset(plays_key(item), mapping={"plays": state["plays"], "events": state["events"],
                                                     "updated_ms": state["updated_ms"]})
                 pipe.zadd(POPULAR_KEY, {item: state["plays"]})
             await pipe.execute()
-        VIEW_WRITES.labels(view="plays").inc(len(changed))
+        VIEW_WRITES.labels(view="plays").inc(len(touched))
         for item, state in changed.items():
             value = codec.encode(STATS.schema, {
                 "item_id": item, "plays": state["plays"], "events": state["events"],

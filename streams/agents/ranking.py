@@ -161,6 +161,7 @@ _TRAINER_TOPIC = full_name(settings, TRAINER.name)
 @app.on_partitions_assigned.connect
 async def _on_assigned(sender, assigned: set[TP], **kwargs) -> None:
     training.active = any(tp.topic == _TRAINER_TOPIC for tp in assigned)
+    join.forget(set())  # newly assigned partitions are restored from the table on their first event
 
 
 @app.on_partitions_revoked.connect

@@ -1,0 +1,139 @@
+"""Replay speed: a full rebuild of the views next to first-pass processing of the same input.
+
+On a private embedded stack: publish one input (catalogue, shelves, playback, ranking impressions),
+then
+  1. first pass: a normal worker with the view agents (catalogue, history, plays, showcase and the
+     co-view agent when it exists) consumes everything under a fresh group; events/s = records of the
+     input topics / seconds from "worker ready" until the group's committed offsets reach the ends;
+  2. replay: ``streams.replay`` rebuilds the same views from offset 0 into a shadow namespace (fresh
+     group, fresh changelogs, outputs muted) and swaps it in; events/s measured the same way.
+Both runs read the same records with the same agents, so replay_to_first_pass_ratio compares the two
+paths (a replay skips output events and dead letters).
+
+    /work/venv/bin/python -m bench.replay [--requests 3000]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench._common import write_result
+from infra import settings as settings_module
+from infra.settings import Settings
+
+VIEW_MODULES = ("catalogue", "coview", "history", "plays", "showcase")
+
+
+def private_settings(data_dir: Path) -> Settings:
+    from infra.stack import free_port_env
+
+    env = free_port_env(data_dir)
+    return dataclasses.replace(settings_module.load(), data_dir=Path(env["VITRINA_DATA_DIR"]),
+                               s3_endpoint=env["VITRINA_S3_ENDPOINT"], kafka_bootstrap=env["VITRINA_KAFKA_BOOTSTRAP"],
+                               redis_url=env["VITRINA_REDIS_URL"], broker_storage="s3")
+
+
+def publish_input(settings: Settings, requests: int, seed: int = 5) -> dict[str, int]:
+    from datetime import datetime, timezone
+
+    from processors.catalogue import synthetic_titles
+    from processors.ranking.synthetic import SyntheticConfig, generate
+    from processors.showcase.sample import shelves_for_catalogue
+    from streams.producer import EventProducer
+    from streams.topics import spec
+
+    titles = synthetic_titles(300, seed=seed)
+    shelves = shelves_for_catalogue(titles, seed=seed, now=datetime.now(timezone.utc))
+    films = sorted(t["item_id"] for t in titles if t["series_id"] is None and not t["adult"])
+    stream = generate(SyntheticConfig(seed=seed, users=400, items=120, clusters=6, requests=requests))
+    mapping: dict[str, str] = {}
+
+    def title_of(item: str) -> str:
+        return mapping.setdefault(item, films[len(mapping) % len(films)])
+
+    playback = [{**e, "item_id": title_of(e["item_id"])} for e in stream.playbacks]
+    impressions = [{**e, "item_id": title_of(e["item_id"]), "recent_watched": [title_of(i) for i in e["recent_watched"]]}
+                   for e in stream.impressions]
+    producer = EventProducer(settings)
+    producer.publish_many(spec("catalogue.titles"), titles)
+    producer.publish_many(spec("catalogue.shelves"), shelves)
+    producer.publish_many(spec("playback"), playback)
+    producer.publish_many(spec("ranking.impressions"), impressions)
+    producer.flush()
+    return {"titles": len(titles), "shelves": len(shelves), "playback": len(playback), "impressions": len(impressions)}
+
+
+def first_pass(settings: Settings, replay_plan, modules: list[str]) -> float:
+    """Seconds from worker ready until a normal worker's group committed every record of the plan's ranges."""
+    from infra.ports import pick_free_ports
+    from streams.replay import committed_progress
+    from streams.supervisor import start_worker
+
+    worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=replay_plan.app_id,
+                          extra_env={"VITRINA_APP_ID": replay_plan.app_id, "VITRINA_AGENTS": ",".join(modules)})
+    try:
+        ready = time.monotonic()
+        while True:
+            done, finished = committed_progress(settings, replay_plan)
+            if finished:
+                return time.monotonic() - ready
+            if not worker.alive():
+                raise RuntimeError(worker.log_tail())
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+
+
+def main() -> int:
+    from infra.stack import EmbeddedStack
+    from streams.replay import agent_modules, plan, run
+    from streams.topics import ensure_topics
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="ranking requests of the synthetic stream")
+    args = parser.parse_args()
+    modules = [m for m in VIEW_MODULES if m in agent_modules()]
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        settings = private_settings(Path(tmp))
+        os.environ.update({"VITRINA_DATA_DIR": str(settings.data_dir), "VITRINA_S3_ENDPOINT": settings.s3_endpoint,
+                           "VITRINA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "VITRINA_REDIS_URL": settings.redis_url})
+        stack = EmbeddedStack(settings, die_with_parent=True)
+        stack.up()
+        try:
+            ensure_topics(settings)
+            counts = publish_input(settings, args.requests)
+            load_before = os.getloadavg()
+            first_plan = plan(settings, modules, None, replay_id=f"first-{uuid.uuid4().hex[:6]}")
+            first_s = first_pass(settings, first_plan, modules)
+            replay_plan = plan(settings, modules, None, shadow=True, agents=first_plan.agents)
+            result = run(settings, replay_plan, progress=lambda line: print("\r" + line, end="", flush=True))
+            print()
+        finally:
+            stack.down()
+    records = first_plan.total
+    figures = {
+        "agents": list(first_plan.agents.agents), "modules": modules,
+        "coview_included": "coview" in modules,
+        "input": counts, "records": records, "replayed_records": replay_plan.total,
+        "first_pass_seconds": round(first_s, 2), "first_pass_events_per_s": round(records / first_s, 1),
+        "replay_seconds": round(result.processing_seconds, 2), "replay_events_per_s": round(result.events_per_s, 1),
+        "replay_to_first_pass_ratio": round(result.events_per_s / (records / first_s), 3),
+        "replay_total_seconds_incl_start_settle_swap": round(result.seconds, 2),
+        "swapped_keys": result.swapped, "deleted_stale_keys": result.deleted,
+        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "note": "events/s = input records / seconds from worker ready until the group committed the last record; "
+                "2-core machine shared with other test runs, figures are noisy",
+    }
+    for key in ("records", "first_pass_events_per_s", "replay_events_per_s", "replay_to_first_pass_ratio", "agents"):
+        print(f"{key}: {figures[key]}")
+    write_result("replay", figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Co-view in the running system: playback -> sessionizer -> per-title co-view -> ``vitrina:similar:{item}``.
+
+Ids are unique per test (the worker and Redis are shared by the session); results are polled with
+a deadline, never timed.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from sinks.redis_views import similar_key
+from streams.codec import default_codec
+from streams.consumer import tail
+from streams.producer import EventProducer
+from streams.topics import spec
+
+DEADLINE_S = 120
+NOW = datetime.now(timezone.utc)
+DURATION_MS = 90 * 60_000
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def playback(user: str, item: str, kind: str, position_ms: int, at: datetime) -> dict:
+    return {"event_id": str(uuid.uuid4()), "session_id": f"s-{user}", "user_id": user, "device_id": f"d-{user}",
+            "device_type": "TV", "os": "tizen 7", "app_version": "4.0.0", "item_id": item, "event_type": kind,
+            "position_ms": position_ms, "duration_ms": DURATION_MS, "network_kbps": 8000, "buffered_ratio": 0.9,
+            "stall_ms": 0, "bitrate_kbps": 6000, "event_time": at}
+
+
+def watch(user: str, item: str, at: datetime, seconds: int) -> list[dict]:
+    """START, then STOP after ``seconds`` of continuous playback."""
+    return [playback(user, item, "START", 0, at),
+            playback(user, item, "STOP", seconds * 1000, at + timedelta(seconds=seconds))]
+
+
+def session(user: str, items: list[str], start: datetime, seconds: int = 300) -> list[dict]:
+    events = []
+    for n, item in enumerate(items):
+        events += watch(user, item, start + timedelta(seconds=n * (seconds + 10)), seconds)
+    return events
+
+
+def similar(views, item: str) -> dict | None:
+    raw = views.get(similar_key(item))
+    return json.loads(raw) if raw else None
+
+
+def listed(view: dict | None) -> list[str]:
+    return [row["item_id"] for row in view["items"]] if view else []
+
+
+def ids(tag: str, *names: str) -> list[str]:
+    return [f"cv-{tag}-{name}" for name in names]
+
+
+def test_session_a_b_c_makes_similar_lists(worker, views, topics):
+    tag = uuid.uuid4().hex[:8]
+    a, b, c = ids(tag, "A", "B", "C")
+    producer = EventProducer(topics)
+    for user in ("u1", "u2"):
+        producer.publish_many(spec("playback"), session(f"{tag}-{user}", [a, b, c], NOW))
+    producer.flush()
+
+    view_a = wait_for(lambda: (v := similar(views, a)) and b in listed(v) and v, "B in A's similar list")
+    view_b = wait_for(lambda: (v := similar(views, b)) and {a, c} <= set(listed(v)) and v, "A and C in B's list")
+    assert view_a["item_id"] == a and view_a["source"] == "COVIEW"
+    assert view_a["support"] >= 1.0 and view_a["version"] >= 1
+    assert all(0.0 < row["score"] <= 1.0 for row in view_a["items"] + view_b["items"])
+
+    def event_for_a():
+        return [r.value for r in tail(topics, default_codec(), "similar.updated", limit=100000)
+                if r.value and r.value["item_id"] == a]
+
+    events = wait_for(event_for_a, "similar.updated event for A", 60)
+    assert b in [row["item_id"] for row in events[-1]["similar"]]
+    versions = [e["version"] for e in events]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+
+def test_short_views_do_not_count(worker, views, topics):
+    tag = uuid.uuid4().hex[:8]
+    a, short, b = ids(tag, "A", "short", "B")
+    producer = EventProducer(topics)
+    for user in ("u1", "u2"):
+        user_id = f"{tag}-{user}"
+        events = watch(user_id, a, NOW, 300)
+        events += watch(user_id, short, NOW + timedelta(seconds=310), 2)  # 2 s: a short view, never a view
+        events += watch(user_id, b, NOW + timedelta(seconds=320), 300)
+        producer.publish_many(spec("playback"), events)
+    producer.flush()
+
+    view_a = wait_for(lambda: (v := similar(views, a)) and b in listed(v) and v, "B in A's list")
+    assert short not in listed(view_a)
+    assert short not in listed(similar(views, b))
+    assert similar(views, short) is None
+
+
+def test_duplicate_delivery_does_not_double_count(worker, views, topics):
+    tag = uuid.uuid4().hex[:8]
+    a, b = ids(tag, "A", "B")
+    producer = EventProducer(topics)
+    events = session(f"{tag}-u1", [a, b], NOW)
+    producer.publish_many(spec("playback"), events + events)  # the same player events published twice
+    producer.flush()
+    view_a = wait_for(lambda: (v := similar(views, a)) and b in listed(v) and v, "B in A's list")
+    assert view_a["support"] == 1.0
+
+    # A redelivered repartition record (same origin partition and offset) is applied once.
+    solo = ids(tag, "solo")[0]
+    at_ms = int(NOW.timestamp() * 1000)
+    record = {"title": solo, "origin_partition": 0, "produced_ms": at_ms,
+              "updates": [{"origin_offset": 10**12, "own": 1.0, "neighbours": [], "at": at_ms}]}
+    producer.publish(spec("coview.contributions"), record)
+    producer.publish(spec("coview.contributions"), record)
+    producer.publish(spec("coview.contributions"), {**record, "updates": [
+        {**record["updates"][0], "origin_offset": 10**12 + 1, "own": 0.5}]})
+    producer.flush()
+    # 1.0 + 0.5 once the last record is in; a double-counted duplicate would show 2.0 or 2.5
+    view = wait_for(lambda: (v := similar(views, solo)) and v["support"] != 1.0 and v, "the last update applied")
+    assert view["support"] == 1.5
