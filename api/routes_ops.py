@@ -177,7 +177,7 @@ def register(routes: web.RouteTableDef) -> None:
         redis = request.app[REDIS]
         started = time.monotonic()
         try:
-            await redis.ping()
+            await asyncio.wait_for(redis.ping(), 3.0)  # the client retries for ~30 s; the page must not wait
             redis_row = {"name": "redis", "ok": True, "detail": f"PING OK ({settings.redis_url.rsplit('@', 1)[-1]})"}
         except Exception as exc:  # noqa: BLE001
             redis_row = {"name": "redis", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}

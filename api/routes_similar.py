@@ -56,11 +56,13 @@ class CatalogueCache:
         self.checked = 0.0
         self.lock = asyncio.Lock()
 
-    async def refresh(self, redis: Any) -> None:
-        if time.monotonic() - self.checked < CHECK_EVERY_S:
+    async def refresh(self, redis: Any, force: bool = False) -> None:
+        """Reload when the catalogue version moved; checked at most once a second unless forced."""
+        every = 0.0 if force else CHECK_EVERY_S
+        if time.monotonic() - self.checked < every:
             return
         async with self.lock:
-            if time.monotonic() - self.checked < CHECK_EVERY_S:
+            if time.monotonic() - self.checked < every:
                 return
             version = await catalogue_version(redis)
             if version != self.version:
@@ -85,9 +87,12 @@ def _cache(request: web.Request) -> CatalogueCache:
     return cache
 
 
-async def _catalogue(request: web.Request) -> CatalogueCache:
+async def _catalogue(request: web.Request, item: str | None = None) -> CatalogueCache:
+    """The cached catalogue; a title it does not know forces a version check (it may be new)."""
     cache = _cache(request)
     await cache.refresh(request.app[REDIS])
+    if item is not None and item not in cache.titles:
+        await cache.refresh(request.app[REDIS], force=True)
     return cache
 
 
@@ -120,7 +125,7 @@ async def similar_list(request: web.Request, item: str) -> tuple[dict | None, st
     view = parse_view(raw)
     if view is not None:
         return view, raw
-    cache = await _catalogue(request)
+    cache = await _catalogue(request, item)
     if item not in cache.titles:
         return None, None
     items = cache.metadata.similar(item, 50)
@@ -144,7 +149,7 @@ def register(routes: web.RouteTableDef) -> None:
         limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
         view, raw = await similar_list(request, item)
         if view is None:
-            cache = await _catalogue(request)
+            cache = await _catalogue(request, item)
             if item not in cache.titles:
                 return not_found("UNKNOWN_TITLE", f"no title {item!r} in the catalogue and no similar list")
             return not_found("NO_SIMILAR_LIST", f"title {item!r} has no similar list yet")
@@ -162,7 +167,7 @@ def register(routes: web.RouteTableDef) -> None:
         streak = int_param(request, "streak", 0, 0, 1000)
         user_id = (request.query.get("user_id") or "").strip() or None
         device_id = (request.query.get("device_id") or "").strip() or None
-        cache = await _catalogue(request)
+        cache = await _catalogue(request, item)
         current = cache.titles.get(item)
         if current is None:
             return not_found("UNKNOWN_TITLE", f"no title {item!r} in the catalogue")

@@ -91,12 +91,27 @@ def upload_status_key(upload_id: str) -> str:
     return f"{PREFIX}upload:{upload_id}"
 
 
+def _retry_policy(asynchronous: bool) -> dict:
+    """Ride out a Redis restart (~30 s of backoff) instead of failing: without it a restart crashed the
+    agents mid-batch (Faust restarts them, but the batch in flight was lost for the views). Every view
+    write is idempotent (SET/HSET/ZADD, versioned or compare-and-set scripts), so a retried write is safe."""
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.retry import Retry
+
+    retry = AsyncRetry if asynchronous else Retry  # the async client awaits its retry object
+    retries = int(os.environ.get("VITRINA_REDIS_RETRIES", "20"))
+    return {"retry": retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+            "retry_on_error": [ConnectionError, TimeoutError, BusyLoadingError]}
+
+
 def async_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.from_url(settings.redis_url, decode_responses=True)
+    return aioredis.from_url(settings.redis_url, decode_responses=True, **_retry_policy(True))
 
 
 def sync_client(settings: Settings) -> syncredis.Redis:
-    return syncredis.from_url(settings.redis_url, decode_responses=True)
+    return syncredis.from_url(settings.redis_url, decode_responses=True, **_retry_policy(False))
 
 
 # -- showcase capability ----------------------------------------------------------------------

@@ -95,7 +95,11 @@ def watch(settings, user: str, item: str) -> None:
          "event_time": NOW + timedelta(minutes=91)}])
     producer.flush()
     redis = sync_client(settings)
-    wait_for(lambda: item.encode() in (redis.get(history_key(user)) or b""), "history with the watched title")
+    wait_for(lambda: item in _text(redis.get(history_key(user))), "history with the watched title")
+
+
+def _text(raw: bytes | str | None) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw or ""
 
 
 def test_next_episode_first_for_a_series(api, topics):
@@ -106,8 +110,11 @@ def test_next_episode_first_for_a_series(api, topics):
     assert answer["reason"] == "next_episode" and answer["next"]["item_id"] == f"{tag}-s1e2"
     answer = api.autoplay_next(f"{tag}-s1e2", user_id=f"{tag}-u", device_type="TV")
     assert answer["next"]["item_id"] == f"{tag}-s2e1"  # first episode of the next season
+    # the last episode has no co-view list: the metadata fallback, never another episode of the same show
     answer = api.autoplay_next(f"{tag}-s2e1", user_id=f"{tag}-u", device_type="TV")
-    assert answer["reason"] == "none" and answer["next"] is None  # last episode, no similar list
+    assert answer["similar_source"] == "METADATA" and answer["reason"] == "similar"
+    assert answer["next"]["series_id"] != f"{tag}-series"
+    assert {"item_id": f"{tag}-s1e1", "why": "same_series"} in answer["skipped"]
 
 
 def test_similar_skips_watched_and_unavailable_titles(api, topics):

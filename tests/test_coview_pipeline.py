@@ -111,11 +111,12 @@ def test_duplicate_delivery_does_not_double_count(worker, views, topics):
     tag = uuid.uuid4().hex[:8]
     a, b = ids(tag, "A", "B")
     producer = EventProducer(topics)
-    events = session(f"{tag}-u1", [a, b], NOW)
-    producer.publish_many(spec("playback"), events + events)  # the same player events published twice
+    for user in ("u1", "u2"):
+        events = session(f"{tag}-{user}", [a, b], NOW)
+        producer.publish_many(spec("playback"), events + events)  # the same player events published twice
     producer.flush()
     view_a = wait_for(lambda: (v := similar(views, a)) and b in listed(v) and v, "B in A's list")
-    assert view_a["support"] == 1.0
+    assert view_a["support"] == 2.0  # two viewers, one view each
 
     # A redelivered repartition record (same origin partition and offset) is applied once.
     solo = ids(tag, "solo")[0]

@@ -14,8 +14,8 @@
    written to ``vitrina:similar:{item}`` in one pipeline only if the list changed, plus one
    ``similar.updated`` event per changed title.
 
-"Now" for decay is the event-time watermark of this worker (the newest view applied), not the wall
-clock, so a replayed log (MovieLens from 1996-2018) decays as it did when it happened.
+"Now" for decay is the title's latest view (event time), not the wall clock, so a replayed log
+(MovieLens from 1996-2018) decays as it did when it happened, even next to live traffic.
 """
 from __future__ import annotations
 
@@ -254,33 +254,38 @@ class Flusher:
                 _current_event.reset(token)
 
     async def _write(self, pending: dict[str, int]) -> int:
-        now_ms = self.watermark_ms
         half_life = COVIEW_CONFIG.half_life_ms
         entries = {item: title_table.get(item) for item in pending}
-        local: dict[str, float] = {}
+        stored: dict[str, tuple[float, int]] = {}  # neighbour -> (stored count, landmark)
         remote_needed: set[str] = set()
         for entry in entries.values():
             if entry is None:
                 continue
             for other in entry["c"]["nb"]:
-                if other in local or other in remote_needed:
+                if other in stored or other in remote_needed:
                     continue
                 other_entry = title_table.get(other)
                 if other_entry is None:
                     remote_needed.add(other)
                 else:
-                    local[other] = title_count(other_entry["c"], now_ms, half_life)
-        for other, (stored, landmark) in (await fetch_counts(self.redis, sorted(remote_needed))).items():
-            local[other] = title_count({"n": stored, "L": landmark}, now_ms, half_life)
-        count_of = local.get
-        total = sum(local.values())  # only lift/llr use N; jaccard (the default) does not
+                    stored[other] = (other_entry["c"]["n"], other_entry["c"]["L"])
+        stored.update(await fetch_counts(self.redis, sorted(remote_needed)))
         views, counts = [], {}
         for item, entry in entries.items():
             if entry is None:
                 continue
             state = entry["c"]
+            # "Now" is the title's own latest view: a list is rewritten only when its title changes,
+            # and a replayed old log next to live traffic must not decay to nothing.
+            now_ms = state["t"]
+
+            def count_of(other: str, now_ms: int = now_ms) -> float:
+                found = stored.get(other)
+                return title_count({"n": found[0], "L": found[1]}, now_ms, half_life) if found else 0.0
+
+            total = 0.0  # N is used by lift/llr only; jaccard (the default) does not need it
             counts[item] = (state["n"], state["L"])
-            coview = top_similar(state, lambda j: count_of(j, 0.0), total, now_ms, half_life, SIMILARITY, exclude=item)
+            coview = top_similar(state, count_of, total, now_ms, half_life, SIMILARITY, exclude=item)
             support = title_count(state, now_ms, half_life)
             meta = self.metadata.similar(item, SIMILARITY.k) if self.metadata is not None else []
             items, source = blend(coview, meta, support, BLEND_PRIOR, SIMILARITY.k)

@@ -1,0 +1,260 @@
+"""Co-view pipeline throughput, freshness and memory on a fresh embedded stack.
+
+1. Publish N playback events (MovieLens ratings as START + COMPLETE pairs, the same mapping as the
+   main job: every second event completes a view, the co-view-heaviest realistic input) before any
+   worker runs.
+2. Raw consume: an aiokafka consumer with manual assignment reads the same N records from the
+   playback topic (no decode) -> raw_consume_events_per_s.
+3. One ``vitrina worker`` limited to the co-view agents (VITRINA_AGENTS=coview) processes the
+   backlog. events_per_s = N / (time from the first to the last playback record counted by the
+   sessionizer's ``vitrina_events_in_total``), sampled from its /metrics every 50 ms;
+   end_to_end_events_per_s also waits until the co-view title agent has consumed every
+   contribution the sessionizer produced.
+4. Freshness on the idle worker: probes (a new viewer watches two new titles) timed from publish to
+   the first ``vitrina:similar:{first}`` containing the second, polled every 5 ms.
+5. Memory: worker RSS growth over the run scaled to 1M events, and the JSON size of the per-title
+   co-view state (the table values) scaled to 10k titles.
+
+Quality figures (hr10, ndcg10, baselines, dataset) are copied from bench/results/coview_quality.json,
+written by bench/coview_quality.py.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bench._common import RESULTS, write_result
+
+MOVIELENS = Path("/work/shared/data/datasets/movielens-ml-latest-small")
+
+
+def _fresh_env() -> Path:
+    from infra.stack import free_port_env
+    data_dir = Path(tempfile.mkdtemp(prefix="vitrina-bench-coview-"))
+    os.environ.update(free_port_env(data_dir))
+    return data_dir
+
+
+def movielens_events(limit: int) -> list[dict]:
+    from streams.demo_coview import movielens_ratings, rating_playback
+    events: list[dict] = []
+    by_user = movielens_ratings(10_000)
+    for user, rows in by_user.items():
+        for n, (at_s, item) in enumerate(rows):
+            events += rating_playback(user, item, at_s, n)
+            if len(events) >= limit:
+                return events
+    return events
+
+
+def state_bytes_per_10k_titles(events: list[dict]) -> tuple[float, int]:
+    from processors.coview.memory import CoviewIndex, SessionStore
+    from processors.coview.sessionize import ViewCompleted
+    sessions, index = SessionStore(), CoviewIndex()
+    for event in events:
+        for out in sessions.feed(event):
+            if type(out) is ViewCompleted:
+                index.add_view(out)
+    size = sum(len(json.dumps(state, separators=(",", ":"))) for state in index.titles.values())
+    return size / max(1, len(index.titles)) * 10_000, len(index.titles)
+
+
+async def raw_consume(settings, topic: str, expected: int) -> float:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                group_id=None, fetch_max_bytes=64 * 1024 * 1024,
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(6))]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen, started = 0, None
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            seen += sum(len(records) for records in batch.values())
+        return expected / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def worker_pid(worker) -> int:
+    """The Python process of the worker (the Popen child)."""
+    return worker.process.pid
+
+
+def probe_events(user: str, first: str, second: str) -> list[dict]:
+    now = datetime.now(timezone.utc)
+    base = {"session_id": f"probe-{user}", "user_id": user, "device_id": f"d-{user}", "device_type": "TV",
+            "os": "tizen", "app_version": "4.0.0", "duration_ms": 8000, "network_kbps": None,
+            "buffered_ratio": None, "stall_ms": 0, "bitrate_kbps": None}
+    events = []
+    for n, item in enumerate((first, second)):
+        at = now + timedelta(seconds=10 * n)
+        events.append({**base, "item_id": item, "event_id": str(uuid.uuid4()), "event_type": "START",
+                       "position_ms": 0, "event_time": at})
+        events.append({**base, "item_id": item, "event_id": str(uuid.uuid4()), "event_type": "COMPLETE",
+                       "position_ms": 4000, "event_time": at + timedelta(seconds=4)})
+    return events
+
+
+def freshness(settings, producer, probes: int) -> list[float]:
+    from sinks.redis_views import similar_key, sync_client
+    from streams.topics import spec
+    redis = sync_client(settings)
+    delays = []
+    for i in range(probes):
+        tag = uuid.uuid4().hex[:8]
+        first, second = f"probe-{tag}-a", f"probe-{tag}-b"
+        started = time.perf_counter()
+        producer.publish_many(spec("playback"), probe_events(f"probe-{tag}", first, second))
+        producer.flush()
+        deadline = started + 30
+        while time.perf_counter() < deadline:
+            raw = redis.get(similar_key(first))
+            if raw and second in raw:
+                delays.append(time.perf_counter() - started)
+                break
+            time.sleep(0.005)
+        time.sleep(0.1)
+    return delays
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000, help="playback events (default 200,000)")
+    parser.add_argument("--probes", type=int, default=30, help="freshness probes (default 30)")
+    args = parser.parse_args()
+
+    _fresh_env()
+    from infra.ports import pick_free_ports
+    from infra.settings import load
+    from infra.stack import EmbeddedStack
+    from streams.producer import EventProducer
+    from streams.supervisor import start_worker
+    from streams.topics import ensure_topics, full_name, spec
+
+    settings = load()
+    stack = EmbeddedStack(settings)
+    stack.up()
+    worker = None
+    try:
+        ensure_topics(settings)
+        events = movielens_events(args.events)
+        n = len(events)
+        producer = EventProducer(settings)
+        started = time.perf_counter()
+        producer.publish_many(spec("playback"), events)
+        producer.flush()
+        publish_s = time.perf_counter() - started
+        print(f"published {n:,} playback events in {publish_s:.1f}s")
+        raw_rate = asyncio.run(raw_consume(settings, full_name(settings, "playback"), n))
+        print(f"raw consume: {raw_rate:,.0f} events/s")
+
+        worker = start_worker(settings, web_port=pick_free_ports(1)[0], name="bench-coview",
+                              extra_env={"VITRINA_AGENTS": "coview"})
+        pid = worker_pid(worker)
+        rss_start = rss_kib(pid)
+        first_at = last_at = None
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            seen = worker.counter("vitrina_events_in_total", topic="playback", agent="coview-sessions")
+            now = time.perf_counter()
+            if seen > 0 and first_at is None:
+                first_at = now
+            if seen >= n:
+                last_at = now
+                break
+            time.sleep(0.05)
+        if last_at is None:
+            raise RuntimeError("the worker did not consume the backlog in time")
+        sent = worker.counter("vitrina_events_out_total", topic="coview.contributions")
+        while time.monotonic() < deadline:
+            sent = worker.counter("vitrina_events_out_total", topic="coview.contributions")
+            got = worker.counter("vitrina_events_in_total", topic="coview.contributions", agent="coview-titles")
+            if got >= sent:
+                break
+            time.sleep(0.05)
+        end_to_end_at = time.perf_counter()
+        rss_end = rss_kib(pid)
+        views = worker.counter("vitrina_coview_views_total")
+        lists = worker.counter("vitrina_coview_lists_written_total")
+        span = max(last_at - first_at, 1e-3)
+        rate = n / span
+        e2e_rate = n / max(end_to_end_at - first_at, 1e-3)
+        print(f"sessionizer: {rate:,.0f} events/s ({views:,.0f} views, {sent:,.0f} contribution messages); "
+              f"end to end {e2e_rate:,.0f} events/s; {lists:,.0f} list writes")
+
+        delays = freshness(settings, producer, args.probes)
+        p50, p95 = statistics.median(delays), percentile(delays, 0.95)
+        print(f"freshness (idle worker, {len(delays)} probes): p50 {p50:.3f}s p95 {p95:.3f}s")
+
+        state_10k, titles = state_bytes_per_10k_titles(events)
+        rss_per_m = (rss_end - rss_start) * 1024 / n * 1_000_000
+        print(f"memory: worker RSS +{(rss_end - rss_start) / 1024:.0f} MiB over {n:,} events "
+              f"(~{rss_per_m / 2**20:.0f} MiB per 1M); co-view state {state_10k / 2**20:.1f} MiB JSON per 10k titles")
+
+        quality = json.loads((RESULTS / "coview_quality.json").read_text())
+        load_avg = os.getloadavg()
+        write_result("coview", {
+            "events": n,
+            "events_per_s": round(rate),
+            "end_to_end_events_per_s": round(e2e_rate),
+            "raw_consume_events_per_s": round(raw_rate),
+            "ratio_to_raw": round(rate / raw_rate, 3),
+            "goal_events_per_s": 20_000,
+            "views_completed": int(views),
+            "contribution_messages": int(sent),
+            "similar_list_writes": int(lists),
+            "input": "MovieLens ratings as START+COMPLETE playback pairs (one view per 2 events), pre-published",
+            "freshness_p50_s": round(p50, 3),
+            "freshness_p95_s": round(p95, 3),
+            "freshness_probes": len(delays),
+            "freshness_method": "idle worker: publish a 2-title session of a new viewer -> first list in Redis "
+                                "containing the second title (Redis polled every 5 ms)",
+            "memory_rss_mib_per_1m_events": round(rss_per_m / 2**20, 1),
+            "memory_rss_kib_start_end": [rss_start, rss_end],
+            "state_json_mib_per_10k_titles": round(state_10k / 2**20, 2),
+            "state_titles_measured": titles,
+            "memory_method": "RSS = worker process VmRSS growth while processing the backlog, scaled to 1M events "
+                             "(RocksDB tables + caches); state = JSON bytes of the per-title co-view table values "
+                             "(processors/coview/memory.py on the same events), scaled to 10k titles",
+            "load_average_1_5_15": [round(x, 2) for x in load_avg],
+            "hr10": quality.get("hr10"),
+            "ndcg10": quality.get("ndcg10"),
+            "best_baseline": quality.get("best_baseline"),
+            "best_baseline_ndcg10": quality.get("best_baseline_ndcg10"),
+            "baselines": quality.get("baselines"),
+            "dataset": quality.get("dataset"),
+            "quality_source": "copied from bench/results/coview_quality.json (bench/coview_quality.py)",
+        })
+    finally:
+        if worker is not None:
+            worker.stop()
+        stack.down()
+
+
+if __name__ == "__main__":
+    main()
