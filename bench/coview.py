@@ -95,6 +95,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def counter(worker, name: str, **labels: str) -> float | None:
+    """A worker counter, or None when /metrics did not answer (the event loop was busy)."""
+    try:
+        return worker.counter(name, **labels)
+    except OSError:
+        return None
+
+
 def worker_pid(worker) -> int:
     """The Python process of the worker (the Popen child)."""
     return worker.process.pid
@@ -180,8 +188,10 @@ def main() -> None:
         first_at = last_at = None
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            seen = worker.counter("vitrina_events_in_total", topic="playback", agent="coview-sessions")
+            seen = counter(worker, "vitrina_events_in_total", topic="playback", agent="coview-sessions")
             now = time.perf_counter()
+            if seen is None:
+                continue
             if seen > 0 and first_at is None:
                 first_at = now
             if seen >= n:
@@ -190,11 +200,11 @@ def main() -> None:
             time.sleep(0.05)
         if last_at is None:
             raise RuntimeError("the worker did not consume the backlog in time")
-        sent = worker.counter("vitrina_events_out_total", topic="coview.contributions")
+        sent = 0.0
         while time.monotonic() < deadline:
-            sent = worker.counter("vitrina_events_out_total", topic="coview.contributions")
-            got = worker.counter("vitrina_events_in_total", topic="coview.contributions", agent="coview-titles")
-            if got >= sent:
+            sent = counter(worker, "vitrina_events_out_total", topic="coview.contributions")
+            got = counter(worker, "vitrina_events_in_total", topic="coview.contributions", agent="coview-titles")
+            if sent is not None and got is not None and got >= sent:
                 break
             time.sleep(0.05)
         end_to_end_at = time.perf_counter()

@@ -28,6 +28,7 @@ EVENTS = (
     "vitrina.DeadLetter",
     "vitrina.ShowcaseRebuildRequested",
     "vitrina.CoViewContribution",
+    "vitrina.CoViewContributionBatch",
 )
 
 

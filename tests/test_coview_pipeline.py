@@ -11,11 +11,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from confluent_kafka import Producer
+
 from sinks.redis_views import similar_key
+from streams.agents.coview import title_partition
 from streams.codec import default_codec
 from streams.consumer import tail
-from streams.producer import EventProducer
-from streams.topics import spec
+from streams.producer import EventProducer, producer_config
+from streams.topics import full_name, spec
 
 DEADLINE_S = 120
 NOW = datetime.now(timezone.utc)
@@ -123,11 +126,12 @@ def test_duplicate_delivery_does_not_double_count(worker, views, topics):
     at_ms = int(NOW.timestamp() * 1000)
     record = {"title": solo, "origin_partition": 0, "produced_ms": at_ms,
               "updates": [{"origin_offset": 10**12, "own": 1.0, "neighbours": [], "at": at_ms}]}
-    producer.publish(spec("coview.contributions"), record)
-    producer.publish(spec("coview.contributions"), record)
-    producer.publish(spec("coview.contributions"), {**record, "updates": [
-        {**record["updates"][0], "origin_offset": 10**12 + 1, "own": 0.5}]})
-    producer.flush()
+    codec, raw = default_codec(), Producer(producer_config(topics))
+    for batch in ([record], [record], [{**record, "updates": [
+            {**record["updates"][0], "origin_offset": 10**12 + 1, "own": 0.5}]}]):
+        raw.produce(full_name(topics, "coview.contributions"), codec.encode(spec("coview.contributions").schema,
+                    {"items": batch}), partition=title_partition(solo))
+    raw.flush(30)
     # 1.0 + 0.5 once the last record is in; a double-counted duplicate would show 2.0 or 2.5
     view = wait_for(lambda: (v := similar(views, solo)) and v["support"] != 1.0 and v, "the last update applied")
     assert view["support"] == 1.5

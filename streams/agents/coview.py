@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import zlib
 from collections import OrderedDict
 
 from faust.streams import _current_event
@@ -61,6 +62,8 @@ SIMILARITY = SimilarityConfig(k=int(os.environ.get("VITRINA_COVIEW_K", "50")))
 BLEND_PRIOR = 2.0
 FLUSH_INTERVAL_S = float(os.environ.get("VITRINA_COVIEW_FLUSH_S", "0.25"))
 CATALOGUE_CHECK_S = 5.0
+SESSION_BATCH = int(os.environ.get("VITRINA_COVIEW_BATCH", "10000"))
+SESSION_WITHIN_S = float(os.environ.get("VITRINA_COVIEW_BATCH_WITHIN_S", "0.3"))
 
 VIEWS = Counter("vitrina_coview_views_total", "Views completed by the sessionizer")
 DUPLICATES = Counter("vitrina_coview_duplicates_total", "Redelivered records skipped", ["agent"])
@@ -109,6 +112,11 @@ def _apply_viewer(entry: dict | None, events: list[Inbound], tag: str,
     return ({"s": state, "o": applied} if changed else None), failed
 
 
+def title_partition(title: str) -> int:
+    """Stable title -> contributions partition (every update of a title lands in one partition)."""
+    return zlib.crc32(title.encode()) % CONTRIBUTIONS.partitions
+
+
 def group_updates(views: list[tuple[ViewCompleted, Inbound]]) -> dict[tuple[str, int], dict]:
     """(title, playback partition) -> CoViewContribution record; updates in offset order."""
     grouped: dict[tuple[str, int], dict] = {}
@@ -130,7 +138,9 @@ def group_updates(views: list[tuple[ViewCompleted, Inbound]]) -> dict[tuple[str,
 
 async def _sessionize(stream, source, agent: str, tag: str) -> None:
     codec = default_codec()
-    async for batch in decoded_batches(app, stream, source, agent):
+    # bigger batches than the default: updates are grouped per (title, partition) per batch, so fewer
+    # and larger contribution messages (the per-message produce cost dominates)
+    async for batch in decoded_batches(app, stream, source, agent, max_batch=SESSION_BATCH, within_s=SESSION_WITHIN_S):
         groups: dict[str, list[Inbound]] = {}
         for event in batch:
             groups.setdefault(session_viewer(event.value) or "", []).append(event)
@@ -149,10 +159,13 @@ async def _sessionize(stream, source, agent: str, tag: str) -> None:
         if not views:
             continue
         VIEWS.inc(len(views))
-        records = group_updates(views)
-        for (title, _partition), record in records.items():
-            await contributions_topic.send(key=title.encode(), value=codec.encode(CONTRIBUTIONS.schema, record))
-        EVENTS_OUT.labels(topic=CONTRIBUTIONS.name, agent=agent).inc(len(records))
+        by_partition: dict[int, list[dict]] = {}
+        for (title, _origin), record in group_updates(views).items():
+            by_partition.setdefault(title_partition(title), []).append(record)
+        for partition, items in by_partition.items():
+            await contributions_topic.send(key=str(partition).encode(), partition=partition,
+                                           value=codec.encode(CONTRIBUTIONS.schema, {"items": items}))
+        EVENTS_OUT.labels(topic=CONTRIBUTIONS.name, agent=agent).inc(len(by_partition))
 
 
 @app.agent(playback_topic, name=SESSION_AGENT)
@@ -190,11 +203,24 @@ def apply_title_updates(entry: dict | None, record: dict) -> tuple[dict | None, 
     return {"c": state, "o": offsets, "v": (entry["v"] if entry else 0) + 1}, latest
 
 
+class _Overlay(dict):
+    """Read-only view of two count maps without copying the big one."""
+
+    def __init__(self, base: dict, extra: dict) -> None:
+        super().__init__(extra)
+        self.base = base
+
+    def get(self, key, default=None):  # noqa: ANN001, ANN201
+        found = dict.get(self, key)
+        return found if found is not None else self.base.get(key, default)
+
+
 class Flusher:
     """Dirty titles -> similar lists in Redis + similar.updated events, at most every FLUSH_INTERVAL_S."""
 
     def __init__(self, max_signatures: int = 200_000) -> None:
         self.dirty: dict[str, int] = {}  # item -> earliest produced_ms of its pending updates
+        self.counts: dict[str, tuple[float, int]] = {}  # item -> (stored count, landmark) of titles applied here
         self.watermark_ms = 0
         self.written: OrderedDict[str, tuple] = OrderedDict()  # item -> signature of the last list written
         self.max_signatures = max_signatures
@@ -256,20 +282,19 @@ class Flusher:
     async def _write(self, pending: dict[str, int]) -> int:
         half_life = COVIEW_CONFIG.half_life_ms
         entries = {item: title_table.get(item) for item in pending}
-        stored: dict[str, tuple[float, int]] = {}  # neighbour -> (stored count, landmark)
+        # neighbour -> (stored count, landmark): this worker's titles from memory (no table read and
+        # JSON decode per neighbour), the others' (and ours before a restart) from the counts hash
+        stored = self.counts
         remote_needed: set[str] = set()
         for entry in entries.values():
             if entry is None:
                 continue
             for other in entry["c"]["nb"]:
-                if other in stored or other in remote_needed:
-                    continue
-                other_entry = title_table.get(other)
-                if other_entry is None:
+                if other not in stored:
                     remote_needed.add(other)
-                else:
-                    stored[other] = (other_entry["c"]["n"], other_entry["c"]["L"])
-        stored.update(await fetch_counts(self.redis, sorted(remote_needed)))
+        remote = await fetch_counts(self.redis, sorted(remote_needed))
+        if remote:
+            stored = {**stored, **remote} if len(remote) < 1000 else _Overlay(stored, remote)
         views, counts = [], {}
         for item, entry in entries.items():
             if entry is None:
@@ -325,29 +350,34 @@ flusher = Flusher()
 @app.agent(contributions_topic, name=TITLES_AGENT)
 async def coview_titles(stream):
     async for batch in decoded_batches(app, stream, CONTRIBUTIONS, TITLES_AGENT):
-        groups: dict[str, list[Inbound]] = {}
+        groups: dict[str, list[tuple[Inbound, dict]]] = {}
         for event in batch:
-            groups.setdefault(event.value["title"], []).append(event)
-        for title, events in groups.items():
-            events[-1].bind()
+            for record in event.value["items"]:
+                groups.setdefault(record["title"], []).append((event, record))
+        failed: set[int] = set()
+        for title, records in groups.items():
+            records[-1][0].bind()
             entry = title_table.get(title)
             changed = False
-            for event in events:
+            for event, record in records:
                 try:
-                    new, latest = apply_title_updates(entry, event.value)
+                    new, latest = apply_title_updates(entry, record)
                 except Exception as exc:  # noqa: BLE001
-                    await dead_letter_failed(app, event, TITLES_AGENT, exc)
+                    if id(event) not in failed:
+                        failed.add(id(event))
+                        await dead_letter_failed(app, event, TITLES_AGENT, exc)
                     continue
                 if new is None:
                     DUPLICATES.labels(agent=TITLES_AGENT).inc()
                     continue
-                APPLIED.inc(len(event.value["updates"]))
+                APPLIED.inc(len(record["updates"]))
                 entry, changed = new, True
                 if latest > flusher.watermark_ms:
                     flusher.watermark_ms = latest
-                flusher.mark(title, event.value["produced_ms"])
+                flusher.mark(title, record["produced_ms"])
             if changed:
                 title_table[title] = entry
+                flusher.counts[title] = (entry["c"]["n"], entry["c"]["L"])
         if flusher.due():
             await flusher.flush()
 
