@@ -5,6 +5,8 @@ a deadline, never timed.
 """
 from __future__ import annotations
 
+import pytest
+
 import json
 import time
 import uuid
@@ -119,7 +121,7 @@ def test_duplicate_delivery_does_not_double_count(worker, views, topics):
         producer.publish_many(spec("playback"), events + events)  # the same player events published twice
     producer.flush()
     view_a = wait_for(lambda: (v := similar(views, a)) and b in listed(v) and v, "B in A's list")
-    assert view_a["support"] == 2.0  # two viewers, one view each
+    assert view_a["support"] == pytest.approx(2.0, rel=1e-3)  # two viewers, one view each (decay over seconds)
 
     # A redelivered repartition record (same origin partition and offset) is applied once.
     solo = ids(tag, "solo")[0]
@@ -133,5 +135,5 @@ def test_duplicate_delivery_does_not_double_count(worker, views, topics):
                     {"items": batch}), partition=title_partition(solo))
     raw.flush(30)
     # 1.0 + 0.5 once the last record is in; a double-counted duplicate would show 2.0 or 2.5
-    view = wait_for(lambda: (v := similar(views, solo)) and v["support"] != 1.0 and v, "the last update applied")
-    assert view["support"] == 1.5
+    view = wait_for(lambda: (v := similar(views, solo)) and abs(v["support"] - 1.0) > 0.1 and v, "the last update applied")
+    assert view["support"] == pytest.approx(1.5, rel=1e-3)

@@ -30,7 +30,7 @@ from prometheus_client import Counter, Histogram
 
 from infra.logs import get_logger
 from infra.settings import load
-from processors.coview.coldstart import MetadataIndex, blend
+from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
 from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contribution, contributions_for_view
 from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply
 from processors.coview.sessionize import viewer_key as session_viewer
@@ -59,7 +59,7 @@ SESSION_CONFIG = SessionConfig()
 COVIEW_CONFIG = CoviewConfig() if not _half_life_days else CoviewConfig(
     half_life_ms=None if _half_life_days == "0" else int(float(_half_life_days) * _DAY_MS))
 SIMILARITY = SimilarityConfig(k=int(os.environ.get("VITRINA_COVIEW_K", "50")))
-BLEND_PRIOR = 2.0
+BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/coview/coldstart.py)
 FLUSH_INTERVAL_S = float(os.environ.get("VITRINA_COVIEW_FLUSH_S", "0.25"))
 CATALOGUE_CHECK_S = 5.0
 SESSION_BATCH = int(os.environ.get("VITRINA_COVIEW_BATCH", "10000"))
