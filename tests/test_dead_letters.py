@@ -18,7 +18,7 @@ def playback(item: str, kind: str = "START") -> dict:
                 event_time=datetime.now(timezone.utc))
 
 
-def wait_for(predicate, timeout_s: float = 90.0):
+def wait_for(predicate, timeout_s: float = 300.0):  # the shared worker runs every agent; be patient under load
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()

@@ -17,7 +17,7 @@ from streams.producer import EventProducer
 from streams.topics import admin_client
 
 
-def wait_for(predicate, timeout_s: float = 90.0):
+def wait_for(predicate, timeout_s: float = 300.0):  # the shared worker runs every agent; be patient under load
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()

@@ -85,7 +85,8 @@ def test_processed_event_lists_every_rendition_and_the_objects_exist(first_uploa
     event = result.event
     asset_id = str(content_key_of_path(path))
     assert event["asset_id"] == asset_id and event["deduplicated"] is False and event["original_upload_id"] is None
-    assert transcoded == 1 and queued(worker, asset_id) == 1
+    # the counter is the shared worker's (other tests' uploads may finish meanwhile); the log is per asset
+    assert transcoded >= 1 and queued(worker, asset_id) == 1
     assert (event["source_width"], event["source_height"]) == (640, 360)
     assert event["duration_s"] == pytest.approx(2.0, abs=0.1) and event["processing_s"] > 0
     assert [r["name"] for r in event["renditions"]] == ["240p", "360p"]
