@@ -19,6 +19,8 @@ How a replay runs (``vitrina replay`` / ``vitrina rebuild``, streams/cli_replay.
 4. **Watch** the group's committed offsets against the ends (a progress line), then wait until the
    worker's view writes have been quiet for ``settle_s`` and nothing is queued in the namespace's
    work queues (e.g. users waiting for a showcase build); then stop the worker.
+   Views built by timers from OTHER views (showcases: ``DERIVED_VIEWS``) are then rebuilt once from the
+   final inputs (every user forced, fresh stats), so they do not depend on how the topics interleaved.
 5. **Swap** (shadow only): in ONE MULTI/EXEC every shadow key is RENAMEd over its live key and the live
    keys of the same view families (``plays``, ``history``, ``showcase``...: the part of the key after
    the prefix up to the first ``:``) that the replay did not produce are deleted. Readers see the old
