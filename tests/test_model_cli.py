@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import subprocess
 import uuid
 from pathlib import Path
@@ -25,7 +26,7 @@ from streams.consumer import tail
 from streams.codec import default_codec
 from streams.supervisor import start_api
 
-VITRINA = str(Path(os.environ.get("VIRTUAL_ENV", "/work/venv")) / "bin" / "vitrina")
+VITRINA = str(Path(sys.executable).parent / "vitrina")  # the venv running the tests (not activated in CI)
 
 
 def vitrina(*args: str) -> subprocess.CompletedProcess:

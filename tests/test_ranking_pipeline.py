@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import subprocess
 import time
 import uuid
@@ -39,7 +40,7 @@ from streams.ranking_join import LabelJoinState
 from streams.supervisor import start_api, start_worker
 from streams.topics import ensure_topics, spec
 
-VITRINA = str(Path(os.environ.get("VIRTUAL_ENV", "/work/venv")) / "bin" / "vitrina")
+VITRINA = str(Path(sys.executable).parent / "vitrina")  # the venv running the tests (not activated in CI)
 HOLDOUT_EVERY = 4
 EVERY_SAMPLES = 1000
 T0 = datetime(2024, 2, 1, tzinfo=timezone.utc)
