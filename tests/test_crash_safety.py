@@ -120,7 +120,6 @@ def test_broker_restart_mid_stream_gives_the_views_of_an_uninterrupted_run(priva
     assert not differences(reference, views), differences(reference, views)
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 7): the views did not converge within the deadline after a Redis restart on a loaded machine; being investigated")
 def test_redis_restart_mid_stream_gives_the_views_of_an_uninterrupted_run(private, client, data, reference):
     stack, settings = private
     app_id, prefix = run_namespace("redis")
