@@ -26,14 +26,11 @@ NOW = datetime.now(timezone.utc)
 DEADLINE_S = 120
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+from _waiting import wait_for as _wait_for
+
+
+def wait_for(predicate, what, timeout_s=DEADLINE_S):
+    return _wait_for(predicate, what, timeout_s)
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,11 @@ from streams.producer import EventProducer
 from streams.topics import admin_client
 
 
-def wait_for(predicate, timeout_s: float = 300.0):  # the shared worker runs every agent; be patient under load
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("condition not reached in time")
+from functools import partial
+
+from _waiting import wait_for as _wait_for
+
+wait_for = partial(_wait_for, timeout_s=300.0)  # the shared worker runs every agent; be patient under load
 
 
 def playback(item: str) -> dict:

@@ -31,14 +31,11 @@ NOW = datetime.now(timezone.utc)
 MIN = 60_000
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+from _waiting import wait_for as _wait_for
+
+
+def wait_for(predicate, what, timeout_s=DEADLINE_S):
+    return _wait_for(predicate, what, timeout_s)
 
 
 def playback(user: str, item: str, kind: str, position_ms: int, at: datetime, duration_ms: int = 90 * MIN,
