@@ -1,8 +1,6 @@
 """Malformed records go to the dead-letter topic with the reason and original bytes; agents keep going."""
 from __future__ import annotations
 
-import pytest
-
 import time
 import uuid
 from datetime import datetime, timezone
@@ -27,7 +25,6 @@ from _waiting import wait_for as _wait_for
 wait_for = partial(_wait_for, timeout_s=300.0)  # the shared worker runs every agent; be patient under load
 
 
-@pytest.mark.xfail(strict=False, reason="regressed at the end of session 1 (passed at 22:04, timed out at 00:22 on an idle machine); not yet diagnosed, see issue 2")
 def test_garbage_goes_to_dlq_and_counting_continues(stack, worker, views):
     item = f"dlq-{uuid.uuid4().hex[:6]}"
     producer = EventProducer(stack)
@@ -42,18 +39,23 @@ def test_garbage_goes_to_dlq_and_counting_continues(stack, worker, views):
 
     wait_for(lambda: views.hget(plays_key(item), "plays") == "2")
 
+    # Every agent that consumes `playback` reports the bad records it skipped, each under its own name.
     def dead_letters():
         found = [r.value for r in tail(stack, codec, "dlq.playback")
                  if r.value and (r.value["key"] or b"").decode().startswith(item)]
-        return found if len(found) == 3 else None
+        by_counter = [d for d in found if d["agent"] == "playback-by-item"]
+        return (found, by_counter) if len(by_counter) == 3 else None
 
-    letters = {d["key"].decode(): d for d in wait_for(dead_letters)}
+    found, by_counter = wait_for(dead_letters)
+    letters = {d["key"].decode(): d for d in by_counter}
     assert letters[f"{item}-bad1"]["reason_code"] == "BAD_MAGIC"
     assert letters[f"{item}-bad1"]["value"] == b"\x00garbage"
     assert letters[f"{item}-bad2"]["reason_code"] == "UNKNOWN_FINGERPRINT"
     assert letters[f"{item}-bad2"]["value"] == unknown_fingerprint
     assert letters[f"{item}-bad3"]["reason_code"] == "BODY_DECODE_FAILED"
-    for letter in letters.values():
-        assert letter["source_topic"] == "playback" and letter["agent"] == "playback-by-item"
+    for letter in found:
+        assert letter["source_topic"] == "playback"
         assert letter["source_offset"] >= 0 and letter["error"]
+    reported = {(d["agent"], d["key"].decode()) for d in found}
+    assert len(reported) == len(found), "an agent dead-lettered the same record twice"
     assert worker.alive()
