@@ -27,8 +27,7 @@ EVENTS = (
     "vitrina.CounterUpdated",
     "vitrina.DeadLetter",
     "vitrina.ShowcaseRebuildRequested",
-    "vitrina.CoViewContribution",
-    "vitrina.CoViewContributionBatch",
+    "vitrina.CoViewBatch",
 )
 
 

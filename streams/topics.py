@@ -79,10 +79,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("ranking.samples.trainer", "vitrina.RankingImpression", "", 1, 2 * DAY_MS, dead_letter=False,
               description="Internal: labelled samples funnelled into one partition so exactly one worker "
                           "trains the ranking model (key 'ranking')."),
-    TopicSpec("coview.contributions", "vitrina.CoViewContributionBatch", "", 6, 1 * DAY_MS, dead_letter=False,
-              description="Internal: co-view updates of completed views repartitioned by title (sessionizer -> "
-                          "per-title co-view state); one message per sessionizer batch and destination partition "
-                          "(partition = crc32(title) % partitions, key = partition number)."),
+    TopicSpec("coview.contributions", "vitrina.CoViewBatch", "", 6, 1 * DAY_MS, dead_letter=False,
+              description="Internal: completed views routed to the title partitions they update (sessionizer -> "
+                          "per-title co-view state); one columnar message per sessionizer batch and destination "
+                          "partition (partition = crc32(title) % partitions, key = partition number)."),
 )
 
 DLQ_PREFIX = "dlq."

@@ -6,7 +6,18 @@ import sys
 from infra.settings import load
 
 
+def tune_gc() -> None:
+    """Fewer young collections: the co-view state holds millions of small objects, and CPython's
+    default threshold (700 allocations) made the per-title stage spend ~40% of its time in the
+    collector (measured in-process on MovieLens). VITRINA_GC_THRESHOLD="gen0,gen1,gen2"."""
+    import gc
+    import os
+    values = [int(v) for v in os.environ.get("VITRINA_GC_THRESHOLD", "50000,20,100").split(",")]
+    gc.set_threshold(*values)
+
+
 def run_worker(loglevel: str = "warn") -> int:
+    tune_gc()
     from streams.topics import ensure_topics
     ensure_topics(load())
     from streams.app import app

@@ -16,7 +16,9 @@ from typing import Any, Callable
 from confluent_kafka import Producer
 
 from sinks.redis_views import similar_key
-from streams.agents.coview import title_partition
+from processors.coview.routing import pack_views
+from processors.coview.sessionize import ViewCompleted
+from streams.agents.coview import COVIEW_CONFIG, title_partition
 from streams.codec import default_codec
 from streams.consumer import tail
 from streams.producer import EventProducer, producer_config
@@ -123,14 +125,17 @@ def test_duplicate_delivery_does_not_double_count(worker, views, topics):
     # A redelivered repartition record (same origin partition and offset) is applied once.
     solo = ids(tag, "solo")[0]
     at_ms = int(NOW.timestamp() * 1000)
-    record = {"title": solo, "origin_partition": 0, "produced_ms": at_ms,
-              "updates": [{"origin_offset": 10**12, "own": 1.0, "neighbours": [], "at": at_ms}]}
+
+    def batch(offset: int) -> tuple[int, dict]:
+        view = ViewCompleted(f"u:{tag}", f"u:{tag}@{at_ms}", solo, 1, 200_000, DURATION_MS, at_ms, ())
+        [(partition, record)] = pack_views([(view, offset)], 0, at_ms, title_partition, COVIEW_CONFIG).items()
+        return partition, record
+
     codec, raw = default_codec(), Producer(producer_config(topics))
-    for batch in ([record], [record], [{**record, "updates": [
-            {**record["updates"][0], "origin_offset": 10**12 + 1, "own": 0.5}]}]):
-        raw.produce(full_name(topics, "coview.contributions"), codec.encode(spec("coview.contributions").schema,
-                    {"items": batch}), partition=title_partition(solo))
+    for partition, record in (batch(10**12), batch(10**12), batch(10**12 + 1)):
+        raw.produce(full_name(topics, "coview.contributions"), codec.encode(spec("coview.contributions").schema, record),
+                    partition=partition)
     raw.flush(30)
-    # 1.0 + 0.5 once the last record is in; a double-counted duplicate would show 2.0 or 2.5
+    # 1.0 + 1.0 once the last record is in; a double-counted duplicate would show 3.0
     view = wait_for(lambda: (v := similar(views, solo)) and abs(v["support"] - 1.0) > 0.1 and v, "the last update applied")
-    assert view["support"] == pytest.approx(1.5, rel=1e-3)
+    assert view["support"] == pytest.approx(2.0, rel=1e-3)

@@ -1,17 +1,21 @@
 """Session co-view "similar" lists: playback/sessions -> sessions -> per-title co-view -> Redis.
 
-1. ``coview-sessions`` / ``coview-session-ends`` (playback, sessions; keyed by viewer): per-viewer
-   ``SessionState`` (processors/coview/sessionize.py) in a changelog table. A batch is grouped by
-   viewer, all its events applied, the table written once per viewer. The state remembers the last
-   offset applied per source partition, so redelivered events change nothing. Completed views
-   become co-view updates (processors/coview/cooccurrence.py), grouped per (title, playback
-   partition) and sent to ``coview.contributions`` keyed by title (one message per title per batch).
-2. ``coview-titles`` (coview.contributions, keyed by title): per-title decayed, bounded co-view
-   state in a changelog table, again idempotent by (origin partition, origin offset), with a
+Both stages run on the engine (streams/engine/): a Faust agent tops out near 11k events/s here,
+the engine's loop carries the co-view pipeline's >= 20k/s. Same contract: changelog-backed state
+per source partition, at-least-once input, state changes applied once.
+
+1. ``coview-sessions`` (playback + sessions, co-partitioned by viewer): per-viewer ``SessionState``
+   (processors/coview/sessionize.py) in the engine store. A batch is grouped by viewer and folded
+   with the pure ``apply``; completed views become co-view updates (processors/coview/cooccurrence.py),
+   grouped per (title, origin) and sent to ``coview.contributions`` keyed by title partition (one
+   message per destination partition per batch). Viewers idle (wall clock) for longer than the
+   session gap are dropped from the state every ``VITRINA_COVIEW_SWEEP_S``.
+2. ``coview-titles`` (coview.contributions): per-title decayed, bounded co-view state, idempotent by
+   (origin, origin offset) so a sessionizer that re-sends after a crash changes nothing, with a
    version bumped on every applied change. Changed titles are marked dirty.
-3. A short timer (and the agent once the interval has passed) flushes dirty titles: top-K by the
+3. Every ``VITRINA_COVIEW_FLUSH_S`` the title stage writes the dirty titles' lists: top-K by the
    core's measure, blended with the catalogue-metadata list while support is low (cold start),
-   written to ``vitrina:similar:{item}`` in one pipeline only if the list changed, plus one
+   to ``vitrina:similar:{item}`` in one pipeline only if the list changed, plus one
    ``similar.updated`` event per changed title.
 
 "Now" for decay is the title's latest view (event time), not the wall clock, so a replayed log
@@ -25,24 +29,25 @@ import time
 import zlib
 from collections import OrderedDict
 
-from faust.streams import _current_event
 from prometheus_client import Counter, Histogram
 
 from infra.logs import get_logger
 from infra.settings import load
 from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
-from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contribution, contributions_for_view
-from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply
+from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions
+from processors.coview.routing import pack_views, unpack_by_title
+from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply, close_idle
 from processors.coview.sessionize import viewer_key as session_viewer
 from processors.coview.similarity import SimilarityConfig, title_count, top_similar
 from sinks.catalogue_views import catalogue_version, load_titles
 from sinks.redis_views import async_client
 from sinks.similar_views import fetch_counts, list_signature, queue_counts, queue_views, similar_view, updated_event
-from streams.app import app
 from streams.codec import default_codec
-from streams.inbound import Inbound, dead_letter_failed, decoded_batches, raw_topic
-from streams.metrics import EVENTS_OUT, VIEW_WRITES
-from streams.tables import json_table
+from streams.engine.runner import Output
+from streams.engine.service import register
+from streams.engine.store import PartitionStore
+from streams.inbound import Inbound
+from streams.metrics import VIEW_WRITES
 from streams.topics import spec
 
 settings = load()
@@ -51,7 +56,10 @@ PLAYBACK = spec("playback")
 SESSIONS = spec("sessions")
 CONTRIBUTIONS = spec("coview.contributions")
 SIMILAR = spec("similar.updated")
-SESSION_AGENT, ENDS_AGENT, TITLES_AGENT = "coview-sessions", "coview-session-ends", "coview-titles"
+SESSION_AGENT, TITLES_AGENT = "coview-sessions", "coview-titles"
+# Contribution origins: one offset sequence per (topic, partition); the sessions topic's partitions
+# are numbered from here so the title stage's per-origin dedupe never mixes the two topics.
+ORIGIN_BASE = {PLAYBACK.name: 0, SESSIONS.name: 10_000}
 
 _DAY_MS = 24 * 3600 * 1000
 _half_life_days = os.environ.get("VITRINA_COVIEW_HALF_LIFE_DAYS", "").strip()
@@ -62,45 +70,28 @@ SIMILARITY = SimilarityConfig(k=int(os.environ.get("VITRINA_COVIEW_K", "50")))
 BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/coview/coldstart.py)
 FLUSH_INTERVAL_S = float(os.environ.get("VITRINA_COVIEW_FLUSH_S", "0.25"))
 CATALOGUE_CHECK_S = 5.0
-SESSION_BATCH = int(os.environ.get("VITRINA_COVIEW_BATCH", "10000"))
-SESSION_WITHIN_S = float(os.environ.get("VITRINA_COVIEW_BATCH_WITHIN_S", "0.3"))
+SWEEP_S = float(os.environ.get("VITRINA_COVIEW_SWEEP_S", "60"))
 
 VIEWS = Counter("vitrina_coview_views_total", "Views completed by the sessionizer")
 DUPLICATES = Counter("vitrina_coview_duplicates_total", "Redelivered records skipped", ["agent"])
 REJECTED = Counter("vitrina_coview_rejected_total", "Events the sessionizer did not use", ["code"])
+SWEPT = Counter("vitrina_coview_idle_viewers_swept_total", "Viewer states dropped after the session gap")
 APPLIED = Counter("vitrina_coview_updates_total", "Co-view title updates applied")
 LISTS = Counter("vitrina_coview_lists_written_total", "Similar lists written (changed)")
 FRESHNESS = Histogram("vitrina_coview_freshness_seconds", "Playback record produced -> similar list written",
                       buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60))
 
-playback_topic = raw_topic(app, PLAYBACK)
-sessions_topic = raw_topic(app, SESSIONS)
-contributions_topic = raw_topic(app, CONTRIBUTIONS, partitions=CONTRIBUTIONS.partitions)
-similar_topic = raw_topic(app, SIMILAR)
-session_table = json_table(app, "coview-sessions", PLAYBACK.partitions)
-title_table = json_table(app, "coview-titles", CONTRIBUTIONS.partitions)
-
 
 # --- 1. sessions ------------------------------------------------------------------------------
 
 
-def _apply_viewer(entry: dict | None, events: list[Inbound], tag: str,
-                  views: list[tuple[ViewCompleted, Inbound]]) -> tuple[dict | None, list[tuple[Inbound, Exception]]]:
-    """Fold a viewer's events of one batch; returns the new entry (None = unchanged) and failures."""
-    state = entry["s"] if entry else None
-    applied = dict(entry["o"]) if entry else {}
-    changed = False
-    failed: list[tuple[Inbound, Exception]] = []
+def _fold_viewer(state: dict | None, events: list[Inbound], views: list[tuple[ViewCompleted, Inbound]],
+                 failed: list[tuple[Inbound, Exception]]) -> dict | None:
+    """Fold one viewer's events of a batch into its session state (pure core; failures collected)."""
     for event in events:
-        key = f"{tag}{event.partition}"
-        if event.offset <= applied.get(key, -1):
-            DUPLICATES.labels(agent=SESSION_AGENT).inc()
-            continue
-        applied[key] = event.offset
-        changed = True
         try:
             state, emitted = apply(state, event.value, SESSION_CONFIG)
-        except Exception as exc:  # noqa: BLE001 - a bug on one event must not stop the agent
+        except Exception as exc:  # noqa: BLE001 - a bug on one event must not stop the partition
             failed.append((event, exc))
             continue
         for record in emitted:
@@ -109,98 +100,110 @@ def _apply_viewer(entry: dict | None, events: list[Inbound], tag: str,
                 views.append((record, event))
             elif kind is Rejected:
                 REJECTED.labels(code=record.code).inc()
-    return ({"s": state, "o": applied} if changed else None), failed
+    return state
+
+
+_PARTITION_CACHE: dict[str, int] = {}
 
 
 def title_partition(title: str) -> int:
     """Stable title -> contributions partition (every update of a title lands in one partition)."""
-    return zlib.crc32(title.encode()) % CONTRIBUTIONS.partitions
+    found = _PARTITION_CACHE.get(title)
+    if found is None:
+        if len(_PARTITION_CACHE) > 1_000_000:
+            _PARTITION_CACHE.clear()
+        found = _PARTITION_CACHE[title] = zlib.crc32(title.encode()) % CONTRIBUTIONS.partitions
+    return found
 
 
-def group_updates(views: list[tuple[ViewCompleted, Inbound]]) -> dict[tuple[str, int], dict]:
-    """(title, playback partition) -> CoViewContribution record; updates in offset order."""
-    grouped: dict[tuple[str, int], dict] = {}
-    for view, event in views:
-        produced = event.timestamp_ms
-        for contribution in contributions_for_view(view, COVIEW_CONFIG):
-            record = grouped.get((contribution.title, event.partition))
-            if record is None:
-                record = grouped[(contribution.title, event.partition)] = {
-                    "title": contribution.title, "origin_partition": event.partition, "produced_ms": produced,
-                    "updates": []}
-            elif produced and (not record["produced_ms"] or produced < record["produced_ms"]):
-                record["produced_ms"] = produced
-            record["updates"].append({
-                "origin_offset": event.offset, "own": contribution.own, "at": contribution.at_ms,
-                "neighbours": [{"item_id": other, "weight": weight} for other, weight in contribution.neighbours]})
-    return grouped
+class SessionProcessor:
+    """Engine processor: playback + session events -> per-viewer sessions -> co-view contributions."""
 
+    name = SESSION_AGENT
+    sources = (PLAYBACK, SESSIONS)
 
-async def _sessionize(stream, source, agent: str, tag: str) -> None:
-    codec = default_codec()
-    # bigger batches than the default: updates are grouped per (title, partition) per batch, so fewer
-    # and larger contribution messages (the per-message produce cost dominates)
-    async for batch in decoded_batches(app, stream, source, agent, max_batch=SESSION_BATCH, within_s=SESSION_WITHIN_S):
+    def __init__(self) -> None:
+        self.codec = default_codec()
+        self.last_sweep = time.monotonic()
+
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
         groups: dict[str, list[Inbound]] = {}
-        for event in batch:
+        for event in events:
             groups.setdefault(session_viewer(event.value) or "", []).append(event)
         views: list[tuple[ViewCompleted, Inbound]] = []
-        for viewer, events in groups.items():
+        failed: list[tuple[Inbound, Exception]] = []
+        wall_ms = int(time.time() * 1000)
+        for viewer, viewer_events in groups.items():
             if not viewer:  # no user, device or session id: the codec's contract makes this unreachable
-                for event in events:
-                    REJECTED.labels(code="missing_field").inc()
+                REJECTED.labels(code="missing_field").inc(len(viewer_events))
                 continue
-            events[-1].bind()  # table writes go to this viewer's partition
-            entry, failed = _apply_viewer(session_table.get(viewer), events, tag, views)
-            if entry is not None:
-                session_table[viewer] = entry
-            for event, exc in failed:
-                await dead_letter_failed(app, event, agent, exc)
-        if not views:
-            continue
+            entry = store.get(viewer)
+            state = _fold_viewer(entry["s"] if entry else None, viewer_events, views, failed)
+            if state is None:
+                store.delete(viewer)
+            else:
+                store[viewer] = {"s": state, "w": wall_ms}
+        for event, exc in failed:
+            await out.failed(event, exc)
+        if views:
+            await self.send_contributions(views, out)
+
+    async def send_contributions(self, views: list[tuple[ViewCompleted, Inbound]], out: Output) -> None:
+        """Views -> one CoViewBatch per title partition they update (processors/coview/routing.py)."""
         VIEWS.inc(len(views))
-        by_partition: dict[int, list[dict]] = {}
-        for (title, _origin), record in group_updates(views).items():
-            by_partition.setdefault(title_partition(title), []).append(record)
-        for partition, items in by_partition.items():
-            await contributions_topic.send(key=str(partition).encode(), partition=partition,
-                                           value=codec.encode(CONTRIBUTIONS.schema, {"items": items}))
-        EVENTS_OUT.labels(topic=CONTRIBUTIONS.name, agent=agent).inc(len(by_partition))
+        by_origin: dict[int, list[tuple[ViewCompleted, int]]] = {}
+        produced: dict[int, int] = {}
+        for view, event in views:
+            origin = ORIGIN_BASE.get(event.topic, 0) + event.partition
+            by_origin.setdefault(origin, []).append((view, event.offset))
+            if event.timestamp_ms and (origin not in produced or event.timestamp_ms < produced[origin]):
+                produced[origin] = event.timestamp_ms
+        for origin, origin_views in by_origin.items():
+            origin_views.sort(key=lambda pair: pair[1])
+            batches = pack_views(origin_views, origin, produced.get(origin, 0), title_partition, COVIEW_CONFIG)
+            for partition, record in batches.items():
+                await out.send(CONTRIBUTIONS.name, self.codec.encode(CONTRIBUTIONS.schema, record),
+                               key=str(partition).encode(), partition=partition)
+
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        if time.monotonic() - self.last_sweep >= SWEEP_S:
+            self.last_sweep = time.monotonic()
+            SWEPT.inc(sweep_idle(stores.values(), int(time.time() * 1000)))
 
 
-@app.agent(playback_topic, name=SESSION_AGENT)
-async def sessionize_playback(stream):
-    await _sessionize(stream, PLAYBACK, SESSION_AGENT, "p")
-
-
-@app.agent(sessions_topic, name=ENDS_AGENT)
-async def sessionize_session_events(stream):
-    await _sessionize(stream, SESSIONS, ENDS_AGENT, "s")
+def sweep_idle(stores, wall_ms: int) -> int:
+    """Drop viewers whose last event arrived more than the session gap ago (wall clock: a replayed
+    old log must not have its sessions cut while it streams in). close_idle only closes sessions,
+    it emits no view, so nothing is lost."""
+    gap = SESSION_CONFIG.inactivity_gap_ms
+    swept = 0
+    for store in stores:
+        for viewer, entry in list(store.items()):
+            if wall_ms - entry["w"] > gap:
+                state, _ = close_idle(entry["s"], entry["s"]["last"] + gap + 1, SESSION_CONFIG)
+                if state is None:
+                    store.delete(viewer)
+                    swept += 1
+    return swept
 
 
 # --- 2. per-title co-view state ---------------------------------------------------------------
 
 
-def apply_title_updates(entry: dict | None, record: dict) -> tuple[dict | None, int]:
-    """Apply a contribution record to a title entry {"c": TitleState, "o": {partition: offset}, "v": version}.
-
-    Returns (new entry or None if nothing new, latest event time applied).
-    """
-    partition = str(record["origin_partition"])
-    last = entry["o"].get(partition, -1) if entry else -1
-    fresh = [u for u in record["updates"] if u["origin_offset"] > last]
+def apply_to_title(entry: dict | None, origin: str, updates: list[tuple[int, Contribution]]) -> dict | None:
+    """A title's contributions of one batch (offset order) to its entry {"c": TitleState, "o": {origin:
+    last offset}, "v": version}; those at or below the origin's last offset were applied already (a
+    re-sent batch) and are skipped. None if nothing was new. Mutates ``entry``."""
+    last = entry["o"].get(origin, -1) if entry is not None else -1
+    fresh = [contribution for offset, contribution in updates if offset > last]
     if not fresh:
-        return None, 0
-    state = entry["c"] if entry else None
-    latest = 0
-    for update in fresh:
-        contribution = Contribution(record["title"], update["own"],
-                                    tuple((n["item_id"], n["weight"]) for n in update["neighbours"]), update["at"])
-        state = apply_contribution(state, contribution, COVIEW_CONFIG, inplace=state is not None)
-        latest = max(latest, update["at"])
-    offsets = dict(entry["o"]) if entry else {}
-    offsets[partition] = fresh[-1]["origin_offset"]
-    return {"c": state, "o": offsets, "v": (entry["v"] if entry else 0) + 1}, latest
+        return None
+    if entry is None:
+        entry = {"c": None, "o": {}, "v": 0}
+    entry["c"] = apply_contributions(entry["c"], fresh, COVIEW_CONFIG)
+    entry["o"][origin] = updates[-1][0]
+    entry["v"] += 1
+    return entry
 
 
 class _Overlay(dict):
@@ -254,7 +257,7 @@ class Flusher:
         self.metadata, self.catalogue_seen = index, version
         log.info("coview_metadata_index", titles=len(index))
 
-    async def flush(self) -> int:
+    async def flush(self, out: Output, stores: dict[int, PartitionStore]) -> int:
         if not self.dirty or self.lock.locked():
             return 0
         async with self.lock:
@@ -266,22 +269,20 @@ class Flusher:
                 log.warning("coview_metadata_failed", error=repr(exc))
             pending, self.dirty = self.dirty, {}
             self.last_flush = time.monotonic()
-            # Without a current event a table read looks in every local partition; with one (the
-            # agent's last bound event) Faust's RocksDB store only looks in that event's partition.
-            token = _current_event.set(None)
             try:
-                return await self._write(pending)
+                return await self._write(pending, out, stores)
             except Exception as exc:  # noqa: BLE001 - retry these titles on the next flush
                 log.error("coview_flush_failed", titles=len(pending), error=repr(exc))
                 for item, produced in pending.items():
                     self.mark(item, produced)
                 return 0
-            finally:
-                _current_event.reset(token)
 
-    async def _write(self, pending: dict[str, int]) -> int:
+    async def _write(self, pending: dict[str, int], out: Output, stores: dict[int, PartitionStore]) -> int:
         half_life = COVIEW_CONFIG.half_life_ms
-        entries = {item: title_table.get(item) for item in pending}
+        entries = {}
+        for item in pending:
+            store = stores.get(title_partition(item))
+            entries[item] = store.get(item) if store is not None else None  # None: partition moved away
         # neighbour -> (stored count, landmark): this worker's titles from memory (no table read and
         # JSON decode per neighbour), the others' (and ours before a restart) from the counts hash
         stored = self.counts
@@ -335,54 +336,56 @@ class Flusher:
             self.written.popitem(last=False)
         for view in views:
             state_t = entries[view["item_id"]]["c"]["t"]
-            await similar_topic.send(key=view["item_id"].encode(),
-                                     value=self.codec.encode(SIMILAR.schema, updated_event(view, state_t)))
+            await out.send(SIMILAR.name, self.codec.encode(SIMILAR.schema, updated_event(view, state_t)),
+                           key=view["item_id"].encode())
         if views:
             VIEW_WRITES.labels(view="similar").inc(len(views))
             LISTS.inc(len(views))
-            EVENTS_OUT.labels(topic=SIMILAR.name, agent=TITLES_AGENT).inc(len(views))
         return len(views)
 
 
 flusher = Flusher()
 
 
-@app.agent(contributions_topic, name=TITLES_AGENT)
-async def coview_titles(stream):
-    async for batch in decoded_batches(app, stream, CONTRIBUTIONS, TITLES_AGENT):
-        groups: dict[str, list[tuple[Inbound, dict]]] = {}
-        for event in batch:
-            for record in event.value["items"]:
-                groups.setdefault(record["title"], []).append((event, record))
-        failed: set[int] = set()
-        for title, records in groups.items():
-            records[-1][0].bind()
-            entry = title_table.get(title)
-            changed = False
-            for event, record in records:
-                try:
-                    new, latest = apply_title_updates(entry, record)
-                except Exception as exc:  # noqa: BLE001
-                    if id(event) not in failed:
-                        failed.add(id(event))
-                        await dead_letter_failed(app, event, TITLES_AGENT, exc)
-                    continue
-                if new is None:
-                    DUPLICATES.labels(agent=TITLES_AGENT).inc()
-                    continue
-                APPLIED.inc(len(record["updates"]))
-                entry, changed = new, True
-                if latest > flusher.watermark_ms:
-                    flusher.watermark_ms = latest
-                flusher.mark(title, record["produced_ms"])
-            if changed:
-                title_table[title] = entry
-                flusher.counts[title] = (entry["c"]["n"], entry["c"]["L"])
+class TitleProcessor:
+    """Engine processor: co-view contributions -> per-title state -> similar lists (``flusher``)."""
+
+    name = TITLES_AGENT
+    sources = (CONTRIBUTIONS,)
+
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
+        touched: dict[str, int] = {}  # title -> earliest produced_ms of its updates
+        applied = duplicates = 0
+        for event in events:
+            record = event.value
+            origin, produced = str(record["origin"]), record["produced_ms"]
+            try:
+                for title, updates in unpack_by_title(record, COVIEW_CONFIG).items():
+                    entry = apply_to_title(store.get(title), origin, updates)
+                    if entry is None:
+                        duplicates += len(updates)
+                        continue
+                    store[title] = entry
+                    applied += len(updates)
+                    at = entry["c"]["t"]
+                    if at > flusher.watermark_ms:
+                        flusher.watermark_ms = at
+                    if title not in touched or (produced and produced < touched[title]):
+                        touched[title] = produced
+            except Exception as exc:  # noqa: BLE001 - a malformed batch is kept, the partition goes on
+                await out.failed(event, exc)
+        if duplicates:
+            DUPLICATES.labels(agent=TITLES_AGENT).inc(duplicates)
+        APPLIED.inc(applied)
+        for title, produced in touched.items():
+            state = store.get(title)["c"]
+            flusher.counts[title] = (state["n"], state["L"])
+            flusher.mark(title, produced)
+
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
         if flusher.due():
-            await flusher.flush()
+            await flusher.flush(out, stores)
 
 
-@app.timer(interval=FLUSH_INTERVAL_S)
-async def flush_similar_lists() -> None:
-    if flusher.due():
-        await flusher.flush()
+register(SessionProcessor())
+register(TitleProcessor())
