@@ -79,6 +79,12 @@ class AgentSet:
     sources: tuple[str, ...]    # consumed registry topics (not internal): what a replay range covers
     internal: tuple[str, ...]   # consumed internal repartition topics (private copies in a replay)
     tables: tuple[str, ...]
+    # consumer group suffix -> the source topics it reads: "" is the Faust app's group (the app id),
+    # others are engine processors (group "<app id>.<suffix>", streams/engine/)
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def group_topics(self) -> list[tuple[str, tuple[str, ...]]]:
+        return list(self.groups) or [("", self.sources)]
 
 
 def agent_modules() -> list[str]:
@@ -97,16 +103,30 @@ def _print_description() -> None:
 
     register_all()
     prefix = load().topic_prefix
+    from streams.engine.service import registered
+
     consumed: set[str] = set()
     agents = []
+    faust_sources: set[str] = set()
     for name, agent in app.agents.items():
         agents.append(name)
         for topic in getattr(agent.channel, "topics", ()):
-            consumed.add(topic[len(prefix):] if prefix and topic.startswith(prefix) else topic)
+            topic = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+            consumed.add(topic)
+            faust_sources.add(topic)
+    groups: dict[str, list[str]] = {"": sorted(t for t in faust_sources if not is_internal(t))} if agents else {}
+    tables = sorted(app.tables.keys())
+    for processor in registered():
+        agents.append(processor.name)
+        names = [spec.name for spec in processor.sources]
+        consumed.update(names)
+        groups[processor.name] = sorted(t for t in names if not is_internal(t))
+        tables.append(f"{processor.name} (engine state)")
     print(json.dumps({"agents": sorted(agents),
                       "sources": sorted(t for t in consumed if not is_internal(t)),
                       "internal": sorted(t for t in consumed if is_internal(t)),
-                      "tables": sorted(app.tables.keys())}))
+                      "tables": sorted(tables),
+                      "groups": groups}))
 
 
 def describe(settings: Settings, modules: Iterable[str]) -> AgentSet:
@@ -126,7 +146,8 @@ def describe(settings: Settings, modules: Iterable[str]) -> AgentSet:
         raise ReplayError("DESCRIBE_FAILED", f"could not import agent modules {modules}: {done.stderr[-2000:]}")
     found = json.loads(lines[-1])
     return AgentSet(modules, tuple(found["agents"]), tuple(found["sources"]), tuple(found["internal"]),
-                    tuple(found["tables"]))
+                    tuple(found["tables"]),
+                    tuple((suffix, tuple(topics)) for suffix, topics in sorted(found.get("groups", {}).items())))
 
 
 # -- 2. plan ---------------------------------------------------------------------------------------
@@ -158,6 +179,9 @@ class ReplayPlan:
     @property
     def app_id(self) -> str:
         return f"vitrina-replay-{self.replay_id}"
+
+    def group(self, suffix: str) -> str:
+        return f"{self.app_id}.{suffix}" if suffix else self.app_id
 
     @property
     def view_prefix(self) -> str:
@@ -287,8 +311,10 @@ def _commit_starts(settings: Settings, plan: ReplayPlan) -> None:
     by_topic: dict[str, list[PartitionPlan]] = {}
     for r in plan.ranges:
         by_topic.setdefault(r.topic, []).append(PartitionPlan(r.topic, r.partition, None, r.start, r.log_end))
-    for plans in by_topic.values():
-        execute_reset(settings, plan.app_id, plans)
+    for suffix, topics in plan.agents.group_topics():
+        for topic in topics:
+            if topic in by_topic:
+                execute_reset(settings, plan.group(suffix), by_topic[topic])
 
 
 def _create_private_topics(settings: Settings, plan: ReplayPlan) -> list[str]:
@@ -303,21 +329,34 @@ def _create_private_topics(settings: Settings, plan: ReplayPlan) -> list[str]:
 
 
 def committed_progress(settings: Settings, plan: ReplayPlan) -> tuple[int, bool]:
-    """(records of the range committed by the replay group, whether every partition reached its end)."""
+    """(records of the range committed by the replay's groups, whether every partition reached its end).
+
+    A topic read by several groups (Faust agents and engine processors) counts as far as the
+    slowest of them."""
     from streams.group_offsets import committed
     from streams.topics import admin_client, full_name
 
     admin = admin_client(settings)
-    done, finished = 0, True
     by_topic: dict[str, list[PartitionRange]] = {}
     for r in plan.ranges:
         if r.count:
             by_topic.setdefault(r.topic, []).append(r)
+    positions: dict[tuple[str, int], int] = {}
+    for suffix, topics in plan.agents.group_topics():
+        for topic in topics:
+            ranges = by_topic.get(topic)
+            if not ranges:
+                continue
+            offsets = committed(admin, plan.group(suffix), full_name(settings, topic), [r.partition for r in ranges])
+            for r in ranges:
+                at = offsets.get(r.partition)
+                at = r.start if at is None else at
+                key = (topic, r.partition)
+                positions[key] = min(positions.get(key, at), at)
+    done, finished = 0, True
     for topic, ranges in by_topic.items():
-        offsets = committed(admin, plan.app_id, full_name(settings, topic), [r.partition for r in ranges])
         for r in ranges:
-            at = offsets.get(r.partition)
-            at = r.start if at is None else at
+            at = positions.get((topic, r.partition), r.start)
             done += max(0, min(at, r.end) - r.start)
             finished &= at >= r.end
     return done, finished
@@ -461,7 +500,8 @@ def cleanup(settings: Settings, plan: ReplayPlan, private: list[str], data_dir: 
     admin = admin_client(settings)
     try:
         names = [n for n in admin.list_topics(timeout=10).topics
-                 if n.startswith(full_name(settings, plan.app_id + "-"))] + [full_name(settings, n) for n in private]
+                 if n.startswith((full_name(settings, plan.app_id + "-"), full_name(settings, plan.app_id + ".")))]
+        names += [full_name(settings, n) for n in private]
         if names:
             for name, future in admin.delete_topics(names, request_timeout=30).items():
                 try:

@@ -71,6 +71,8 @@ BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/c
 FLUSH_INTERVAL_S = float(os.environ.get("VITRINA_COVIEW_FLUSH_S", "0.25"))
 CATALOGUE_CHECK_S = 5.0
 SWEEP_S = float(os.environ.get("VITRINA_COVIEW_SWEEP_S", "60"))
+SETTLE_S = float(os.environ.get("VITRINA_COVIEW_SETTLE_S", "2"))
+SETTLE_MAX_TITLES = int(os.environ.get("VITRINA_COVIEW_SETTLE_MAX_TITLES", "200000"))
 
 VIEWS = Counter("vitrina_coview_views_total", "Views completed by the sessionizer")
 DUPLICATES = Counter("vitrina_coview_duplicates_total", "Redelivered records skipped", ["agent"])
@@ -353,6 +355,10 @@ class TitleProcessor:
     name = TITLES_AGENT
     sources = (CONTRIBUTIONS,)
 
+    def __init__(self) -> None:
+        self.last_applied = time.monotonic()
+        self.settled = True
+
     async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
         touched: dict[str, int] = {}  # title -> earliest produced_ms of its updates
         applied = duplicates = 0
@@ -374,6 +380,8 @@ class TitleProcessor:
                         touched[title] = produced
             except Exception as exc:  # noqa: BLE001 - a malformed batch is kept, the partition goes on
                 await out.failed(event, exc)
+        if applied:
+            self.last_applied, self.settled = time.monotonic(), False
         if duplicates:
             DUPLICATES.labels(agent=TITLES_AGENT).inc(duplicates)
         APPLIED.inc(applied)
@@ -383,8 +391,25 @@ class TitleProcessor:
             flusher.mark(title, produced)
 
     async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        if not self.settled and not flusher.dirty and time.monotonic() - self.last_applied >= SETTLE_S:
+            self.settled = True
+            settle(stores)
         if flusher.due():
             await flusher.flush(out, stores)
+
+
+def settle(stores: dict[int, PartitionStore]) -> int:
+    """Once the input goes quiet: re-score every list of this worker. A list is scored with its
+    neighbours' counts as they were at its flush, and is rewritten only when its own title changes;
+    after a burst some neighbours have moved on. Lists whose result did not change are not written
+    (signature check), so this costs CPU once per quiet period, not writes."""
+    titles = sum(len(store) for store in stores.values())
+    if titles > SETTLE_MAX_TITLES:
+        return 0
+    for store in stores.values():
+        for title, _entry in store.items():
+            flusher.mark(title, 0)
+    return titles
 
 
 register(SessionProcessor())

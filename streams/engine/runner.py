@@ -147,7 +147,12 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.runner.revoke(sorted({tp.partition for tp in revoked}))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.runner.assign(sorted({tp.partition for tp in assigned}))
+        consumer = self.runner.consumer
+        consumer.pause(*assigned)  # no records until the state they update is restored
+        try:
+            await self.runner.assign(sorted({tp.partition for tp in assigned}))
+        finally:
+            consumer.resume(*assigned)
 
 
 class Runner:
@@ -200,7 +205,7 @@ class Runner:
             while not self.stopping:
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
                 for tp, records in batches.items():
-                    await self._process(self.sources[tp.topic], tp.partition, records)
+                    await self._process(tp.topic, tp.partition, records)
                 await self.processor.tick(self.out, self.stores)
                 if time.monotonic() - self.last_checkpoint >= COMMIT_S:
                     await self.checkpoint()
@@ -231,12 +236,21 @@ class Runner:
 
     # -- per batch ------------------------------------------------------------------------------
 
-    async def _process(self, source: TopicSpec, partition: int, records: list[Any]) -> None:
+    async def _process(self, physical: str, partition: int, records: list[Any]) -> None:
+        if not records:
+            return
         store = self.stores.get(partition)
+        if store is None:
+            # fetched while the partition's state is still being restored (aiokafka fetches as soon as
+            # the assignment is known): read these records again once the state is there
+            try:
+                self.consumer.seek(TopicPartition(physical, partition), records[0].offset)
+            except Exception:  # noqa: BLE001 - no longer assigned: the next owner reads them
+                pass
+            return
+        source = self.sources[physical]
         topic = source.name
         EVENTS_IN.labels(topic=topic, agent=self.name).inc(len(records))
-        if store is None or not records:
-            return
         started = time.perf_counter()
         bounded = replay_mode.active()
         decode, schema, out = self.codec.decode, source.schema, self.out
