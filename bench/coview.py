@@ -1,19 +1,24 @@
 """Co-view pipeline throughput, freshness and memory on a fresh embedded stack.
 
-1. Publish N playback events (MovieLens ratings as START + COMPLETE pairs, the same mapping as the
-   main job: every second event completes a view, the co-view-heaviest realistic input) before any
-   worker runs.
-2. Raw consume: an aiokafka consumer with manual assignment reads the same N records from the
-   playback topic (no decode) -> raw_consume_events_per_s.
-3. One ``vitrina worker`` limited to the co-view agents (VITRINA_AGENTS=coview) processes the
-   backlog. events_per_s = N / (time from the first to the last playback record counted by the
-   sessionizer's ``vitrina_events_in_total``), sampled from its /metrics every 50 ms;
-   end_to_end_events_per_s also waits until the co-view title agent has consumed every
-   contribution the sessionizer produced.
-4. Freshness on the idle worker: probes (a new viewer watches two new titles) timed from publish to
-   the first ``vitrina:similar:{first}`` containing the second, polled every 5 ms.
-5. Memory: worker RSS growth over the run scaled to 1M events, and the JSON size of the per-title
-   co-view state (the table values) scaled to 10k titles.
+Two inputs, each on its own topics (topic prefix) and its own worker limited to the co-view
+processors (VITRINA_AGENTS=coview), started and idle BEFORE the input is published (the engine
+starts consuming as soon as its partitions are assigned, so a backlog would be half gone before the
+first measurement):
+
+* ``generated``: the built-in generator's player stream (processors/eventgen.py: sessions of 1-6
+  titles, START / HEARTBEAT every 60 s / PAUSE / SEEK / STOP / COMPLETE) - what a live service sends;
+* ``movielens``: MovieLens ratings as START + COMPLETE pairs (every second event completes a view,
+  sessions of hundreds of views with a 20-view window): the co-view-heaviest input, ~20 title updates
+  per event.
+
+Per input: events_per_s = N / (time from the first to the last playback record counted by the
+sessionizer's ``vitrina_events_in_total``, /metrics polled every 0.2 s); end_to_end_events_per_s also
+waits until the per-title stage has consumed every batch the sessionizer produced; raw consume =
+an aiokafka consumer reading the same N records of the same topic (no decode) in the same run.
+Freshness on the idle worker (generated input): probes (a new viewer watches two new titles) timed
+from publish to the first ``similar:{first}`` containing the second, polled every 5 ms.
+Memory (movielens input): worker RSS growth over the run scaled to 1M events, and the JSON size of
+the per-title co-view state scaled to 10k titles.
 
 Quality figures (hr10, ndcg10, baselines, dataset) are copied from bench/results/coview_quality.json,
 written by bench/coview_quality.py.
@@ -124,7 +129,7 @@ def probe_events(user: str, first: str, second: str) -> list[dict]:
 
 
 def freshness(settings, producer, probes: int) -> list[float]:
-    from sinks.redis_views import similar_key, sync_client
+    from sinks.redis_views import sync_client
     from streams.topics import spec
     redis = sync_client(settings)
     delays = []
@@ -136,7 +141,7 @@ def freshness(settings, producer, probes: int) -> list[float]:
         producer.flush()
         deadline = started + 30
         while time.perf_counter() < deadline:
-            raw = redis.get(similar_key(first))
+            raw = redis.get(f"bench-generated:similar:{first}")
             if raw and second in raw:
                 delays.append(time.perf_counter() - started)
                 break
@@ -150,108 +155,139 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000, help="playback events (default 200,000)")
-    parser.add_argument("--probes", type=int, default=30, help="freshness probes (default 30)")
-    args = parser.parse_args()
+def generated_events(limit: int, seed: int = 7) -> list[dict]:
+    from processors.catalogue import synthetic_titles
+    from processors.eventgen import StreamConfig, generate
+    titles = synthetic_titles(2000, seed)
+    events: list[dict] = []
+    for topic, event in generate(titles, StreamConfig(viewers=max(100, limit // 40)), seed):
+        if topic == "playback":
+            events.append(event)
+            if len(events) >= limit:
+                break
+    return events
 
-    _fresh_env()
+
+def measure(settings, label: str, events: list[dict]) -> dict:
+    """Publish ``events`` to a worker that is already waiting; rates, RSS and the raw-consume baseline."""
+    from dataclasses import replace
+
     from infra.ports import pick_free_ports
-    from infra.settings import load
-    from infra.stack import EmbeddedStack
     from streams.producer import EventProducer
     from streams.supervisor import start_worker
     from streams.topics import ensure_topics, full_name, spec
 
-    settings = load()
-    stack = EmbeddedStack(settings)
-    stack.up()
-    worker = None
+    settings = replace(settings, topic_prefix=f"bench-{label}.")
+    ensure_topics(settings)
+    n = len(events)
+    worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=f"bench-coview-{label}",
+                          extra_env={"VITRINA_AGENTS": "coview", "VITRINA_VIEW_PREFIX": f"bench-{label}:"})
     try:
-        ensure_topics(settings)
-        events = movielens_events(args.events)
-        n = len(events)
-        producer = EventProducer(settings)
-        started = time.perf_counter()
-        producer.publish_many(spec("playback"), events)
-        producer.flush()
-        publish_s = time.perf_counter() - started
-        print(f"published {n:,} playback events in {publish_s:.1f}s")
-        raw_rate = asyncio.run(raw_consume(settings, full_name(settings, "playback"), n))
-        print(f"raw consume: {raw_rate:,.0f} events/s")
-
-        worker = start_worker(settings, web_port=pick_free_ports(1)[0], name="bench-coview",
-                              extra_env={"VITRINA_AGENTS": "coview"})
+        time.sleep(2.0)  # the engine's groups join after the Faust worker is ready
         pid = worker_pid(worker)
         rss_start = rss_kib(pid)
+        producer = EventProducer(settings)
+        published = time.perf_counter()
+        producer.publish_many(spec("playback"), events)
+        producer.flush()
+        publish_s = time.perf_counter() - published
         first_at = last_at = None
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             seen = counter(worker, "vitrina_events_in_total", topic="playback", agent="coview-sessions")
             now = time.perf_counter()
-            if seen is None:
-                continue
-            if seen > 0 and first_at is None:
-                first_at = now
-            if seen >= n:
+            if seen and first_at is None:
+                first_at = now - 0.1  # the first record came within the last poll interval
+            if seen is not None and seen >= n:
                 last_at = now
                 break
-            time.sleep(0.05)
+            time.sleep(0.2)
         if last_at is None:
-            raise RuntimeError("the worker did not consume the backlog in time")
-        sent = 0.0
+            raise RuntimeError(f"{label}: the worker did not consume the input in time")
+        sent = got = 0.0
         while time.monotonic() < deadline:
-            sent = counter(worker, "vitrina_events_out_total", topic="coview.contributions")
-            got = counter(worker, "vitrina_events_in_total", topic="coview.contributions", agent="coview-titles")
-            if sent is not None and got is not None and got >= sent:
+            sent = counter(worker, "vitrina_events_out_total", topic="coview.contributions") or 0.0
+            got = counter(worker, "vitrina_events_in_total", topic="coview.contributions", agent="coview-titles") or 0.0
+            if got >= sent:
                 break
-            time.sleep(0.05)
+            time.sleep(0.2)
         end_to_end_at = time.perf_counter()
         rss_end = rss_kib(pid)
         views = worker.counter("vitrina_coview_views_total")
         lists = worker.counter("vitrina_coview_lists_written_total")
-        span = max(last_at - first_at, 1e-3)
-        rate = n / span
-        e2e_rate = n / max(end_to_end_at - first_at, 1e-3)
-        print(f"sessionizer: {rate:,.0f} events/s ({views:,.0f} views, {sent:,.0f} contribution messages); "
-              f"end to end {e2e_rate:,.0f} events/s; {lists:,.0f} list writes")
+        rate = n / max(last_at - first_at, 1e-3)
+        e2e = n / max(end_to_end_at - first_at, 1e-3)
+        raw = asyncio.run(raw_consume(settings, full_name(settings, "playback"), n))
+        print(f"{label}: {n:,} events published in {publish_s:.1f}s; sessionizer {rate:,.0f} events/s, "
+              f"end to end {e2e:,.0f} events/s ({views:,.0f} views, {sent:,.0f} batches, {lists:,.0f} list writes); "
+              f"raw consume {raw:,.0f} events/s")
+        result = {"events": n, "events_per_s": round(rate), "end_to_end_events_per_s": round(e2e),
+                  "raw_consume_events_per_s": round(raw), "ratio_to_raw": round(rate / raw, 3),
+                  "views_completed": int(views), "contribution_batches": int(sent), "similar_list_writes": int(lists),
+                  "rss_kib_start_end": [rss_start, rss_end]}
+        if label == "generated":
+            delays = freshness(settings, producer, PROBES)
+            result["freshness"] = delays
+        return result
+    finally:
+        worker.stop()
 
-        delays = freshness(settings, producer, args.probes)
+
+PROBES = 30
+
+
+def main() -> None:
+    global PROBES
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000, help="playback events per input (default 200,000)")
+    parser.add_argument("--probes", type=int, default=30, help="freshness probes (default 30)")
+    args = parser.parse_args()
+    PROBES = args.probes
+
+    _fresh_env()
+    from infra.settings import load
+    from infra.stack import EmbeddedStack
+
+    settings = load()
+    stack = EmbeddedStack(settings)
+    stack.up()
+    try:
+        inputs = {"generated": generated_events(args.events), "movielens": movielens_events(args.events)}
+        results = {label: measure(settings, label, events) for label, events in inputs.items()}
+        delays = results["generated"].pop("freshness")
         p50, p95 = statistics.median(delays), percentile(delays, 0.95)
         print(f"freshness (idle worker, {len(delays)} probes): p50 {p50:.3f}s p95 {p95:.3f}s")
-
-        state_10k, titles = state_bytes_per_10k_titles(events)
-        rss_per_m = (rss_end - rss_start) * 1024 / n * 1_000_000
-        print(f"memory: worker RSS +{(rss_end - rss_start) / 1024:.0f} MiB over {n:,} events "
+        heavy = results["movielens"]
+        state_10k, titles = state_bytes_per_10k_titles(inputs["movielens"])
+        rss_start, rss_end = heavy["rss_kib_start_end"]
+        rss_per_m = (rss_end - rss_start) * 1024 / heavy["events"] * 1_000_000
+        print(f"memory: worker RSS +{(rss_end - rss_start) / 1024:.0f} MiB over {heavy['events']:,} MovieLens events "
               f"(~{rss_per_m / 2**20:.0f} MiB per 1M); co-view state {state_10k / 2**20:.1f} MiB JSON per 10k titles")
-
+        headline = min(results.values(), key=lambda r: r["events_per_s"])
         quality = json.loads((RESULTS / "coview_quality.json").read_text())
-        load_avg = os.getloadavg()
         write_result("coview", {
-            "events": n,
-            "events_per_s": round(rate),
-            "end_to_end_events_per_s": round(e2e_rate),
-            "raw_consume_events_per_s": round(raw_rate),
-            "ratio_to_raw": round(rate / raw_rate, 3),
+            "events_per_s": headline["events_per_s"],
+            "end_to_end_events_per_s": headline["end_to_end_events_per_s"],
+            "raw_consume_events_per_s": headline["raw_consume_events_per_s"],
+            "ratio_to_raw": headline["ratio_to_raw"],
+            "headline_input": "the slower of the two inputs (per-input figures under 'inputs')",
             "goal_events_per_s": 20_000,
-            "views_completed": int(views),
-            "contribution_messages": int(sent),
-            "similar_list_writes": int(lists),
-            "input": "MovieLens ratings as START+COMPLETE playback pairs (one view per 2 events), pre-published",
+            "inputs": results,
+            "input_descriptions": {
+                "generated": "built-in generator player stream (processors/eventgen.py), playback topic only",
+                "movielens": "MovieLens ratings as START+COMPLETE pairs (one view per 2 events, window 20)"},
             "freshness_p50_s": round(p50, 3),
             "freshness_p95_s": round(p95, 3),
             "freshness_probes": len(delays),
             "freshness_method": "idle worker: publish a 2-title session of a new viewer -> first list in Redis "
                                 "containing the second title (Redis polled every 5 ms)",
             "memory_rss_mib_per_1m_events": round(rss_per_m / 2**20, 1),
-            "memory_rss_kib_start_end": [rss_start, rss_end],
             "state_json_mib_per_10k_titles": round(state_10k / 2**20, 2),
             "state_titles_measured": titles,
-            "memory_method": "RSS = worker process VmRSS growth while processing the backlog, scaled to 1M events "
-                             "(RocksDB tables + caches); state = JSON bytes of the per-title co-view table values "
+            "memory_method": "RSS = worker VmRSS growth over the MovieLens input scaled to 1M events (in-memory "
+                             "engine state + caches); state = JSON bytes of the per-title co-view states "
                              "(processors/coview/memory.py on the same events), scaled to 10k titles",
-            "load_average_1_5_15": [round(x, 2) for x in load_avg],
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "hr10": quality.get("hr10"),
             "ndcg10": quality.get("ndcg10"),
             "best_baseline": quality.get("best_baseline"),
@@ -261,8 +297,6 @@ def main() -> None:
             "quality_source": "copied from bench/results/coview_quality.json (bench/coview_quality.py)",
         })
     finally:
-        if worker is not None:
-            worker.stop()
         stack.down()
 
 

@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=kafka_urls(settings),
-        store=f"rocksdb://",
+        store="rocksdb://",
         # one directory per app id: Faust's appdir is <datadir>/v<version> whatever the app id, so two
         # apps (a replay, a test's own worker) sharing VITRINA_DATA_DIR opened each other's RocksDB tables
         datadir=str(_datadir(settings)),

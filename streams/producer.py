@@ -5,14 +5,13 @@ the topic's key field and hands it to librdkafka (batched, lz4, idempotent).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, Callable, Iterable
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 
 from infra.logs import get_logger
 from infra.settings import Settings, load

@@ -6,7 +6,7 @@ environments can share one cluster.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient, NewTopic
 

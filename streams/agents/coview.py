@@ -34,7 +34,7 @@ from prometheus_client import Counter, Histogram
 from infra.logs import get_logger
 from infra.settings import load
 from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
-from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions
+from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions, decayed
 from processors.coview.routing import pack_views, unpack_by_title
 from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply, close_idle
 from processors.coview.sessionize import viewer_key as session_viewer
@@ -69,6 +69,7 @@ COVIEW_CONFIG = CoviewConfig() if not _half_life_days else CoviewConfig(
 SIMILARITY = SimilarityConfig(k=int(os.environ.get("VITRINA_COVIEW_K", "50")))
 BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/coview/coldstart.py)
 FLUSH_INTERVAL_S = float(os.environ.get("VITRINA_COVIEW_FLUSH_S", "0.25"))
+FLUSH_SHARE = 5.0
 CATALOGUE_CHECK_S = 5.0
 SWEEP_S = float(os.environ.get("VITRINA_COVIEW_SWEEP_S", "60"))
 SETTLE_S = float(os.environ.get("VITRINA_COVIEW_SETTLE_S", "2"))
@@ -230,6 +231,7 @@ class Flusher:
         self.written: OrderedDict[str, tuple] = OrderedDict()  # item -> signature of the last list written
         self.max_signatures = max_signatures
         self.last_flush = 0.0
+        self.last_duration = 0.0
         self.metadata: MetadataIndex | None = None
         self.catalogue_seen: tuple[int, int] | None = None
         self.catalogue_checked = 0.0
@@ -243,7 +245,10 @@ class Flusher:
             self.dirty[item] = produced_ms
 
     def due(self) -> bool:
-        return bool(self.dirty) and time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S
+        # at most ~1/FLUSH_SHARE of the time in flushing: a burst that dirties thousands of titles per
+        # interval gets fewer, bigger flushes (each title scored once per flush) instead of a stalled stage
+        wait = max(FLUSH_INTERVAL_S, self.last_duration * (FLUSH_SHARE - 1))
+        return bool(self.dirty) and time.monotonic() - self.last_flush >= wait
 
     async def _refresh_metadata(self) -> None:
         if time.monotonic() - self.catalogue_checked < CATALOGUE_CHECK_S:
@@ -270,7 +275,7 @@ class Flusher:
             except Exception as exc:  # noqa: BLE001 - lists still go out, co-view only
                 log.warning("coview_metadata_failed", error=repr(exc))
             pending, self.dirty = self.dirty, {}
-            self.last_flush = time.monotonic()
+            self.last_flush = started = time.monotonic()
             try:
                 return await self._write(pending, out, stores)
             except Exception as exc:  # noqa: BLE001 - retry these titles on the next flush
@@ -278,6 +283,8 @@ class Flusher:
                 for item, produced in pending.items():
                     self.mark(item, produced)
                 return 0
+            finally:
+                self.last_duration = time.monotonic() - started
 
     async def _write(self, pending: dict[str, int], out: Output, stores: dict[int, PartitionStore]) -> int:
         half_life = COVIEW_CONFIG.half_life_ms
@@ -309,7 +316,7 @@ class Flusher:
 
             def count_of(other: str, now_ms: int = now_ms) -> float:
                 found = stored.get(other)
-                return title_count({"n": found[0], "L": found[1]}, now_ms, half_life) if found else 0.0
+                return decayed(found[0], found[1], now_ms, half_life) if found else 0.0
 
             total = 0.0  # N is used by lift/llr only; jaccard (the default) does not need it
             counts[item] = (state["n"], state["L"])
@@ -354,6 +361,9 @@ class TitleProcessor:
 
     name = TITLES_AGENT
     sources = (CONTRIBUTIONS,)
+    # a title's state is its whole neighbour map (KBs): checkpoint less often than the small session
+    # states (fewer full rewrites of hot titles; a crash replays at most this much, deduplicated)
+    commit_interval_s = float(os.environ.get("VITRINA_COVIEW_TITLES_COMMIT_S", "5"))
 
     def __init__(self) -> None:
         self.last_applied = time.monotonic()

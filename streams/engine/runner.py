@@ -174,6 +174,7 @@ class Runner:
         self.changelog_pending: list[tuple[int, asyncio.Future]] = []
         self.committed: dict[tuple[str, int], int] = {}
         self.last_checkpoint = time.monotonic()
+        self.commit_interval_s = float(getattr(processor, "commit_interval_s", COMMIT_S))
         self.stopping = False
         self.done = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
@@ -207,7 +208,7 @@ class Runner:
                 for tp, records in batches.items():
                     await self._process(tp.topic, tp.partition, records)
                 await self.processor.tick(self.out, self.stores)
-                if time.monotonic() - self.last_checkpoint >= COMMIT_S:
+                if time.monotonic() - self.last_checkpoint >= self.commit_interval_s:
                     await self.checkpoint()
             await self.checkpoint()
         except asyncio.CancelledError:
