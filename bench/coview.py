@@ -49,15 +49,8 @@ def _fresh_env() -> Path:
 
 
 def movielens_events(limit: int) -> list[dict]:
-    from streams.demo_coview import movielens_ratings, rating_playback
-    events: list[dict] = []
-    by_user = movielens_ratings(10_000)
-    for user, rows in by_user.items():
-        for n, (at_s, item) in enumerate(rows):
-            events += rating_playback(user, item, at_s, n)
-            if len(events) >= limit:
-                return events
-    return events
+    from streams.demo_coview import movielens_playback
+    return movielens_playback(limit)
 
 
 def state_bytes_per_10k_titles(events: list[dict]) -> tuple[float, int]:

@@ -40,6 +40,17 @@ def rating_playback(user: str, item: str, at_s: int, n: int) -> list[dict]:
              "event_time": end}]
 
 
+def movielens_playback(limit: int, users: int = 10_000) -> list[dict]:
+    """The first ``limit`` playback events of the MovieLens replay, user after user (bench, tests)."""
+    events: list[dict] = []
+    for user, rows in movielens_ratings(users).items():
+        for n, (at_s, item) in enumerate(rows):
+            events += rating_playback(user, item, at_s, n)
+            if len(events) >= limit:
+                return events
+    return events
+
+
 def movielens_ratings(users: int) -> dict[str, list[tuple[int, str]]]:
     """user -> [(time s, item)] in time order, for the first ``users`` user ids."""
     by_user: dict[str, list[tuple[int, str]]] = {}

@@ -26,15 +26,8 @@ def private(tmp_path_factory):
 
 
 def movielens_events(limit: int) -> list[dict]:
-    from streams.demo_coview import movielens_ratings, rating_playback
-
-    events: list[dict] = []
-    for user, rows in movielens_ratings(10_000).items():
-        for n, (at_s, item) in enumerate(rows):
-            events += rating_playback(user, item, at_s, n)
-            if len(events) >= limit:
-                return events
-    return events
+    from streams.demo_coview import movielens_playback
+    return movielens_playback(limit)
 
 
 def reference_counts(events: list[dict]) -> dict[str, float]:

@@ -35,6 +35,8 @@ from streams.topics import TopicSpec, full_name
 MAX_RECORDS = int(os.environ.get("VITRINA_ENGINE_MAX_RECORDS", "5000"))
 COMMIT_S = float(os.environ.get("VITRINA_ENGINE_COMMIT_S", "1.0"))
 FETCH_WAIT_MS = int(os.environ.get("VITRINA_FETCH_MAX_WAIT_MS", "100") or "100")
+# Tansu completes a JoinGroup after about half the session timeout: 10 s joins in ~5 s (as for Faust)
+SESSION_TIMEOUT_MS = int(float(os.environ.get("VITRINA_SESSION_TIMEOUT_S", "10")) * 1000)
 
 STATE_KEYS = Gauge("vitrina_engine_state_keys", "Keys held in memory", ["processor"])
 RESTORED = Counter("vitrina_engine_restored_records_total", "Changelog records read at assignment", ["processor"])
@@ -194,7 +196,8 @@ class Runner:
             bootstrap_servers=bootstrap, group_id=self.group, client_id=self.group,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_WAIT_MS,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
-            session_timeout_ms=10_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
+            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=max(1_000, SESSION_TIMEOUT_MS // 5),
+            max_poll_interval_ms=600_000,
             partition_assignment_strategy=(RangePartitionAssignor,))
         self.consumer.subscribe(sorted(self.sources), listener=_Rebalance(self))
         await self.consumer.start()
