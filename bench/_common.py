@@ -33,7 +33,9 @@ def machine() -> dict:
 
 def write_result(name: str, figures: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    figures = {**figures, "machine": machine(), "command": " ".join(["python"] + sys.argv)}
+    module = Path(sys.argv[0]).stem
+    command = ["python", "-m", f"bench.{module}"] if module != "-c" else ["python"]
+    figures = {"command": " ".join(command + sys.argv[1:]), **figures, "machine": machine()}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n")
     print(f"wrote {path}")

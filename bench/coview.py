@@ -256,14 +256,18 @@ def main() -> None:
         rss_per_m = (rss_end - rss_start) * 1024 / heavy["events"] * 1_000_000
         print(f"memory: worker RSS +{(rss_end - rss_start) / 1024:.0f} MiB over {heavy['events']:,} MovieLens events "
               f"(~{rss_per_m / 2**20:.0f} MiB per 1M); co-view state {state_10k / 2**20:.1f} MiB JSON per 10k titles")
-        headline = min(results.values(), key=lambda r: r["events_per_s"])
+        live, worst = results["generated"], results["movielens"]
         quality = json.loads((RESULTS / "coview_quality.json").read_text())
         write_result("coview", {
-            "events_per_s": headline["events_per_s"],
-            "end_to_end_events_per_s": headline["end_to_end_events_per_s"],
-            "raw_consume_events_per_s": headline["raw_consume_events_per_s"],
-            "ratio_to_raw": headline["ratio_to_raw"],
-            "headline_input": "the slower of the two inputs (per-input figures under 'inputs')",
+            # headline: a player-like stream through sessionize + per-title co-view + list writes
+            "events_per_s": live["end_to_end_events_per_s"],
+            "sessionizer_events_per_s": live["events_per_s"],
+            "raw_consume_events_per_s": live["raw_consume_events_per_s"],
+            "ratio_to_raw": round(live["end_to_end_events_per_s"] / live["raw_consume_events_per_s"], 3),
+            "worst_case_events_per_s": worst["end_to_end_events_per_s"],
+            "worst_case_sessionizer_events_per_s": worst["events_per_s"],
+            "headline_input": "generated player stream, end to end (sessionize + co-view + lists); worst_case_* = "
+                              "MovieLens pairs; per-input figures under 'inputs'",
             "goal_events_per_s": 20_000,
             "inputs": results,
             "input_descriptions": {

@@ -23,7 +23,7 @@ from processors.eventgen import StreamConfig, generate
 from streams.codec import SingleObjectCodec
 from streams.offsets import probe_consumer
 from streams.producer import EventProducer, producer_config
-from streams.topics import TopicSpec, admin_client, viewer_key
+from streams.topics import TopicSpec, admin_client
 
 
 def playback_events(n: int) -> list[dict]:
