@@ -96,9 +96,18 @@ def show_similar(ctx: DemoContext) -> None:
     names, showcase, by_user = _publish_movielens(ctx) if MOVIELENS.exists() else _generated(ctx)
     redis = sync_client(ctx.settings)
 
+    seen: dict[str, object] = {"state": None, "since": 0.0}
+
     def lists_ready() -> bool:
+        """Every showcased list has 5 titles and none changed for 3 s (the replay is through)."""
         found = [json.loads(raw) for raw in redis.mget([similar_key(item) for item in showcase]) if raw]
-        return len(found) == len(showcase) and all(len(view["items"]) >= 5 for view in found)
+        if len(found) < len(showcase) or any(len(view["items"]) < 5 for view in found):
+            return False
+        state = [(view["version"], view["support"]) for view in found]
+        if state != seen["state"]:
+            seen["state"], seen["since"] = state, time.monotonic()
+            return False
+        return time.monotonic() - seen["since"] >= 3.0
 
     waited = wait_until(lists_ready, 300, "similar lists in Redis", poll_s=0.5)
     ctx.say(f"  lists of {', '.join(showcase)} ready {waited:.1f}s after publishing finished")
@@ -121,8 +130,8 @@ def show_similar(ctx: DemoContext) -> None:
         chosen = pick["next"]
         watched = [row["item_id"] for row in pick["skipped"] if row["why"] == "watched"]
         ctx.say(f"\n  Autoplay after {names.get(item, item)} for {viewer or 'a guest'}: "
-                f"{chosen['title'] if chosen else 'nothing'} ({pick['reason']}); skipped {len(watched)} "
-                f"already watched: {', '.join(names.get(i, i) for i in watched[:3])}"
+                f"{chosen['title'] if chosen else 'nothing'} ({pick['reason']}); skipped {len(watched)} already watched"
+                + (f": {', '.join(names.get(i, i) for i in watched[:3])}" if watched else "")
                 + (" ..." if len(watched) > 3 else ""))
         ctx.facts["coview_showcase"] = showcase
     finally:
