@@ -28,6 +28,7 @@ import os
 import time
 import zlib
 from collections import OrderedDict
+from itertools import islice
 
 from prometheus_client import Counter, Histogram
 
@@ -70,6 +71,7 @@ SIMILARITY = SimilarityConfig(k=int(os.environ.get("VITRINA_COVIEW_K", "50")))
 BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/coview/coldstart.py)
 FLUSH_INTERVAL_S = float(os.environ.get("VITRINA_COVIEW_FLUSH_S", "0.25"))
 FLUSH_SHARE = 5.0
+FLUSH_MAX_TITLES = int(os.environ.get("VITRINA_COVIEW_FLUSH_MAX_TITLES", "2000"))
 CATALOGUE_CHECK_S = 5.0
 SWEEP_S = float(os.environ.get("VITRINA_COVIEW_SWEEP_S", "60"))
 SETTLE_S = float(os.environ.get("VITRINA_COVIEW_SETTLE_S", "2"))
@@ -233,11 +235,24 @@ class Flusher:
         self.last_flush = 0.0
         self.last_duration = 0.0
         self.metadata: MetadataIndex | None = None
+        self.metadata_lists: dict[str, list[tuple[str, float]]] = {}
         self.catalogue_seen: tuple[int, int] | None = None
         self.catalogue_checked = 0.0
         self.lock = asyncio.Lock()
         self.redis = None
         self.codec = default_codec()
+
+    def metadata_similar(self, item: str) -> list[tuple[str, float]]:
+        """The title's metadata neighbours, cached until the catalogue changes (~10 ms each to compute
+        on a 10k-title catalogue; a list is rescored far more often than the catalogue changes)."""
+        if self.metadata is None:
+            return []
+        found = self.metadata_lists.get(item)
+        if found is None:
+            if len(self.metadata_lists) >= 200_000:
+                self.metadata_lists.clear()
+            found = self.metadata_lists[item] = self.metadata.similar(item, SIMILARITY.k)
+        return found
 
     def mark(self, item: str, produced_ms: int) -> None:
         pending = self.dirty.get(item)
@@ -262,6 +277,7 @@ class Flusher:
             if isinstance(title, dict) and title.get("item_id"):
                 index.add_title(title)
         self.metadata, self.catalogue_seen = index, version
+        self.metadata_lists = {}
         log.info("coview_metadata_index", titles=len(index))
 
     async def flush(self, out: Output, stores: dict[int, PartitionStore]) -> int:
@@ -274,7 +290,12 @@ class Flusher:
                 await self._refresh_metadata()
             except Exception as exc:  # noqa: BLE001 - lists still go out, co-view only
                 log.warning("coview_metadata_failed", error=repr(exc))
-            pending, self.dirty = self.dirty, {}
+            if len(self.dirty) <= FLUSH_MAX_TITLES:
+                pending, self.dirty = self.dirty, {}
+            else:  # oldest first; the rest on the next flush (the loop must stay responsive)
+                pending = dict(islice(self.dirty.items(), FLUSH_MAX_TITLES))
+                for item in pending:
+                    del self.dirty[item]
             self.last_flush = started = time.monotonic()
             try:
                 return await self._write(pending, out, stores)
@@ -306,7 +327,9 @@ class Flusher:
         if remote:
             stored = {**stored, **remote} if len(remote) < 1000 else _Overlay(stored, remote)
         views, counts = [], {}
-        for item, entry in entries.items():
+        for n, (item, entry) in enumerate(entries.items()):
+            if n % 20 == 19:
+                await asyncio.sleep(0)  # a first metadata list costs ~10 ms: let the other tasks run
             if entry is None:
                 continue
             state = entry["c"]
@@ -322,7 +345,7 @@ class Flusher:
             counts[item] = (state["n"], state["L"])
             coview = top_similar(state, count_of, total, now_ms, half_life, SIMILARITY, exclude=item)
             support = title_count(state, now_ms, half_life)
-            meta = self.metadata.similar(item, SIMILARITY.k) if self.metadata is not None else []
+            meta = self.metadata_similar(item)
             items, source = blend(coview, meta, support, BLEND_PRIOR, SIMILARITY.k)
             view = similar_view(item, entry["v"], state["t"], source, support, items)
             signature = list_signature(view)
