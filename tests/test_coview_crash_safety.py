@@ -68,8 +68,11 @@ def test_kill_9_mid_stream_then_restart_gives_exact_coview_counts(private, tmp_p
     env = dict(VITRINA_AGENTS="coview", VITRINA_VIEW_PREFIX=prefix, VITRINA_ENGINE_MAX_RECORDS="500",
                VITRINA_ENGINE_COMMIT_S="0.5")
     worker = start_pipeline_worker(private, app_id, data_dir=tmp_path / "w1", name=f"{app_id}-1", **env)
-    applied = lambda w: w.counter("vitrina_coview_updates_total")  # noqa: E731
-    wait_for(lambda: applied(worker) > 0, "the title stage to apply updates", 180, every_s=0.05)
+    def mid_stream() -> bool:  # state checkpointed at least once and the title stage applying updates
+        return (worker.counter("vitrina_engine_checkpoints_total", processor="coview-sessions") > 0
+                and worker.counter("vitrina_coview_updates_total") > 0)
+
+    wait_for(mid_stream, "the sessionizer's first checkpoint and the first title updates", 180, every_s=0.05)
     worker.kill()
     seen = client.hlen(f"{prefix}coview-counts")
     assert seen < len(expected), "killed mid-stream: some titles were not counted yet"
