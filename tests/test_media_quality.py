@@ -17,8 +17,9 @@ DEBIAN = MediaTools(quality_ffmpeg="ffmpeg")
 @pytest.fixture(scope="module")
 def vmaf_tools() -> MediaTools:
     tools = MediaTools()
-    if "libvmaf" not in available_filters(tools.resolved_quality_ffmpeg()):
-        pytest.skip("no ffmpeg with libvmaf (imageio-ffmpeg) installed")
+    # imageio-ffmpeg (a dependency) ships a static ffmpeg with libvmaf: without it the install is broken
+    assert "libvmaf" in available_filters(tools.resolved_quality_ffmpeg()), \
+        f"{tools.resolved_quality_ffmpeg()} has no libvmaf filter: reinstall imageio-ffmpeg (bash infra/setup.sh)"
     return tools
 
 
