@@ -39,33 +39,19 @@ def private_settings(data_dir: Path) -> Settings:
 
 
 def publish_input(settings: Settings, requests: int, seed: int = 5) -> dict[str, int]:
-    from datetime import datetime, timezone
-
-    from processors.catalogue import synthetic_titles
-    from processors.ranking.synthetic import SyntheticConfig, generate
-    from processors.showcase.sample import shelves_for_catalogue
+    from processors.pipeline_input import make_pipeline_input
     from streams.producer import EventProducer
     from streams.topics import spec
 
-    titles = synthetic_titles(300, seed=seed)
-    shelves = shelves_for_catalogue(titles, seed=seed, now=datetime.now(timezone.utc))
-    films = sorted(t["item_id"] for t in titles if t["series_id"] is None and not t["adult"])
-    stream = generate(SyntheticConfig(seed=seed, users=400, items=120, clusters=6, requests=requests))
-    mapping: dict[str, str] = {}
-
-    def title_of(item: str) -> str:
-        return mapping.setdefault(item, films[len(mapping) % len(films)])
-
-    playback = [{**e, "item_id": title_of(e["item_id"])} for e in stream.playbacks]
-    impressions = [{**e, "item_id": title_of(e["item_id"]), "recent_watched": [title_of(i) for i in e["recent_watched"]]}
-                   for e in stream.impressions]
+    data = make_pipeline_input(300, requests, seed, users=400, items=120, clusters=6)
     producer = EventProducer(settings)
-    producer.publish_many(spec("catalogue.titles"), titles)
-    producer.publish_many(spec("catalogue.shelves"), shelves)
-    producer.publish_many(spec("playback"), playback)
-    producer.publish_many(spec("ranking.impressions"), impressions)
+    producer.publish_many(spec("catalogue.titles"), data.titles)
+    producer.publish_many(spec("catalogue.shelves"), data.shelves)
+    producer.publish_many(spec("playback"), data.playback)
+    producer.publish_many(spec("ranking.impressions"), data.impressions)
     producer.flush()
-    return {"titles": len(titles), "shelves": len(shelves), "playback": len(playback), "impressions": len(impressions)}
+    return {"titles": len(data.titles), "shelves": len(data.shelves), "playback": len(data.playback),
+            "impressions": len(data.impressions)}
 
 
 def first_pass(settings: Settings, replay_plan, modules: list[str]) -> float:

@@ -17,6 +17,9 @@ same input (everything else must be equal):
 """
 from __future__ import annotations
 
+from _waiting import wait_for as _wait_for
+from processors.pipeline_input import PipelineInput, make_pipeline_input
+
 import dataclasses
 import json
 import time
@@ -56,60 +59,16 @@ def start_private_stack(data_dir: Path) -> tuple[EmbeddedStack, Settings]:
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 180.0, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    return _wait_for(predicate, what, timeout_s, every_s)
 
 
 # -- the input -------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Input:
-    titles: list[dict]
-    shelves: list[dict]
-    playback: list[dict]
-    impressions: list[dict]
-
-    @property
-    def starts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for event in self.playback:
-            if event["event_type"] == "START":
-                counts[event["item_id"]] = counts.get(event["item_id"], 0) + 1
-        return counts
-
-    @property
-    def viewers(self) -> set[str]:
-        from streams.topics import viewer_key
-        return {viewer_key(e) for e in self.playback}
+Input = PipelineInput
 
 
 def make_input(titles: int = 150, requests: int = 400, seed: int = 3) -> Input:
-    """Catalogue + shelves, and playback + impressions of the synthetic ranking stream mapped onto the
-    catalogue's titles (so histories, continue-watching and popularity refer to real titles)."""
-    from datetime import datetime, timezone
-
-    from processors.catalogue import synthetic_titles
-    from processors.ranking.synthetic import SyntheticConfig, generate
-    from processors.showcase.sample import shelves_for_catalogue
-
-    catalogue = synthetic_titles(titles, seed=seed)
-    shelves = shelves_for_catalogue(catalogue, seed=seed, now=datetime.now(timezone.utc))
-    films = sorted(t["item_id"] for t in catalogue if t["series_id"] is None and not t["adult"])
-    stream = generate(SyntheticConfig(seed=seed, users=50, items=60, clusters=4, requests=requests))
-    mapping: dict[str, str] = {}
-
-    def title_of(item: str) -> str:
-        return mapping.setdefault(item, films[len(mapping) % len(films)])
-
-    playback = [{**e, "item_id": title_of(e["item_id"])} for e in stream.playbacks]
-    impressions = [{**e, "item_id": title_of(e["item_id"]), "recent_watched": [title_of(i) for i in e["recent_watched"]]}
-                   for e in stream.impressions]
-    return Input(catalogue, shelves, playback, impressions)
+    return make_pipeline_input(titles, requests, seed, users=50, items=60, clusters=4)
 
 
 def publish(settings: Settings, data: Input, *, catalogue: bool = True, events: bool = True) -> None:

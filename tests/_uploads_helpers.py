@@ -1,8 +1,9 @@
 """Helpers of the uploads tests: unique generated clips, answers, the worker's JSON log."""
 from __future__ import annotations
 
+from _waiting import wait_for
+
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -38,10 +39,4 @@ def log_events(log_path: Path, event: str, **fields: Any) -> list[dict]:
 
 
 def poll(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    return wait_for(predicate, what, timeout_s, every_s)

@@ -7,6 +7,8 @@ times of the hand-made case are not disturbed by other tests' streams.
 """
 from __future__ import annotations
 
+from _waiting import wait_for as _wait_for
+
 import json
 import os
 import sys
@@ -47,13 +49,7 @@ T0 = datetime(2024, 2, 1, tzinfo=timezone.utc)
 
 
 def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    return _wait_for(predicate, what, timeout_s, poll_s)
 
 
 class Pipeline:

@@ -37,7 +37,7 @@ from infra.settings import load
 from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
 from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions, decayed
 from processors.coview.routing import pack_views, unpack_by_title
-from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply, close_idle
+from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply
 from processors.coview.sessionize import viewer_key as session_viewer
 from processors.coview.similarity import SimilarityConfig, title_count, top_similar
 from sinks.catalogue_views import catalogue_version, load_titles
@@ -178,17 +178,14 @@ class SessionProcessor:
 
 def sweep_idle(stores, wall_ms: int) -> int:
     """Drop viewers whose last event arrived more than the session gap ago (wall clock: a replayed
-    old log must not have its sessions cut while it streams in). close_idle only closes sessions,
-    it emits no view, so nothing is lost."""
+    old log must not have its sessions cut while it streams in). Closing an idle session emits no
+    view (``close_idle``), so dropping the state loses nothing."""
     gap = SESSION_CONFIG.inactivity_gap_ms
     swept = 0
     for store in stores:
-        for viewer, entry in list(store.items()):
-            if wall_ms - entry["w"] > gap:
-                state, _ = close_idle(entry["s"], entry["s"]["last"] + gap + 1, SESSION_CONFIG)
-                if state is None:
-                    store.delete(viewer)
-                    swept += 1
+        for viewer in [viewer for viewer, entry in store.items() if wall_ms - entry["w"] > gap]:
+            store.delete(viewer)
+            swept += 1
     return swept
 
 
@@ -211,25 +208,11 @@ def apply_to_title(entry: dict | None, origin: str, updates: list[tuple[int, Con
     return entry
 
 
-class _Overlay(dict):
-    """Read-only view of two count maps without copying the big one."""
-
-    def __init__(self, base: dict, extra: dict) -> None:
-        super().__init__(extra)
-        self.base = base
-
-    def get(self, key, default=None):  # noqa: ANN001, ANN201
-        found = dict.get(self, key)
-        return found if found is not None else self.base.get(key, default)
-
-
 class Flusher:
     """Dirty titles -> similar lists in Redis + similar.updated events, at most every FLUSH_INTERVAL_S."""
 
     def __init__(self, max_signatures: int = 200_000) -> None:
         self.dirty: dict[str, int] = {}  # item -> earliest produced_ms of its pending updates
-        self.counts: dict[str, tuple[float, int]] = {}  # item -> (stored count, landmark) of titles applied here
-        self.watermark_ms = 0
         self.written: OrderedDict[str, tuple] = OrderedDict()  # item -> signature of the last list written
         self.max_signatures = max_signatures
         self.last_flush = 0.0
@@ -313,19 +296,20 @@ class Flusher:
         for item in pending:
             store = stores.get(title_partition(item))
             entries[item] = store.get(item) if store is not None else None  # None: partition moved away
-        # neighbour -> (stored count, landmark): this worker's titles from memory (no table read and
-        # JSON decode per neighbour), the others' (and ours before a restart) from the counts hash
-        stored = self.counts
-        remote_needed: set[str] = set()
-        for entry in entries.values():
-            if entry is None:
-                continue
-            for other in entry["c"]["nb"]:
-                if other not in stored:
-                    remote_needed.add(other)
+        # neighbour -> (stored count, landmark): titles of this worker's partitions from their state,
+        # the others' from the counts hash the workers write (one HMGET per flush)
+        def local(other: str) -> tuple[float, int] | None:
+            store = stores.get(title_partition(other))
+            found = store.get(other) if store is not None else None
+            return (found["c"]["n"], found["c"]["L"]) if found is not None else None
+
+        remote_needed = {other for entry in entries.values() if entry is not None
+                         for other in entry["c"]["nb"] if stores.get(title_partition(other)) is None}
         remote = await fetch_counts(self.redis, sorted(remote_needed))
-        if remote:
-            stored = {**stored, **remote} if len(remote) < 1000 else _Overlay(stored, remote)
+
+        def stored_count(other: str) -> tuple[float, int] | None:
+            found = remote.get(other)
+            return found if found is not None else local(other)
         views, counts = [], {}
         for n, (item, entry) in enumerate(entries.items()):
             if n % 20 == 19:
@@ -338,7 +322,7 @@ class Flusher:
             now_ms = state["t"]
 
             def count_of(other: str, now_ms: int = now_ms) -> float:
-                found = stored.get(other)
+                found = stored_count(other)
                 return decayed(found[0], found[1], now_ms, half_life) if found else 0.0
 
             total = 0.0  # N is used by lift/llr only; jaccard (the default) does not need it
@@ -406,9 +390,6 @@ class TitleProcessor:
                         continue
                     store[title] = entry
                     applied += len(updates)
-                    at = entry["c"]["t"]
-                    if at > flusher.watermark_ms:
-                        flusher.watermark_ms = at
                     if title not in touched or (produced and produced < touched[title]):
                         touched[title] = produced
             except Exception as exc:  # noqa: BLE001 - a malformed batch is kept, the partition goes on
@@ -419,8 +400,6 @@ class TitleProcessor:
             DUPLICATES.labels(agent=TITLES_AGENT).inc(duplicates)
         APPLIED.inc(applied)
         for title, produced in touched.items():
-            state = store.get(title)["c"]
-            flusher.counts[title] = (state["n"], state["L"])
             flusher.mark(title, produced)
 
     async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
