@@ -61,7 +61,10 @@ def test_kill_9_mid_stream_then_restart_gives_exact_coview_counts(private, tmp_p
 
     events = movielens_events(EVENTS)
     expected = reference_counts(events)
-    EventProducer(private).publish_many(spec("playback"), events)
+    producer = EventProducer(private)
+    producer.publish_many(spec("playback"), events)
+    producer.flush()  # an unflushed producer outlives the stack (its delivery callbacks hold it) and logs refusals
+    del producer
 
     app_id, prefix = unique("coview-crash"), f"{unique('coview-crash')}:"
     client = redis.Redis.from_url(private.redis_url, decode_responses=True)

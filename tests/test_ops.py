@@ -72,12 +72,11 @@ def test_redrive_after_fix_is_processed_and_not_redriven_twice(worker, topics, v
     value = codec.encode("vitrina.PlaybackEvent", playback(item))
     # a letter left by a processing bug that has since been fixed: the original bytes are valid
     letter = dead_letter("playback", 0, 0, "play-counter", "PROCESSING_FAILED", "bug #42", item.encode(), value)
-    EventProducer(settings).publish_raw("dlq.playback", encode_dead_letter(codec, letter), item.encode())
     # and one that still fails
     bad = dead_letter("playback", 0, 1, "playback-by-item", "BAD_MAGIC", "garbage", f"{item}-bad".encode(), b"\x00bad")
-    producer = EventProducer(settings)
-    producer.publish_raw("dlq.playback", encode_dead_letter(codec, bad), f"{item}-bad".encode())
-    producer.flush()
+    with EventProducer(settings) as producer:
+        producer.publish_raw("dlq.playback", encode_dead_letter(codec, letter), item.encode())
+        producer.publish_raw("dlq.playback", encode_dead_letter(codec, bad), f"{item}-bad".encode())
 
     plan = wait_for(lambda: (p := dlq.plan_redrive(settings, codec, "playback"))
                     and {r.value["key"] for r in p.letters} >= {item.encode(), f"{item}-bad".encode()} and p)

@@ -128,6 +128,23 @@ def test_playback_gives_a_personal_showcase_with_continue_watching_and_without_w
     assert event["shelves"] == len(view["shelves"]) and event["fallback"] is False
 
 
+def test_a_redelivered_record_writes_the_history_view_again(published, catalogue, views):
+    """After a crash between the table write and the Redis write the table is ahead of Redis; the records
+    redelivered then change nothing in the table, yet must write the view again."""
+    user = f"pu-{uuid.uuid4().hex[:8]}"
+    item = catalogue["films"][0]["item_id"]
+    events = watch(user, item, 3, NOW - timedelta(hours=2), complete=True)
+    published.publish_many(spec("playback"), events)
+    published.flush()
+    before = wait_for(lambda: views.get(history_key(user)), f"the history of {user}")
+    views.delete(history_key(user))  # Redis lost the last write
+    published.publish_many(spec("playback"), events)  # the same records again (same ids, same content)
+    published.flush()
+    again = wait_for(lambda: views.get(history_key(user)), f"the history of {user} written again")
+    strip = lambda raw: {k: v for k, v in json.loads(raw).items() if k != "updated_at"}  # noqa: E731
+    assert strip(again) == strip(before)
+
+
 def test_guest_showcase_never_has_adult_titles(published, catalogue, views):
     def editorial_with_late_night():
         view = stored(views, "default:TV")

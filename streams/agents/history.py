@@ -2,8 +2,9 @@
 
 Playback is keyed by viewer, so no repartition is needed. Per batch the events are grouped by viewer
 and merged in one go (processors/history.py), so a viewer's table entry and Redis view are written
-once per batch, not once per heartbeat. The merge is idempotent, so a redelivered batch changes
-nothing and writes nothing. Logged-in viewers whose history changed are queued for a showcase rebuild
+once per batch, not once per heartbeat. The merge is idempotent, so a redelivered batch leaves the
+table as it is; its viewers' views are still written again, because a crash between the table write
+(local store and changelog) and the Redis write leaves the table ahead of Redis. Logged-in viewers whose history changed are queued for a showcase rebuild
 (the builder waits until they are quiet for a moment). Series progress needs the catalogue: episode
 metadata is read from ``vitrina:title:{item}`` once per title and cached.
 """
@@ -63,6 +64,7 @@ async def track_history(stream):
             if event.value.get("user_id"):
                 users.add(viewer)
         changed: dict[str, dict] = {}
+        touched: dict[str, dict] = {}  # views to write: changed ones and redelivered ones
         for viewer, events in groups.items():
             events[-1].bind()  # table writes go to this viewer's partition
             try:
@@ -76,12 +78,15 @@ async def track_history(stream):
             if update.changed:
                 history_table[viewer] = update.state
                 changed[viewer] = update.state
-        if not changed:
+            elif len(update.rejected) < len(events):
+                touched[viewer] = update.state
+        touched.update(changed)
+        if not touched:
             continue
-        known = await series.lookup({item for state in changed.values() for item in state["items"]})
+        known = await series.lookup({item for state in touched.values() for item in state["items"]})
         async with redis.pipeline(transaction=False) as pipe:
-            for viewer, state in changed.items():
+            for viewer, state in touched.items():
                 pipe.set(history_key(viewer), json.dumps(history_view(state, known.get), separators=(",", ":")))
-            mark_dirty(pipe, [v for v in changed if v in users], int(time.time() * 1000))
+            mark_dirty(pipe, [v for v in touched if v in users], int(time.time() * 1000))
             await pipe.execute()
-        VIEW_WRITES.labels(view="history").inc(len(changed))
+        VIEW_WRITES.labels(view="history").inc(len(touched))
