@@ -1,8 +1,9 @@
 """Consumer lag: committed offsets of a group against verified end offsets, per topic and partition.
 
 ``group_lag`` is plain data (the status page uses it). ``install(app)`` adds a worker task that, every
-``VITRINA_LAG_EVERY_S`` seconds (default 15), measures the lag of the partitions the worker is assigned
-and sets ``vitrina_consumer_lag{topic,partition}``. The blocking broker calls run in a thread, so the
+``VITRINA_LAG_EVERY_S`` seconds (default 15), measures the lag of the partitions the worker is assigned,
+for the Faust app's group and for each engine processor's group (streams/engine), and sets
+``vitrina_consumer_lag{group,topic,partition}``. The blocking broker calls run in a thread, so the
 agents' event loop never waits for them; ends are verified by reading (Tansu's are stale).
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from streams.metrics import CONSUMER_LAG
 
 log = get_logger("vitrina.lag")
 LAG_UPDATED = Gauge("vitrina_consumer_lag_updated_seconds", "Unix time of the last lag measurement")
-COMMITTED = Gauge("vitrina_consumer_committed_offset", "Committed offset of the worker's group", ["topic", "partition"])
+COMMITTED = Gauge("vitrina_consumer_committed_offset", "Committed offset of a group of the worker",
+                  ["group", "topic", "partition"])
 END = Gauge("vitrina_log_end_offset", "Verified end offset of the log", ["topic", "partition"])
 
 
@@ -79,6 +81,18 @@ def install(app, every_s: float | None = None) -> None:
     """Measure the lag of this worker's assigned source partitions periodically (off the event loop)."""
     every = every_s if every_s is not None else float(os.environ.get("VITRINA_LAG_EVERY_S", "15"))
 
+    def assignments(settings: Settings) -> list[tuple[str, dict[str, list[int]]]]:
+        """(group, registry topic -> assigned partitions) for the app's agents and each engine processor."""
+        from streams.engine.service import running
+
+        sources = {t for agent in app.agents.values() for t in getattr(agent.channel, "topics", ())}
+        assigned: dict[str, list[int]] = {}
+        for tp in app.consumer.assignment():
+            if tp.topic in sources:
+                assigned.setdefault(_registry_name(settings, tp.topic), []).append(tp.partition)
+        groups = [(app.conf.id, assigned)] + [(runner.group, runner.assigned_sources()) for runner in running()]
+        return [(group, parts) for group, parts in groups if parts]
+
     @app.task
     async def measure_consumer_lag() -> None:
         settings = load()
@@ -86,21 +100,20 @@ def install(app, every_s: float | None = None) -> None:
         while True:
             await asyncio.sleep(every)
             try:
-                sources = {t for agent in app.agents.values() for t in getattr(agent.channel, "topics", ())}
-                assigned: dict[str, list[int]] = {}
-                for tp in app.consumer.assignment():
-                    if tp.topic in sources:
-                        assigned.setdefault(_registry_name(settings, tp.topic), []).append(tp.partition)
-                if not assigned:
-                    continue
-                rows = await loop.run_in_executor(None, group_lag, settings, app.conf.id, list(assigned), assigned)
-            except Exception as exc:  # noqa: BLE001 - a broker hiccup: measure again next time
+                groups = assignments(settings)
+            except Exception as exc:  # noqa: BLE001 - consumer not started yet or rebalancing
                 log.warning("lag_measure_failed", error=repr(exc))
                 continue
-            for row in rows:
-                labels = {"topic": row.topic, "partition": str(row.partition)}
-                CONSUMER_LAG.labels(**labels).set(row.lag)
-                END.labels(**labels).set(row.end)
-                if row.committed is not None:
-                    COMMITTED.labels(**labels).set(row.committed)
+            for group, assigned in groups:
+                try:
+                    rows = await loop.run_in_executor(None, group_lag, settings, group, list(assigned), assigned)
+                except Exception as exc:  # noqa: BLE001 - a broker hiccup: measure again next time
+                    log.warning("lag_measure_failed", group=group, error=repr(exc))
+                    continue
+                for row in rows:
+                    labels = {"topic": row.topic, "partition": str(row.partition)}
+                    CONSUMER_LAG.labels(group=group, **labels).set(row.lag)
+                    END.labels(**labels).set(row.end)
+                    if row.committed is not None:
+                        COMMITTED.labels(group=group, **labels).set(row.committed)
             LAG_UPDATED.set_to_current_time()

@@ -9,4 +9,5 @@ DEAD_LETTERS = Counter("vitrina_dead_letters_total", "Records sent to a dead-let
 VIEW_WRITES = Counter("vitrina_view_writes_total", "Redis view writes", ["view"])
 BATCH_SECONDS = Histogram("vitrina_batch_seconds", "Processing time per batch", ["agent"],
                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-CONSUMER_LAG = Gauge("vitrina_consumer_lag", "Records behind the end of the log", ["topic", "partition"])
+CONSUMER_LAG = Gauge("vitrina_consumer_lag", "Records behind the end of the log, per consumer group (the Faust app's "
+                     "and each engine processor's)", ["group", "topic", "partition"])

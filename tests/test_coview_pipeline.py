@@ -139,3 +139,35 @@ def test_duplicate_delivery_does_not_double_count(worker, views, topics):
     # 1.0 + 1.0 once the last record is in; a double-counted duplicate would show 3.0
     view = wait_for(lambda: (v := similar(views, solo)) and abs(v["support"] - 1.0) > 0.1 and v, "the last update applied")
     assert view["support"] == pytest.approx(2.0, rel=1e-3)
+
+
+def test_the_worker_exports_the_consumer_lag_of_the_engine_groups(worker, views, topics):
+    """vitrina_consumer_lag covers the co-view engine's groups too, with the group as a label; once the
+    input is processed and committed, their lag on the sources is 0."""
+    from streams.engine.runner import group_id
+
+    tag = uuid.uuid4().hex[:8]
+    a, b = ids(tag, "A", "B")
+    with EventProducer(topics) as producer:
+        producer.publish_many(spec("playback"), session(f"{tag}-u1", [a, b], NOW))
+    wait_for(lambda: b in listed(similar(views, a)), "B in A's similar list")
+    groups = {name: group_id(topics, name) for name in ("coview-sessions", "coview-titles")}
+
+    def lag_rows() -> dict[str, dict[tuple[str, str], float]]:
+        rows: dict[str, dict[tuple[str, str], float]] = {g: {} for g in groups.values()}
+        for line in worker.metrics().splitlines():
+            if not line.startswith("vitrina_consumer_lag{"):
+                continue
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            labels = {k: v.strip('"') for k, v in labels.items()}
+            if labels["group"] in rows:
+                rows[labels["group"]][(labels["topic"], labels["partition"])] = float(line.rsplit(" ", 1)[1])
+        return rows
+
+    def all_caught_up():
+        rows = lag_rows()
+        return all(rows.values()) and all(v == 0 for r in rows.values() for v in r.values()) and rows
+
+    rows = wait_for(all_caught_up, "lag 0 reported for both co-view engine groups", 90)
+    assert {topic for topic, _ in rows[groups["coview-sessions"]]} == {"playback", "sessions"}
+    assert {topic for topic, _ in rows[groups["coview-titles"]]} == {"coview.contributions"}

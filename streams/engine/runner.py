@@ -183,6 +183,11 @@ class Runner:
         self.producer: AIOKafkaProducer | None = None
         self.out: Output | None = None
 
+    def assigned_sources(self) -> dict[str, list[int]]:
+        """Registry name (as subscribed, replay copies included) -> the partitions this runner holds."""
+        partitions = sorted(self.stores)
+        return {replay_mode.physical_name(spec.name): partitions for spec in self.sources.values()} if partitions else {}
+
     async def start(self) -> None:
         from streams.topics import ensure_topics
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings, [self.changelog])

@@ -27,6 +27,14 @@ def registered() -> list[Processor]:
     return list(_processors)
 
 
+_running: list[Runner] = []
+
+
+def running() -> list[Runner]:
+    """The runners of this worker that are up now (the lag metric reads their groups and partitions)."""
+    return list(_running)
+
+
 @app.service
 class EngineService(mode.Service):
     def __post_init__(self) -> None:
@@ -46,6 +54,7 @@ class EngineService(mode.Service):
         while not self.stopping:
             runner = Runner(processor)
             self.runners.append(runner)
+            _running.append(runner)
             started = time.monotonic()
             try:
                 await runner.run()
@@ -57,6 +66,7 @@ class EngineService(mode.Service):
                 log.error("engine_restart", processor=processor.name, error=repr(exc), backoff_s=backoff)
             finally:
                 self.runners.remove(runner)
+                _running.remove(runner)
             backoff = 1.0 if time.monotonic() - started > 60 else min(30.0, backoff * 2)
             await asyncio.sleep(backoff)
 
