@@ -50,6 +50,16 @@ for _signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(_signum, _interrupt)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_kafka_clients() -> Iterator[None]:
+    """Collect a module's Kafka clients when it ends. A client kept by a reference cycle outlives its
+    module; once a private stack of that module is down it logs connection refusals into every later
+    test's output (and buried the one failure that mattered in a CI log)."""
+    yield
+    import gc
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack | None]:
     """The running EmbeddedStack (for restart_component/kill_component); None with an external stack."""
