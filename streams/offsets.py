@@ -58,10 +58,12 @@ def end_offset(consumer: Consumer, topic: str, partition: int) -> int:
     return verified_end(consumer, topic, partition)
 
 
-def end_offsets(consumer: Consumer, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """``end_offset`` of many partitions at once (read together: about one fetch wait in all)."""
+def end_offsets(consumer: Consumer, partitions: list[tuple[str, int]],
+                known: dict[tuple[str, int], int] | None = None) -> dict[tuple[str, int], int]:
+    """``end_offset`` of many partitions at once (read together: about one fetch wait in all);
+    ``known``: ends verified earlier, where reading may start."""
     from streams.tansu_compat import verified_end_offsets
-    return verified_end_offsets(consumer, partitions)
+    return verified_end_offsets(consumer, partitions, known=known)
 
 
 def _first_at_or_after(consumer: Consumer, topic: str, partition: int, timestamp_ms: int, end: int) -> int:

@@ -34,8 +34,8 @@ class EndNotFound(RuntimeError):
     pass
 
 
-def verified_end_offsets(consumer: Consumer, partitions: list[tuple[str, int]],
-                         timeout_s: float = 60.0) -> dict[tuple[str, int], int]:
+def verified_end_offsets(consumer: Consumer, partitions: list[tuple[str, int]], timeout_s: float = 60.0,
+                         known: dict[tuple[str, int], int] | None = None) -> dict[tuple[str, int], int]:
     """The next offset to be written of each (topic, partition), found by reading forward from the
     broker's (possibly stale) answer to the end-of-partition event.
 
@@ -43,12 +43,14 @@ def verified_end_offsets(consumer: Consumer, partitions: list[tuple[str, int]],
     at an offset past the end gets neither records nor an end-of-partition event. All partitions are read
     together (one fetch round covers them), so the cost is about one fetch wait, not one per partition.
     A partition whose answer turns out not to be a readable position is read again from its start.
+    ``known``: ends verified earlier (a log's end only grows), so a periodic caller reads only what was
+    written since, not the whole log again when the broker's answer is far behind.
     """
     starts: dict[tuple[str, int], int] = {}
     lows: dict[tuple[str, int], int] = {}
     for topic, partition in partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-        starts[(topic, partition)], lows[(topic, partition)] = max(low, high), low
+        starts[(topic, partition)], lows[(topic, partition)] = max(low, high, (known or {}).get((topic, partition), 0)), low
     ends = _read_to_ends(consumer, starts, timeout_s / 2)
     retry = {tp: lows[tp] for tp in starts if tp not in ends and lows[tp] != starts[tp]}
     if retry:

@@ -109,3 +109,36 @@ def test_tail_since_timestamp_and_undecodable_records(topics):
     assert "raw_base64" in bad[0].to_json()
     assert len(list(tail(stack, default_codec(), name))) == 28
     assert len(list(tail(stack, default_codec(), name, limit=5))) == 5
+
+
+def test_end_offsets_stay_exact_when_ends_verified_before_are_given(topics):
+    """Tansu's high watermark answers lag (on S3 storage they stay near 1), so an end is verified by
+    reading; a periodic caller (the lag metric) passes the ends it verified before and reads only
+    what was written since. A known end below the real one (anything older) still gives the real end."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+    from streams.offsets import end_offsets, probe_consumer
+    from streams.topics import admin_client
+
+    name = f"test.ends.{uuid.uuid4().hex[:6]}"
+    admin = admin_client(topics)
+    for future in admin.create_topics([NewTopic(name, 2, 1)]).values():
+        future.result()
+    producer = Producer({"bootstrap.servers": topics.kafka_bootstrap})
+
+    def send(partition: int, count: int) -> None:
+        for i in range(count):
+            producer.produce(name, value=b"x%d" % i, partition=partition)
+        assert producer.flush(30) == 0
+
+    send(0, 30)
+    send(1, 5)
+    consumer = probe_consumer(topics)
+    try:
+        first = end_offsets(consumer, [(name, 0), (name, 1)])
+        assert first == {(name, 0): 30, (name, 1): 5}
+        send(0, 12)
+        assert end_offsets(consumer, [(name, 0), (name, 1)], known=first) == {(name, 0): 42, (name, 1): 5}
+        assert end_offsets(consumer, [(name, 0)], known={(name, 0): 3}) == {(name, 0): 42}
+    finally:
+        consumer.close()
