@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 from infra.settings import load
 from streams.cli import command
@@ -37,6 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print("starting a Faust worker ...", flush=True)
     worker = start_worker(settings)
     wanted = set(args.only.split(",")) if args.only else None
+    ctx = None
     try:
         ctx = DemoContext(settings=settings, producer=EventProducer(settings), worker=worker, size=args.size,
                           seed=args.seed)
@@ -45,6 +47,13 @@ def run_demo(args: argparse.Namespace) -> int:
                 run(ctx)
     finally:
         worker.stop()
+        if ctx is not None:
+            try:
+                ctx.producer.flush(10)
+            except Exception as exc:  # noqa: BLE001 - the stages' own errors matter more
+                print(f"some demo events were not delivered: {exc}")
+        del ctx  # Kafka clients go before the broker does (else they log connection refusals)
+        gc.collect()
         if stack and args.down:
             stack.down()
     print("\ndone. The stack is still up: try `vitrina status`, `vitrina tail stats.plays -n 5`, `vitrina down`."
