@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from processors.showcase.model import UserHistory
 
 PLAYBACK_EVENT_TYPES = frozenset({
     "START", "HEARTBEAT", "PAUSE", "RESUME", "SEEK", "STALL", "QUALITY_CHANGE", "CREDITS_START", "COMPLETE", "STOP",
@@ -211,7 +214,7 @@ def viewer_devices(view: Mapping[str, Any]) -> dict[str, str | None]:
     return {d: (v or {}).get("app_version") for d, v in devices.items() if isinstance(d, str)}
 
 
-def user_history(view: Mapping[str, Any] | None) -> "UserHistory":
+def user_history(view: Mapping[str, Any] | None) -> UserHistory:
     """The showcase core's UserHistory from a history view (continue watching and watched, newest first)."""
     from processors.showcase.model import UserHistory
 

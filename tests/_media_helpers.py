@@ -5,8 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from processors.media.inspect import MediaInfo
 
 SHARED = Path("/work/shared/data/media")
 
@@ -107,7 +111,7 @@ def media_fixture(tmp_path_factory: pytest.TempPathFactory) -> FixtureMedia:
     return FixtureMedia(tmp_path_factory.mktemp("media"))
 
 
-def make_info(width: int, height: int, *, audio_channels: int | None = 2, fps: float = 25.0) -> "MediaInfo":
+def make_info(width: int, height: int, *, audio_channels: int | None = 2, fps: float = 25.0) -> MediaInfo:
     """A MediaInfo for pure tests (ladder, thumbnails plans)."""
     from processors.media.inspect import MediaInfo
     return MediaInfo(

@@ -6,10 +6,9 @@ functions so each test controls the candidate order exactly. Ids are unique per 
 """
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 import pytest
 
 import json
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
 
 from confluent_kafka import Producer
 

@@ -1,7 +1,6 @@
 """Malformed records go to the dead-letter topic with the reason and original bytes; agents keep going."""
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime, timezone
 

@@ -13,7 +13,7 @@ from infra.settings import to_env
 from streams.codec import default_codec
 from streams.consumer import tail
 from streams.producer import EventProducer
-from streams.topics import TopicSpec, all_specs, ensure_topics, spec
+from streams.topics import TopicSpec, all_specs, ensure_topics
 
 
 def vitrina(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -4,8 +4,9 @@ Playback is keyed by viewer, so no repartition is needed. Per batch the events a
 and merged in one go (processors/history.py), so a viewer's table entry and Redis view are written
 once per batch, not once per heartbeat. The merge is idempotent, so a redelivered batch leaves the
 table as it is; its viewers' views are still written again, because a crash between the table write
-(local store and changelog) and the Redis write leaves the table ahead of Redis. Logged-in viewers whose history changed are queued for a showcase rebuild
-(the builder waits until they are quiet for a moment). Series progress needs the catalogue: episode
+(local store and changelog) and the Redis write leaves the table ahead of Redis. Logged-in viewers
+whose history was written are queued for a showcase rebuild (the builder waits until they are quiet
+for a moment). Series progress needs the catalogue: episode
 metadata is read from ``vitrina:title:{item}`` once per title and cached.
 """
 from __future__ import annotations

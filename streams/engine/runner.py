@@ -186,7 +186,9 @@ class Runner:
     def assigned_sources(self) -> dict[str, list[int]]:
         """Registry name (as subscribed, replay copies included) -> the partitions this runner holds."""
         partitions = sorted(self.stores)
-        return {replay_mode.physical_name(spec.name): partitions for spec in self.sources.values()} if partitions else {}
+        if not partitions:
+            return {}
+        return {replay_mode.physical_name(spec.name): partitions for spec in self.sources.values()}
 
     async def start(self) -> None:
         from streams.topics import ensure_topics
