@@ -139,6 +139,37 @@ def test_duplicate_delivery_does_not_double_count(worker, views, topics):
     assert view["support"] == pytest.approx(2.0, rel=1e-3)
 
 
+def test_a_list_rescored_after_its_neighbours_moved_on_gets_a_new_version(worker, views, topics):
+    """Once input goes quiet every list is re-scored (``settle``). A's list changes when B gains views
+    in sessions without A, although A itself got no update: the new list must carry a new version,
+    in Redis and in similar.updated, never a version already used for other content."""
+    tag = uuid.uuid4().hex[:8]
+    a, b, d = ids(tag, "A", "B", "D")
+    with EventProducer(topics) as producer:
+        for user in ("u1", "u2"):
+            producer.publish_many(spec("playback"), session(f"{tag}-{user}", [a, b], NOW))
+    first = wait_for(lambda: (v := similar(views, a)) and b in listed(v) and v, "B in A's list")
+    score_b = {row["item_id"]: row["score"] for row in first["items"]}[b]
+    with EventProducer(topics) as producer:  # B's count grows, A gets nothing
+        producer.publish_many(spec("playback"), session(f"{tag}-u3", [b, d], NOW + timedelta(hours=1)))
+
+    def rescored():
+        view = similar(views, a)
+        rows = {row["item_id"]: row["score"] for row in view["items"]} if view else {}
+        return view if b in rows and rows[b] < score_b - 0.01 else None
+
+    later = wait_for(rescored, "A's list rescored with B's new count")
+    assert later["version"] > first["version"]
+
+    def events_for_a():
+        found = [r.value for r in tail(topics, default_codec(), "similar.updated", limit=100000)
+                 if r.value and r.value["item_id"] == a]
+        return found if found and found[-1]["version"] == later["version"] else None
+
+    versions = [e["version"] for e in wait_for(events_for_a, "the similar.updated event of the rescored list", 60)]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions), versions
+
+
 def test_the_worker_exports_the_consumer_lag_of_the_engine_groups(worker, views, topics):
     """vitrina_consumer_lag covers the co-view engine's groups too, with the group as a label; once the
     input is processed and committed, their lag on the sources is 0."""

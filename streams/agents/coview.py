@@ -213,7 +213,8 @@ class Flusher:
 
     def __init__(self, max_signatures: int = 200_000) -> None:
         self.dirty: dict[str, int] = {}  # item -> earliest produced_ms of its pending updates
-        self.written: OrderedDict[str, tuple] = OrderedDict()  # item -> signature of the last list written
+        # item -> (signature, version) of the last list written
+        self.written: OrderedDict[str, tuple[tuple, int]] = OrderedDict()
         self.max_signatures = max_signatures
         self.last_flush = 0.0
         self.last_duration = 0.0
@@ -333,8 +334,16 @@ class Flusher:
             items, source = blend(coview, meta, support, BLEND_PRIOR, SIMILARITY.k)
             view = similar_view(item, entry["v"], state["t"], source, support, items)
             signature = list_signature(view)
-            if self.written.get(item) == signature:
+            last = self.written.get(item)
+            if last is not None and last[0] == signature:
                 continue
+            if last is not None and last[1] >= entry["v"]:
+                # rescored without a new update of its own (its neighbours moved on, see ``settle``):
+                # a changed list gets a new version, kept in the title's state
+                entry["v"] = view["version"] = last[1] + 1
+                store = stores.get(title_partition(item))
+                if store is not None:
+                    store.touch(item)
             views.append(view)
         async with self.redis.pipeline(transaction=False) as pipe:
             queue_views(pipe, views)
@@ -343,7 +352,7 @@ class Flusher:
         wall_ms = time.time() * 1000
         for view in views:
             item = view["item_id"]
-            self.written[item] = list_signature(view)
+            self.written[item] = (list_signature(view), view["version"])
             self.written.move_to_end(item)
             produced = pending.get(item) or 0
             if produced:
