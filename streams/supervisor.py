@@ -23,6 +23,13 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as response:
             return response.read().decode()
 
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of every sample of the metric family ``name``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return [(sample.labels, sample.value) for family in text_string_to_metric_families(self.metrics())
+                if family.name == name for sample in family.samples if sample.name == name]
+
     def counter(self, name: str, **labels: str) -> float:
         """Sum of a Prometheus counter's samples matching the labels."""
         total = 0.0

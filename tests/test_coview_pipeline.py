@@ -184,13 +184,9 @@ def test_the_worker_exports_the_consumer_lag_of_the_engine_groups(worker, views,
 
     def lag_rows() -> dict[str, dict[tuple[str, str], float]]:
         rows: dict[str, dict[tuple[str, str], float]] = {g: {} for g in groups.values()}
-        for line in worker.metrics().splitlines():
-            if not line.startswith("vitrina_consumer_lag{"):
-                continue
-            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
-            labels = {k: v.strip('"') for k, v in labels.items()}
+        for labels, value in worker.samples("vitrina_consumer_lag"):
             if labels["group"] in rows:
-                rows[labels["group"]][(labels["topic"], labels["partition"])] = float(line.rsplit(" ", 1)[1])
+                rows[labels["group"]][(labels["topic"], labels["partition"])] = value
         return rows
 
     def all_caught_up():

@@ -38,7 +38,6 @@ def running() -> list[Runner]:
 @app.service
 class EngineService(mode.Service):
     def __post_init__(self) -> None:
-        self.runners: list[Runner] = []
         self.tasks: list[asyncio.Task] = []
         self.stopping = False
 
@@ -53,7 +52,6 @@ class EngineService(mode.Service):
         backoff = 1.0
         while not self.stopping:
             runner = Runner(processor)
-            self.runners.append(runner)
             _running.append(runner)
             started = time.monotonic()
             try:
@@ -65,14 +63,13 @@ class EngineService(mode.Service):
                 RESTARTS.labels(processor=processor.name).inc()
                 log.error("engine_restart", processor=processor.name, error=repr(exc), backoff_s=backoff)
             finally:
-                self.runners.remove(runner)
                 _running.remove(runner)
             backoff = 1.0 if time.monotonic() - started > 60 else min(30.0, backoff * 2)
             await asyncio.sleep(backoff)
 
     async def on_stop(self) -> None:
         self.stopping = True
-        await asyncio.gather(*(runner.stop() for runner in list(self.runners)), return_exceptions=True)
+        await asyncio.gather(*(runner.stop() for runner in running()), return_exceptions=True)
         for task in self.tasks:
             if not task.done():
                 task.cancel()
