@@ -1,8 +1,9 @@
 """Configuration from environment variables with defaults for the embedded stack.
 
 Every knob is a ``VITRINA_*`` env var; the same code runs against the embedded
-stack (Tansu + SeaweedFS + Redis) and against Apache Kafka + MinIO + Redis from
-docker-compose.kafka.yml by changing these variables only.
+stack (Apache Kafka, or Tansu with ``VITRINA_BROKER=tansu``, + SeaweedFS + Redis) and
+against a production Kafka cluster + MinIO + Redis (docker-compose.kafka.yml) by
+changing these variables only.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def _env(name: str, default: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(_env("VITRINA_DATA_DIR", "./var")).resolve())
+    # kafka: Apache Kafka (the default, the production broker); tansu: the light embedded option
+    broker: str = field(default_factory=lambda: _env("VITRINA_BROKER", "kafka").strip().lower())
+    # Kafka nodes of the embedded cluster (1 or 3); node i listens on broker_port + 2 * (i - 1)
+    brokers: int = field(default_factory=lambda: int(_env("VITRINA_BROKERS", "1")))
     kafka_bootstrap: str = field(default_factory=lambda: _env("VITRINA_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     schema_registry_url: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_REGISTRY_URL", ""))
     redis_url: str = field(default_factory=lambda: _env("VITRINA_REDIS_URL", "redis://127.0.0.1:16379/0"))
@@ -31,13 +36,29 @@ class Settings:
     broker_bucket: str = field(default_factory=lambda: _env("VITRINA_BROKER_BUCKET", "tansu"))
     broker_storage: str = field(default_factory=lambda: _env("VITRINA_BROKER_STORAGE", "s3"))  # s3 | memory
     topic_prefix: str = field(default_factory=lambda: _env("VITRINA_TOPIC_PREFIX", ""))
-    replication_factor: int = field(default_factory=lambda: int(_env("VITRINA_REPLICATION_FACTOR", "1")))
+    # 0: chosen from the cluster size (3 with three or more brokers, else 1)
+    replication_factor: int = field(default_factory=lambda: int(_env("VITRINA_REPLICATION_FACTOR", "0")))
     app_id: str = field(default_factory=lambda: _env("VITRINA_APP_ID", "vitrina"))
     api_host: str = field(default_factory=lambda: _env("VITRINA_API_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(_env("VITRINA_API_PORT", "18080")))
     worker_web_port: int = field(default_factory=lambda: int(_env("VITRINA_WORKER_WEB_PORT", "16066")))
     url_signing_key: str = field(default_factory=lambda: _env("VITRINA_URL_SIGNING_KEY", "dev-only-change-me"))
     log_level: str = field(default_factory=lambda: _env("VITRINA_LOG_LEVEL", "info"))
+
+    def __post_init__(self) -> None:
+        # an embedded cluster is reachable through every node: one bootstrap port names them all
+        hosts = [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+        if self.brokers > 1 and len(hosts) == 1:
+            host, port = hosts[0].rsplit(":", 1)
+            hosts = [f"{host}:{int(port) + 2 * i}" for i in range(self.brokers)]
+            object.__setattr__(self, "kafka_bootstrap", ",".join(hosts))
+        if self.replication_factor <= 0:
+            object.__setattr__(self, "replication_factor", 3 if self.brokers >= 3 else 1)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """2 when records are replicated three times (acks=all survives one lost broker), else 1."""
+        return 2 if self.replication_factor >= 3 else 1
 
     @property
     def broker_port(self) -> int:

@@ -1,10 +1,14 @@
-"""Embedded development stack: SeaweedFS S3 + Tansu (Kafka API) + Redis on 127.0.0.1.
+"""Embedded development stack: SeaweedFS S3 + a Kafka broker + Redis on 127.0.0.1.
+
+The broker is Apache Kafka (KRaft, ``infra/kafka_node.py``) by default: one node, or three with
+``Settings.brokers = 3`` (components ``broker``, ``broker-2``, ``broker-3``). ``VITRINA_BROKER=tansu``
+runs Tansu instead, a single binary for machines without Java (its log in the S3 bucket
+``broker_bucket`` or in memory).
 
 Everything lives under ``Settings.data_dir``: ``run/<name>.pid`` (pid of the process-group
-leader), ``logs/<name>.log`` and the data (``s3/``, ``redis/``; the broker keeps its log
-in the S3 bucket ``broker_bucket`` or in memory). The processes are detached (own
-session), so a ``vitrina up`` can exit and a later ``vitrina down`` finds them through the
-pid files. Start order is s3 -> buckets -> broker -> redis; stop order is the reverse.
+leader), ``logs/<name>.log`` and the data (``s3/``, ``redis/``, ``kafka/node-N/``). The processes
+are detached (own session), so a ``vitrina up`` can exit and a later ``vitrina down`` finds them
+through the pid files. Start order is s3 -> buckets -> broker(s) -> redis; stop order is the reverse.
 """
 from __future__ import annotations
 
@@ -31,12 +35,13 @@ from urllib.parse import urlsplit
 
 from minio import Minio
 
+from infra import kafka_node
 from infra.logs import get_logger
 from infra.object_store import app_buckets, ensure_buckets, object_store
 from infra.ports import LOOPBACK, pick_free_ports, port_accepts, port_holder, port_is_free
 from infra.settings import Settings
 
-COMPONENTS: tuple[str, ...] = ("s3", "broker", "redis")  # start order
+COMPONENTS: tuple[str, ...] = ("s3", "broker", "redis")  # start order (a cluster adds broker-2, broker-3)
 
 # SeaweedFS needs seven more ports besides the S3 one; they sit right above it.
 S3_INTERNAL_PORTS = {
@@ -53,11 +58,13 @@ _ENV_VAR = {"s3": "VITRINA_S3_ENDPOINT", "broker": "VITRINA_KAFKA_BOOTSTRAP", "r
 # Prefix of the program name (argv[0] basename) proving a pid is still ours: pids get reused.
 # Redis rewrites its title ("redis-server 127.0.0.1:PORT", forks "redis-rdb-bgsave ...").
 _PROGRAM_PREFIX = {"s3": "weed", "broker": "tansu", "redis": "redis-"}
-_START_TIMEOUT = {"s3": 90.0, "broker": 45.0, "redis": 20.0}
+_KAFKA_PROGRAM = "java"
+_START_TIMEOUT = {"s3": 90.0, "broker": 90.0, "redis": 20.0}
 # weed's graceful stop first blocks ~15 s in the filer on an in-process gRPC stream that never
 # ends, so waiting longer buys nothing: its volume and filer stores write through on every
 # acknowledged request (a SIGKILL loses nothing acknowledged; see tests/test_stack.py).
-_STOP_TIMEOUT = {"s3": 1.0, "broker": 10.0, "redis": 20.0}
+# Kafka's controlled shutdown moves partition leadership away first: a few seconds in a cluster.
+_STOP_TIMEOUT = {"s3": 1.0, "broker": 20.0, "redis": 20.0}
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
 _TANSU_CLUSTER_ID = "vitrina"
 # Tansu reads these from the environment; an inherited value must not redirect it.
@@ -115,8 +122,8 @@ class HealthCheckError(StackError):
 
 
 class UnknownComponentError(StackError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown component {name!r}; expected one of {', '.join(COMPONENTS)}")
+    def __init__(self, name: str, known: tuple[str, ...] = COMPONENTS) -> None:
+        super().__init__(f"unknown component {name!r}; expected one of {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -168,11 +175,11 @@ class EmbeddedStack:
             statuses: list[ComponentStatus] = []
             started: list[str] = []
             try:
-                for name in COMPONENTS:
-                    status, was_started = self._start(name)
-                    statuses.append(status)
-                    if was_started:
-                        started.append(name)
+                for group in self._start_groups():
+                    for status, was_started in self._start_group(group):
+                        statuses.append(status)
+                        if was_started:
+                            started.append(status.name)
             except BaseException:
                 for name in reversed(started):
                     self._stop(name)
@@ -182,10 +189,24 @@ class EmbeddedStack:
     def down(self) -> list[ComponentStatus]:
         """Stop every component (reverse start order), whole process groups, and remove pid files."""
         with self._lock():
-            return [self._stop(name) for name in reversed(COMPONENTS)][::-1]
+            return [self._stop(name) for name in reversed(self._known_components())][::-1]
 
     def status(self) -> list[ComponentStatus]:
-        return [self._status(name) for name in COMPONENTS]
+        return [self._status(name) for name in self._known_components()]
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Component names in start order: ``broker`` is Kafka node 1 (or Tansu), then ``broker-N``."""
+        extra = tuple(f"broker-{i}" for i in range(2, self._broker_count() + 1))
+        return ("s3", "broker", *extra, "redis")
+
+    @property
+    def broker_names(self) -> tuple[str, ...]:
+        return tuple(name for name in self.components if _base(name) == "broker")
+
+    @property
+    def broker_kind(self) -> str:
+        return self.settings.broker
 
     def restart_component(self, name: str) -> ComponentStatus:
         """Stop (SIGTERM, then SIGKILL) and start one component again, waiting until healthy."""
@@ -221,8 +242,11 @@ class EmbeddedStack:
         if name == "s3":
             base = self.settings.s3_port
             return [base, *(base + offset for offset in S3_INTERNAL_PORTS.values())]
-        if name == "broker":
-            return [self.settings.broker_port]
+        if _base(name) == "broker":
+            if self.settings.broker == "tansu":
+                return [self.settings.broker_port]
+            node = self._kafka_node(name)
+            return [node.client_port, node.controller_port]
         return [self.settings.redis_port]
 
     def pid(self, name: str) -> int | None:
@@ -237,9 +261,53 @@ class EmbeddedStack:
     def check(self, name: str, timeout: float = 2.0) -> tuple[bool, str]:
         """One health probe: (healthy, detail)."""
         self._require_component(name)
-        return self._checks()[name](timeout)
+        return self._checks()[_base(name)](name, timeout)
 
     # ------------------------------------------------------------------ start / stop
+
+    def _start_groups(self) -> list[list[str]]:
+        """Components started together: the Kafka nodes of a cluster need each other (a quorum of
+        controllers) before any of them is healthy, so they are spawned first and awaited together."""
+        groups: list[list[str]] = []
+        for name in self.components:
+            if groups and _base(name) == "broker" and _base(groups[-1][0]) == "broker":
+                groups[-1].append(name)
+            else:
+                groups.append([name])
+        return groups
+
+    def _start_group(self, names: list[str]) -> list[tuple[ComponentStatus, bool]]:
+        if len(names) == 1:
+            return [self._start(names[0])]
+        began = time.monotonic()
+        launched: dict[str, int] = {}
+        results: dict[str, tuple[ComponentStatus, bool]] = {}
+        try:
+            for name in names:
+                pid = self._running_pid(name)
+                if pid is None:
+                    launched[name] = self._spawn_checked(name).pid
+            for name in names:
+                if name in launched:
+                    detail = self._await_healthy(name, launched[name], self._start_timeout(name))
+                    took = time.monotonic() - began
+                    self._log.info("component_started", component=name, pid=launched[name], seconds=round(took, 2))
+                    results[name] = (ComponentStatus(name, launched[name], self.ports(name)[0], True,
+                                                     f"started in {took:.1f}s; {detail}"), True)
+                else:
+                    results[name] = self._start(name)
+        except BaseException:
+            for name in launched:
+                self._stop(name)
+            raise
+        return [results[name] for name in names]
+
+    def _spawn_checked(self, name: str) -> subprocess.Popen[bytes]:
+        self._pid_file(name).unlink(missing_ok=True)
+        for candidate in self.ports(name):
+            if not port_is_free(candidate):
+                raise PortInUseError(name, candidate, _ENV_VAR[_base(name)], port_holder(candidate))
+        return self._spawn(name, self._launch(name))
 
     def _start(self, name: str) -> tuple[ComponentStatus, bool]:
         port = self.ports(name)[0]
@@ -249,7 +317,7 @@ class EmbeddedStack:
             if recorded_port not in (None, port):
                 raise StackError(
                     f"{name} is already running (pid {pid}) on port {recorded_port}, but "
-                    f"{_ENV_VAR[name]} now asks for port {port}; run `vitrina down` first",
+                    f"{_ENV_VAR[_base(name)]} now asks for port {port}; run `vitrina down` first",
                     component=name,
                 )
             age = time.time() - self._pid_file(name).stat().st_mtime
@@ -259,17 +327,12 @@ class EmbeddedStack:
             self._log.info("component_already_running", component=name, pid=pid)
             return ComponentStatus(name, pid, port, True, f"already running; {detail}"), False
 
-        self._pid_file(name).unlink(missing_ok=True)
-        if name == "broker" and self.settings.broker_storage == "s3":
+        if name == "broker" and self.settings.broker == "tansu" and self.settings.broker_storage == "s3":
             ok, detail = self.check("s3")
             if not ok:
                 raise StackError(f"broker needs S3 storage, but s3 is not healthy ({detail}); run up()", component=name)
-        for candidate in self.ports(name):
-            if not port_is_free(candidate):
-                raise PortInUseError(name, candidate, _ENV_VAR[name], port_holder(candidate))
-        launch = self._launch(name)
         began = time.monotonic()
-        proc = self._spawn(name, launch)
+        proc = self._spawn_checked(name)
         try:
             detail = self._await_healthy(name, proc.pid, self._start_timeout(name))
             if name == "s3":
@@ -334,7 +397,7 @@ class EmbeddedStack:
         began = time.monotonic()
         self._signal(pid, members, signal.SIGTERM)
         forced = False
-        if not self._wait_group_gone(pid, timeout=_STOP_TIMEOUT[name]):
+        if not self._wait_group_gone(pid, timeout=_STOP_TIMEOUT[_base(name)]):
             forced = True
             self._signal(pid, self._owned_group_members(name, pid), signal.SIGKILL)
             if not self._wait_group_gone(pid, timeout=10.0):
@@ -345,7 +408,7 @@ class EmbeddedStack:
         if name == "s3":
             self._remove_seaweed_sockets()
         took = time.monotonic() - began
-        how = f"stopped (SIGKILL after {_STOP_TIMEOUT[name]:.0f}s of SIGTERM)" if forced else "stopped"
+        how = f"stopped (SIGKILL after {_STOP_TIMEOUT[_base(name)]:.0f}s of SIGTERM)" if forced else "stopped"
         self._log.info("component_stopped", component=name, pid=pid, forced=forced, seconds=round(took, 2))
         return ComponentStatus(name, None, port, False, f"{how} pid {pid} in {took:.1f}s")
 
@@ -409,7 +472,7 @@ class EmbeddedStack:
                 reason = "exited during start-up" + (f" with code {code}" if code is not None else "")
                 raise HealthCheckError(name, reason, self.log_path(name), self._log_tail(name))
             remaining = deadline - time.monotonic()
-            ok, detail = self._checks()[name](max(0.5, min(3.0, remaining)))
+            ok, detail = self.check(name, max(0.5, min(3.0, remaining)))
             if ok:
                 return detail
             last = detail
@@ -418,7 +481,7 @@ class EmbeddedStack:
                 raise HealthCheckError(name, reason, self.log_path(name), self._log_tail(name))
             time.sleep(0.1)
 
-    def _check_s3(self, timeout: float) -> tuple[bool, str]:
+    def _check_s3(self, _name: str, timeout: float) -> tuple[bool, str]:
         if not port_accepts(self.settings.s3_port, timeout=min(timeout, 1.0)):
             return False, f"nothing accepts connections on port {self.settings.s3_port}"
         client = object_store(self.settings, connect_timeout=min(timeout, 1.0), read_timeout=timeout, retries=0)
@@ -428,21 +491,30 @@ class EmbeddedStack:
             return False, f"list_buckets failed: {error}"
         return True, f"S3 answers, {len(buckets)} bucket(s)"
 
-    def _check_broker(self, timeout: float) -> tuple[bool, str]:
+    def _check_broker(self, name: str, timeout: float) -> tuple[bool, str]:
+        """Ready when this node answers a metadata request that lists itself (a Kafka node is listed
+        once it has registered with the controller quorum and is unfenced)."""
         from confluent_kafka.admin import AdminClient
 
-        if not port_accepts(self.settings.broker_port, timeout=min(timeout, 1.0)):
-            return False, f"nothing accepts connections on port {self.settings.broker_port}"
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap}, logger=_QUIET_KAFKA_LOGGER)
+        port = self.ports(name)[0]
+        if not port_accepts(port, timeout=min(timeout, 1.0)):
+            return False, f"nothing accepts connections on port {port}"
+        admin = AdminClient({"bootstrap.servers": f"{LOOPBACK}:{port}"}, logger=_QUIET_KAFKA_LOGGER)
         try:
             metadata = admin.list_topics(timeout=timeout)
         except Exception as error:  # noqa: BLE001
             return False, f"metadata request failed: {error}"
         if not metadata.brokers:
             return False, "metadata response lists no broker"
-        return True, f"Kafka metadata OK, {len(metadata.topics)} topic(s), storage {self.settings.broker_storage}"
+        if self.settings.broker == "tansu":
+            return True, f"Tansu: Kafka metadata OK, {len(metadata.topics)} topic(s), storage {self.settings.broker_storage}"
+        node = self._kafka_node(name)
+        if node.node_id not in metadata.brokers:
+            return False, f"node {node.node_id} not yet registered (metadata lists {sorted(metadata.brokers)})"
+        return True, (f"Apache Kafka {self._kafka_version()} node {node.node_id}: metadata OK, "
+                      f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s)")
 
-    def _check_redis(self, timeout: float) -> tuple[bool, str]:
+    def _check_redis(self, _name: str, timeout: float) -> tuple[bool, str]:
         import redis
 
         client = redis.Redis.from_url(
@@ -494,7 +566,45 @@ class EmbeddedStack:
     # ------------------------------------------------------------------ launch commands
 
     def _launch(self, name: str) -> _Launch:
+        if _base(name) == "broker" and self.settings.broker != "tansu":
+            return self._launch_kafka(name)
         return {"s3": self._launch_s3, "broker": self._launch_broker, "redis": self._launch_redis}[name]()
+
+    def _launch_kafka(self, name: str) -> _Launch:
+        node = self._kafka_node(name)
+        cluster = kafka_node.nodes(self.data_dir, self.settings.broker_port, self._broker_count())
+        env = _clean_env(drop=("KAFKA_OPTS", "KAFKA_HEAP_OPTS", "CLASSPATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS"))
+        try:
+            argv = kafka_node.prepare(node, cluster, self.data_dir, env)
+        except kafka_node.KafkaNotInstalled as error:
+            raise MissingBinaryError(name, "java / Kafka jars", str(error).split("; ", 1)[-1]) from error
+        except (RuntimeError, subprocess.SubprocessError) as error:
+            raise StackError(f"cannot start {name}: {error}", component=name) from error
+        return _Launch(argv, env, node.directory)
+
+    def _kafka_node(self, name: str) -> kafka_node.KafkaNode:
+        index = 1 if name == "broker" else int(name.rsplit("-", 1)[1])
+        return kafka_node.nodes(self.data_dir, self.settings.broker_port, self._broker_count())[index - 1]
+
+    def _kafka_version(self) -> str:
+        try:
+            return kafka_node.kafka_version(kafka_node.libs_dir())
+        except kafka_node.KafkaNotInstalled:
+            return "?"
+
+    def _broker_count(self) -> int:
+        return 1 if self.settings.broker == "tansu" else self.settings.brokers
+
+    def _known_components(self) -> tuple[str, ...]:
+        """The configured components plus any other broker node with a pid file (a cluster started
+        by ``vitrina up --brokers 3`` is stopped by a plain ``vitrina down``)."""
+        extra = sorted(
+            (path.stem for path in self.run_dir.glob("broker-*.pid") if path.stem not in self.components),
+            key=lambda stem: int(stem.rsplit("-", 1)[1]) if stem.rsplit("-", 1)[1].isdigit() else 0,
+        )
+        names = list(self.components)
+        at = names.index("redis")
+        return tuple(names[:at] + [e for e in extra if e.rsplit("-", 1)[1].isdigit()] + names[at:])
 
     def _launch_s3(self) -> _Launch:
         weed = _find_weed()
@@ -601,30 +711,54 @@ class EmbeddedStack:
                 )
         if self.settings.s3_secure:
             raise StackError("the embedded S3 serves plain HTTP; unset VITRINA_S3_SECURE", component="s3")
+        if self.settings.broker not in ("kafka", "tansu"):
+            raise StackError(f"VITRINA_BROKER={self.settings.broker!r}; expected 'kafka' or 'tansu'", component="broker")
+        if self.settings.broker == "tansu" and self.settings.brokers != 1:
+            raise StackError("Tansu runs as one embedded broker; a cluster needs VITRINA_BROKER=kafka", component="broker")
+        self._check_cluster_size()
         if self.settings.broker_storage not in ("s3", "memory"):
             raise StackError(
                 f"VITRINA_BROKER_STORAGE={self.settings.broker_storage!r}; expected 's3' or 'memory'",
                 component="broker",
             )
 
+    def _check_cluster_size(self) -> None:
+        """A data dir formatted for N Kafka nodes is not reused for another N (their voters differ)."""
+        if self.settings.broker == "tansu":
+            return
+        marker = self.data_dir / "kafka" / "brokers"
+        if marker.exists() and marker.read_text().strip() != str(self.settings.brokers):
+            raise StackError(
+                f"{self.data_dir / 'kafka'} holds a {marker.read_text().strip()}-node Kafka cluster but "
+                f"{self.settings.brokers} node(s) were asked for; run `vitrina down` and remove that folder, "
+                "or use another VITRINA_DATA_DIR", component="broker")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{self.settings.brokers}\n")
+
     def _require_component(self, name: str) -> None:
-        if name not in COMPONENTS:
-            raise UnknownComponentError(name)
+        known = self._known_components()
+        if name not in known:
+            raise UnknownComponentError(name, known)
 
     def _start_timeout(self, name: str) -> float:
-        return _START_TIMEOUT[name]
+        return _START_TIMEOUT[_base(name)]
+
+    def _program_prefix(self, name: str) -> str:
+        if _base(name) == "broker" and self.settings.broker != "tansu":
+            return _KAFKA_PROGRAM
+        return _PROGRAM_PREFIX[_base(name)]
 
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
     def _running_pid(self, name: str) -> int | None:
         pid = _read_pid(self._pid_file(name))
-        if pid is None or not _alive(pid) or not _program_name(pid).startswith(_PROGRAM_PREFIX[name]):
+        if pid is None or not _alive(pid) or not _program_name(pid).startswith(self._program_prefix(name)):
             return None
         return pid
 
     def _owned_group_members(self, name: str, pgid: int) -> list[int]:
-        prefix = _PROGRAM_PREFIX[name]
+        prefix = self._program_prefix(name)
         return [member for member in _group_members(pgid) if _program_name(member).startswith(prefix)]
 
     def _exit_code(self, name: str) -> int | None:
@@ -653,6 +787,11 @@ class EmbeddedStack:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _base(name: str) -> str:
+    """``broker-2`` -> ``broker``: the kind of a component."""
+    return "broker" if name.startswith("broker") else name
+
+
 def free_port_env(data_dir: Path) -> dict[str, str]:
     """VITRINA_* variables for a stack under ``data_dir`` on currently free loopback ports.
 
@@ -661,7 +800,10 @@ def free_port_env(data_dir: Path) -> dict[str, str]:
     """
     (s3_port,) = pick_free_ports(1, block=1 + len(S3_INTERNAL_PORTS))
     avoid = set(range(s3_port, s3_port + 1 + len(S3_INTERNAL_PORTS)))
-    broker_port, redis_port = pick_free_ports(2, avoid=avoid)
+    # a block of 6 for the broker: client + controller port of up to three Kafka nodes
+    (broker_port,) = pick_free_ports(1, block=6, avoid=avoid)
+    avoid |= set(range(broker_port, broker_port + 6))
+    (redis_port,) = pick_free_ports(1, avoid=avoid)
     return {
         "VITRINA_DATA_DIR": str(Path(data_dir).resolve()),
         "VITRINA_S3_ENDPOINT": f"{LOOPBACK}:{s3_port}",

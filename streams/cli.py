@@ -41,17 +41,31 @@ def _stack():
     return EmbeddedStack(load())
 
 
-@command("up", "start the embedded stack (S3, Kafka-compatible broker, Redis) and create topics")(lambda p: None)
+def _up_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--brokers", type=int, choices=(1, 3), default=None,
+                   help="Apache Kafka nodes (KRaft, each broker + controller): 1 (default) or 3 "
+                        "(replication factor 3, min.insync.replicas=2); sets VITRINA_BROKERS")
+
+
+@command("up", "start the embedded stack (S3, Apache Kafka or Tansu, Redis) and create topics")(_up_args)
 def run_up(args: argparse.Namespace) -> int:
+    import os
+    import time
+
     from infra.stack import StackError
     from streams.topics import ensure_topics
+    if args.brokers is not None:
+        os.environ["VITRINA_BROKERS"] = str(args.brokers)
+    began = time.monotonic()
     try:
-        _stack().up()
+        statuses = _stack().up()
     except StackError as exc:
         print(f"vitrina up: {exc}", file=sys.stderr)
         return 2
     created = ensure_topics(load())
-    print(f"stack is up; {len(created)} topic(s) created")
+    for status in statuses:
+        print(f"{status.name:<9} {status.detail}")
+    print(f"stack is up in {time.monotonic() - began:.1f}s; {len(created)} topic(s) created")
     return run_status(args)
 
 
@@ -68,7 +82,7 @@ def run_status(args: argparse.Namespace) -> int:
     healthy = True
     for row in rows:
         healthy &= bool(row.healthy)
-        print(f"{row.name:<8} {'up' if row.healthy else 'DOWN':<5} pid={row.pid or '-':<8} port={row.port:<6} {row.detail}")
+        print(f"{row.name:<9} {'up' if row.healthy else 'DOWN':<5} pid={row.pid or '-':<8} port={row.port:<6} {row.detail}")
     return 0 if healthy else 1
 
 

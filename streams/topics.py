@@ -136,7 +136,8 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, time
         return []
     futures = admin.create_topics(
         [NewTopic(full_name(settings, s.name), num_partitions=s.partitions,
-                  replication_factor=settings.replication_factor, config=s.configs()) for s in missing],
+                  replication_factor=settings.replication_factor,
+                  config={**s.configs(), "min.insync.replicas": str(settings.min_insync_replicas)}) for s in missing],
         request_timeout=timeout_s,
     )
     created = []
