@@ -2,17 +2,26 @@
 
 Handlers read Redis only (never Kafka, never the Faust workers), answer JSON,
 and give a 4xx with a machine-readable ``error`` code on bad parameters.
+
+Under load nothing answers 500: a request waits a bounded time (``api_redis_wait_s``) for one of the
+process's ``api_redis_pool_size`` Redis connections (a ``BlockingConnectionPool``), and when none frees
+up, or Redis is down or too slow (``api_redis_timeout_s``), it gets 503 with ``Retry-After`` and a JSON
+``error`` (OVERLOADED or REDIS_UNAVAILABLE). Slow clients are disconnected (``serve``).
 """
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Any
+import time
+from typing import Any, Awaitable, Callable
 
+import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infra.logs import get_logger
 from infra.settings import Settings, load
-from sinks.redis_views import async_client
 from streams.plugins import import_all
 
 REDIS = web.AppKey("redis", Any)
@@ -72,11 +81,56 @@ async def _close_redis(app: web.Application) -> None:
     await app[REDIS].aclose()
 
 
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """The API's Redis client: at most ``api_redis_pool_size`` connections; a command waits up to
+    ``api_redis_wait_s`` for a free one (then ``ConnectionError("No connection available.")``), and
+    connecting or answering may take ``api_redis_timeout_s``. One quick retry only: a request is
+    better answered 503 at once than after the workers' 30 s of reconnect backoff."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, decode_responses=True,
+        max_connections=settings.api_redis_pool_size, timeout=settings.api_redis_wait_s,
+        socket_timeout=settings.api_redis_timeout_s, socket_connect_timeout=settings.api_redis_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    return aioredis.Redis.from_pool(pool)
+
+
+def unavailable(code: str, message: str, retry_after_s: int) -> web.Response:
+    return web.Response(text=_json({"error": code, "message": message}), status=503, content_type="application/json",
+                        headers={"Retry-After": str(retry_after_s)})
+
+
+_last_warning = [0.0]
+
+
+@web.middleware
+async def redis_unavailable(request: web.Request,
+                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Redis out of reach (pool exhausted for ``api_redis_wait_s``, down, too slow): 503 + Retry-After."""
+    try:
+        return await handler(request)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        settings = request.app[SETTINGS]
+        if isinstance(exc.__cause__, (asyncio.TimeoutError, TimeoutError)) and "No connection available" in str(exc):
+            code, message = "OVERLOADED", (f"all {settings.api_redis_pool_size} Redis connections stayed busy for "
+                                           f"{settings.api_redis_wait_s:g} s; retry later")
+        else:
+            code, message = "REDIS_UNAVAILABLE", f"the views' Redis is unavailable ({type(exc).__name__}); retry later"
+        now = time.monotonic()
+        if now - _last_warning[0] >= 1.0:  # at most one line a second under overload
+            _last_warning[0] = now
+            log.warning("api_unavailable", code=code, path=request.path, error=f"{type(exc).__name__}: {exc}")
+        return unavailable(code, message, settings.api_retry_after_s)
+
+
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load()
-    app = web.Application()
+    app = web.Application(middlewares=[redis_unavailable])
     app[SETTINGS] = settings
-    app[REDIS] = async_client(settings)
+    app[REDIS] = redis_client(settings)
     app.on_cleanup.append(_close_redis)
     routes = web.RouteTableDef()
     for module in import_all("api", prefix="routes_"):  # every api/routes_*.py adds its routes
@@ -86,8 +140,16 @@ def create_app(settings: Settings | None = None) -> web.Application:
 
 
 def serve(settings: Settings | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. Slow clients are disconnected: aiohttp's keep-alive timer
+    (``api_keepalive_timeout_s``) starts when a connection opens and after each response and is not
+    extended by partial data, so a client that sends its request head byte by byte (slowloris) is closed
+    as surely as an idle one; a request body no handler read is drained for ``api_read_timeout_s`` at most."""
     settings = settings or load()
-    log.info("api_listening", host=settings.api_host, port=settings.api_port)
+    log.info("api_listening", host=settings.api_host, port=settings.api_port,
+             redis_pool=settings.api_redis_pool_size, redis_wait_s=settings.api_redis_wait_s,
+             keepalive_timeout_s=settings.api_keepalive_timeout_s)
     # VITRINA_API_REUSE_PORT=1: several API processes share the port (SO_REUSEPORT), one per core
     web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port, access_log=None,
-                print=None, reuse_port=os.environ.get("VITRINA_API_REUSE_PORT") == "1")
+                print=None, reuse_port=os.environ.get("VITRINA_API_REUSE_PORT") == "1",
+                keepalive_timeout=settings.api_keepalive_timeout_s, lingering_time=settings.api_read_timeout_s,
+                backlog=1024)  # a burst of connections queues in the kernel instead of being retried after 1 s

@@ -43,13 +43,14 @@ def write_result(name: str, figures: dict) -> Path:
 
 
 @contextmanager
-def running_stack(settings: Settings | None = None) -> Iterator[Settings]:
-    """Use the configured stack if it is up; otherwise start the embedded one and stop it after."""
+def running_stack(settings: Settings | None = None, *, die_with_parent: bool = False) -> Iterator[Settings]:
+    """Use the configured stack if it is up; otherwise start the embedded one and stop it after
+    (``die_with_parent``: its processes also end when the bench is killed)."""
     from infra.stack import EmbeddedStack
     from streams.topics import ensure_topics
 
     settings = settings or load()
-    stack = EmbeddedStack(settings)
+    stack = EmbeddedStack(settings, die_with_parent=die_with_parent)
     already_up = all(s.healthy for s in stack.status())
     if not already_up:
         stack.up()

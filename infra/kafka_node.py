@@ -28,7 +28,15 @@ SETUP_HINT = "run `bash infra/setup.sh` (it installs a JRE and fetches the Kafka
 
 
 class KafkaNotInstalled(RuntimeError):
-    """Java or the Kafka jars are missing; the message says how to get them."""
+    """Java or the Kafka jars are missing; ``hint`` says how to get them."""
+
+    def __init__(self, missing: str, hint: str) -> None:
+        super().__init__(f"cannot start Apache Kafka: {missing}; {hint}")
+        self.missing = missing
+        self.hint = hint
+
+
+_ALTERNATIVE = "or use the Tansu broker with VITRINA_BROKER=tansu"
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,7 @@ def find_java() -> str:
         return str(Path(java_home) / "bin" / "java")
     found = shutil.which("java")
     if found is None:
-        raise KafkaNotInstalled(f"cannot start Apache Kafka: no `java` on PATH (Java 17+ needed); {SETUP_HINT}, "
-                                "or use the Tansu broker with VITRINA_BROKER=tansu")
+        raise KafkaNotInstalled("no `java` on PATH nor in JAVA_HOME (Java 17+ needed)", f"{SETUP_HINT}, {_ALTERNATIVE}")
     return found
 
 
@@ -71,8 +78,7 @@ def libs_dir() -> Path:
     """The folder of Kafka jars (``VITRINA_KAFKA_LIBS`` overrides ``.kafka/libs``)."""
     path = Path(os.environ.get("VITRINA_KAFKA_LIBS", str(DEFAULT_LIBS)))
     if not any(path.glob("kafka_2.13-*.jar")):
-        raise KafkaNotInstalled(f"cannot start Apache Kafka: no Kafka jars in {path}; {SETUP_HINT}, "
-                                "or use the Tansu broker with VITRINA_BROKER=tansu")
+        raise KafkaNotInstalled(f"no Kafka jars in {path}", f"{SETUP_HINT}, {_ALTERNATIVE}")
     return path
 
 
@@ -87,7 +93,9 @@ def cluster_id(data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    value = "-"
+    while value.startswith("-"):  # as Kafka's Uuid.randomUuid: an id like "-6le..." reads as an option
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.write_text(value + "\n")
     return value
 
@@ -185,11 +193,13 @@ def prepare(node: KafkaNode, cluster: list[KafkaNode], data_dir: Path, env: dict
     log4j = node.directory / "log4j2.yaml"
     log4j.write_text(LOG4J2_CONFIG)
     classpath = f"{libs}/*"
-    jvm = [java, f"-Dlog4j2.configurationFile={log4j}", "-Dkafka.logs.dir=" + str(node.directory / "logs")]
+    # IPv4 sockets: a dual-stack listener shows loopback as ::ffff:127.0.0.1
+    jvm = [java, f"-Dlog4j2.configurationFile={log4j}", "-Dkafka.logs.dir=" + str(node.directory / "logs"),
+           "-Djava.net.preferIPv4Stack=true"]
     if not (node.log_dir / "meta.properties").exists():
         formatted = subprocess.run(
             [*jvm, "-Xmx256m", "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id(data_dir), "-c", str(node.properties_path), "--ignore-formatted"],
+             f"--cluster-id={cluster_id(data_dir)}", "-c", str(node.properties_path), "--ignore-formatted"],
             capture_output=True, text=True, env=env, timeout=120,
         )
         if formatted.returncode != 0:

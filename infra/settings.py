@@ -38,9 +38,24 @@ class Settings:
     topic_prefix: str = field(default_factory=lambda: _env("VITRINA_TOPIC_PREFIX", ""))
     # 0: chosen from the cluster size (3 with three or more brokers, else 1)
     replication_factor: int = field(default_factory=lambda: int(_env("VITRINA_REPLICATION_FACTOR", "0")))
+    # per-topic compaction settings of compacted topics (streams/topics.py COMPACTION_PROFILES):
+    # "production" (the default) or "fast" (dev/test stacks: superseded versions gone within seconds)
+    compaction: str = field(default_factory=lambda: _env("VITRINA_COMPACTION", "production").strip().lower())
     app_id: str = field(default_factory=lambda: _env("VITRINA_APP_ID", "vitrina"))
     api_host: str = field(default_factory=lambda: _env("VITRINA_API_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(_env("VITRINA_API_PORT", "18080")))
+    # read API under load (api/app.py): a request waits up to api_redis_wait_s for one of the
+    # api_redis_pool_size Redis connections of its process, then gets 503 with Retry-After
+    # (api_retry_after_s), as it does when Redis is down or a command takes over api_redis_timeout_s
+    api_redis_pool_size: int = field(default_factory=lambda: int(_env("VITRINA_API_REDIS_POOL_SIZE", "64")))
+    api_redis_wait_s: float = field(default_factory=lambda: float(_env("VITRINA_API_REDIS_WAIT_S", "1.0")))
+    api_redis_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_API_REDIS_TIMEOUT_S", "2.0")))
+    api_retry_after_s: int = field(default_factory=lambda: int(_env("VITRINA_API_RETRY_AFTER_S", "1")))
+    # slow clients: a connection that has not sent a complete request head this long after it opened or
+    # after its previous response is closed (idle keep-alive and slowloris alike)...
+    api_keepalive_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_API_KEEPALIVE_TIMEOUT_S", "10")))
+    # ...and the rest of a request body no handler read is drained for at most this long, then the connection closed
+    api_read_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_API_READ_TIMEOUT_S", "10")))
     worker_web_port: int = field(default_factory=lambda: int(_env("VITRINA_WORKER_WEB_PORT", "16066")))
     url_signing_key: str = field(default_factory=lambda: _env("VITRINA_URL_SIGNING_KEY", "dev-only-change-me"))
     log_level: str = field(default_factory=lambda: _env("VITRINA_LOG_LEVEL", "info"))

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -101,11 +102,9 @@ class PortInUseError(StackError):
 
 
 class MissingBinaryError(StackError):
-    def __init__(self, component: str, binary: str, install_hint: str) -> None:
-        super().__init__(
-            f"cannot start {component}: the '{binary}' executable was not found; {install_hint}.",
-            component=component,
-        )
+    def __init__(self, component: str, binary: str, install_hint: str, *, what: str | None = None) -> None:
+        what = what or f"the '{binary}' executable was not found"
+        super().__init__(f"cannot start {component}: {what}; {install_hint}.", component=component)
         self.binary = binary
         self.install_hint = install_hint
 
@@ -187,9 +186,14 @@ class EmbeddedStack:
             return statuses
 
     def down(self) -> list[ComponentStatus]:
-        """Stop every component (reverse start order), whole process groups, and remove pid files."""
+        """Stop every component (reverse start order), whole process groups, and remove pid files.
+
+        The nodes of a Kafka cluster are stopped together: one by one, the last node has no controller
+        quorum left, its shutdown hangs, and it is SIGKILLed after the whole stop timeout."""
         with self._lock():
-            return [self._stop(name) for name in reversed(self._known_components())][::-1]
+            groups = self._start_groups(self._known_components())
+            stopped = [self._stop_group(group) for group in reversed(groups)]
+            return [status for statuses in reversed(stopped) for status in statuses]
 
     def status(self) -> list[ComponentStatus]:
         return [self._status(name) for name in self._known_components()]
@@ -227,12 +231,13 @@ class EmbeddedStack:
         pid = self._running_pid(name)
         if pid is None:
             raise StackError(f"{name} is not running (no live pid in {self._pid_file(name)})", component=name)
+        ports = self.ports(name)  # before the pid file goes: an extra cluster node is known by it
         os.killpg(pid, sig)
         if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             if not self._wait_group_gone(pid, timeout=30.0):
                 raise StackError(f"{name} (pid {pid}) survived signal {signal.Signals(sig).name}", component=name)
             self._pid_file(name).unlink(missing_ok=True)
-            self._wait_ports_released(name)
+            self._wait_ports_released(ports)
         self._log.info("component_signalled", component=name, pid=pid, signal=signal.Signals(sig).name)
         return pid
 
@@ -265,11 +270,11 @@ class EmbeddedStack:
 
     # ------------------------------------------------------------------ start / stop
 
-    def _start_groups(self) -> list[list[str]]:
+    def _start_groups(self, names: tuple[str, ...] | None = None) -> list[list[str]]:
         """Components started together: the Kafka nodes of a cluster need each other (a quorum of
         controllers) before any of them is healthy, so they are spawned first and awaited together."""
         groups: list[list[str]] = []
-        for name in self.components:
+        for name in self.components if names is None else names:
             if groups and _base(name) == "broker" and _base(groups[-1][0]) == "broker":
                 groups[-1].append(name)
             else:
@@ -301,6 +306,13 @@ class EmbeddedStack:
                 self._stop(name)
             raise
         return [results[name] for name in names]
+
+    def _stop_group(self, names: list[str]) -> list[ComponentStatus]:
+        """Stop the components of a group at the same time (SIGTERM to each, then wait for all)."""
+        if len(names) == 1:
+            return [self._stop(names[0])]
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            return list(pool.map(self._stop, names))
 
     def _spawn_checked(self, name: str) -> subprocess.Popen[bytes]:
         self._pid_file(name).unlink(missing_ok=True)
@@ -383,7 +395,8 @@ class EmbeddedStack:
         return die_with_parent
 
     def _stop(self, name: str) -> ComponentStatus:
-        port = self.ports(name)[0]
+        ports = self.ports(name)  # before the pid file goes: an extra cluster node is known by it
+        port = ports[0]
         pid_file = self._pid_file(name)
         pid = _read_pid(pid_file)
         if pid is None:
@@ -404,7 +417,7 @@ class EmbeddedStack:
                 raise StackError(f"{name} (process group {pid}) survived SIGKILL", component=name)
         self._reap(name)
         pid_file.unlink(missing_ok=True)
-        self._wait_ports_released(name)
+        self._wait_ports_released(ports)
         if name == "s3":
             self._remove_seaweed_sockets()
         took = time.monotonic() - began
@@ -437,10 +450,10 @@ class EmbeddedStack:
                 return False
             time.sleep(0.05)
 
-    def _wait_ports_released(self, name: str, timeout: float = 5.0) -> None:
+    def _wait_ports_released(self, ports: list[int], timeout: float = 5.0) -> None:
         """The kernel may close a dead process's sockets a moment after it is gone."""
         deadline = time.monotonic() + timeout
-        while not all(port_is_free(port) for port in self.ports(name)) and time.monotonic() < deadline:
+        while not all(port_is_free(port) for port in ports) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def _reap(self, name: str) -> None:
@@ -577,14 +590,16 @@ class EmbeddedStack:
         try:
             argv = kafka_node.prepare(node, cluster, self.data_dir, env)
         except kafka_node.KafkaNotInstalled as error:
-            raise MissingBinaryError(name, "java / Kafka jars", str(error).split("; ", 1)[-1]) from error
+            raise MissingBinaryError(name, "java", error.hint, what=f"Apache Kafka needs {error.missing}") from error
         except (RuntimeError, subprocess.SubprocessError) as error:
             raise StackError(f"cannot start {name}: {error}", component=name) from error
         return _Launch(argv, env, node.directory)
 
     def _kafka_node(self, name: str) -> kafka_node.KafkaNode:
         index = 1 if name == "broker" else int(name.rsplit("-", 1)[1])
-        return kafka_node.nodes(self.data_dir, self.settings.broker_port, self._broker_count())[index - 1]
+        # a node's ports depend on its index only: `vitrina status`/`down` without --brokers 3 still
+        # find the other nodes of a running cluster (listed through their pid files)
+        return kafka_node.nodes(self.data_dir, self.settings.broker_port, max(index, self._broker_count()))[index - 1]
 
     def _kafka_version(self) -> str:
         try:

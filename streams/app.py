@@ -12,6 +12,7 @@ import faust
 
 from infra.settings import Settings, load
 from streams import tansu_compat
+from streams.broker_capabilities import BrokerCapabilities, capabilities
 
 
 def kafka_urls(settings: Settings) -> list[str]:
@@ -34,11 +35,17 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_with_wait
 
 
-# 100 ms by default: an agent hop then costs ~0.1 s instead of up to 1.5 s on Tansu, for ~2 % of a
-# core of idle fetches per worker; "0" or "" keeps Faust's 1.5 s.
-_FETCH_WAIT_MS = os.environ.get("VITRINA_FETCH_MAX_WAIT_MS", "100").strip()
-if _FETCH_WAIT_MS not in ("", "0"):
-    limit_fetch_wait(int(_FETCH_WAIT_MS))
+def apply_broker_workarounds(broker: BrokerCapabilities) -> None:
+    """Patch Faust's driver for a broker that needs it (Tansu); Apache Kafka gets Faust as it is."""
+    if broker.early_fetch_answers:
+        return
+    # 100 ms by default: an agent hop then costs ~0.1 s instead of up to 1.5 s on Tansu, for ~2 % of a
+    # core of idle fetches per worker; "0" or "" keeps Faust's 1.5 s.
+    wait_ms = os.environ.get("VITRINA_FETCH_MAX_WAIT_MS", "100").strip()
+    if wait_ms not in ("", "0"):
+        limit_fetch_wait(int(wait_ms))
+    if broker.verify_ends_by_reading:
+        tansu_compat.activate()  # verified changelog highwaters: full table recovery on Tansu
 
 
 def _datadir(settings: Settings):
@@ -48,6 +55,7 @@ def _datadir(settings: Settings):
 
 
 def create_app(settings: Settings) -> faust.App:
+    broker = capabilities(settings)
     return faust.App(
         settings.app_id,
         broker=kafka_urls(settings),
@@ -78,7 +86,8 @@ def create_app(settings: Settings) -> faust.App:
         # Tansu reports a partition's high watermark as (base offset of the LAST BATCH + 1), so after
         # a multi-record changelog batch the persisted offset of a table exceeds the "highwater" and
         # Faust's check would refuse to restart the worker (ConsistencyError): the local store is right.
-        recovery_consistency_check=False,
+        # Apache Kafka's answers are exact, so Faust's check stays on there.
+        recovery_consistency_check=broker.exact_high_watermarks,
         worker_redirect_stdouts=False,
         # Tansu completes a JoinGroup after about half the session timeout, so a short
         # timeout means a fast start; heartbeats run off the agents' event-loop work.
@@ -88,5 +97,6 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-tansu_compat.activate()  # verified changelog highwaters: full table recovery on Tansu
-app = create_app(load())
+_settings = load()
+apply_broker_workarounds(capabilities(_settings))
+app = create_app(_settings)

@@ -111,10 +111,14 @@ def _produce_args(p: argparse.ArgumentParser) -> None:
 
 @command("produce", "publish JSON lines to a topic, validated against its schema")(_produce_args)
 def run_produce(args: argparse.Namespace) -> int:
-    from streams.producer import EventProducer, open_lines, publish_json_lines
+    """Every bad line is reported (line number, field, reason) and the file is always read to its end;
+    good lines are flushed before the summary; exit 1 if any line was bad."""
+    from streams.producer import json_lines_producer, open_lines, publish_json_lines
+    from streams.topics import spec
+    topic = spec(args.topic)  # an unknown topic is the one error that stops before reading
     with open_lines(args.file) as lines:
-        report = publish_json_lines(EventProducer(), args.topic, lines,
-                                    on_bad=lambda problem: print(f"{args.file}: {problem}", file=sys.stderr))
+        report = publish_json_lines(json_lines_producer(load(), topic), topic.name, lines,
+                                    on_bad=lambda problem: print(f"{args.file}: {problem}", file=sys.stderr, flush=True))
     print(report.summary(), file=sys.stderr)
     return 0 if report.ok else 1
 

@@ -19,6 +19,9 @@ def _dlq_args(p: argparse.ArgumentParser) -> None:
     redrive.add_argument("source", help="source topic, e.g. playback")
     redrive.add_argument("--reason", help="only letters with this reason code")
     redrive.add_argument("--dry-run", action="store_true", help="print what would be re-driven, change nothing")
+    redrive.add_argument("--skip-unrestorable", action="store_true",
+                         help="truncated letters whose original the source no longer has are marked done without "
+                              "being sent (default: refuse the whole redrive)")
 
 
 @command("dlq", "inspect and re-drive dead letters (dlq.<topic>)")(_dlq_args)
@@ -45,10 +48,18 @@ def run_dlq(args: argparse.Namespace) -> int:
           + (f" (reason {args.reason})" if args.reason else ""), file=sys.stderr)
     if args.dry_run:
         for record in plan.letters:
+            truncated = (f", truncated: the original ({record.value.get('value_size')} bytes) is re-read from the source"
+                         if record.value.get("truncated") else "")
             print(f"  offset {record.offset}: {record.value['reason_code']} from {record.value['agent']} "
-                  f"(source p{record.value['source_partition']}@{record.value['source_offset']})")
+                  f"(source p{record.value['source_partition']}@{record.value['source_offset']}{truncated})")
         return 0
-    print(f"re-driven {dlq.redrive(settings, plan)}", file=sys.stderr)
+    try:
+        sent = dlq.redrive(settings, plan, skip_unrestorable=args.skip_unrestorable)
+    except dlq.RedriveRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"re-driven {sent}" + (f", skipped {len(plan.letters) - sent} unrestorable" if sent < len(plan.letters) else ""),
+          file=sys.stderr)
     return 0
 
 

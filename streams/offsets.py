@@ -1,11 +1,11 @@
 """Partition offsets: ends, and the first offset at or after a timestamp.
 
-Kafka answers timestamp lookups from its time index (ListOffsets). Tansu (the
-embedded broker) answers 0 for every timestamp and reports stale high
-watermarks, so lookups are verified by reading the record at the answered
-offset and, when the answer is wrong, found by binary search over the log,
-which assumes timestamps non-decreasing within a partition (true for
-LogAppendTime and for producers stamping in order).
+Apache Kafka answers both from its indexes (ListOffsets), and they are used as answered. Tansu
+(``VITRINA_BROKER=tansu``) answers 0 for every timestamp and reports stale high watermarks, so on
+Tansu only (``streams.broker_capabilities``) ends are verified by reading and lookups are checked
+against the record at the answered offset and, when wrong, found by binary search over the log,
+which assumes timestamps non-decreasing within a partition (true for LogAppendTime and for
+producers stamping in order).
 """
 from __future__ import annotations
 
@@ -15,9 +15,21 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from infra.settings import Settings
+from streams.broker_capabilities import TANSU, BrokerCapabilities, capabilities
 
 
-def probe_consumer(settings: Settings, **overrides: Any) -> Consumer:
+class ProbeConsumer(Consumer):
+    """A librdkafka consumer that knows what its broker answers right (``broker``)."""
+
+    broker: BrokerCapabilities = TANSU
+
+
+def _broker_of(consumer: Consumer) -> BrokerCapabilities:
+    """Capabilities of the consumer's broker; a plain Consumer gets the safe (verifying) path."""
+    return getattr(consumer, "broker", TANSU)
+
+
+def probe_consumer(settings: Settings, **overrides: Any) -> ProbeConsumer:
     """A consumer for manual assignment; it never joins a group (librdkafka groups hang on Tansu)."""
     config = {
         "bootstrap.servers": settings.kafka_bootstrap,
@@ -30,7 +42,9 @@ def probe_consumer(settings: Settings, **overrides: Any) -> Consumer:
         "fetch.wait.max.ms": 200,
     }
     config.update(overrides)
-    return Consumer(config)
+    consumer = ProbeConsumer(config)
+    consumer.broker = capabilities(settings)
+    return consumer
 
 
 def partitions_of(consumer: Consumer, topic: str, timeout_s: float = 10.0) -> list[int]:
@@ -53,17 +67,22 @@ def _record_at(consumer: Consumer, topic: str, partition: int, offset: int, time
 
 
 def end_offset(consumer: Consumer, topic: str, partition: int) -> int:
-    """The next offset to be written, verified by reading (watermarks can be stale on Tansu)."""
-    from streams.tansu_compat import verified_end
-    return verified_end(consumer, topic, partition)
+    """The next offset to be written (the high watermark; verified by reading on Tansu)."""
+    return end_offsets(consumer, [(topic, partition)])[(topic, partition)]
 
 
 def end_offsets(consumer: Consumer, partitions: list[tuple[str, int]],
                 known: dict[tuple[str, int], int] | None = None) -> dict[tuple[str, int], int]:
-    """``end_offset`` of many partitions at once (read together: about one fetch wait in all);
-    ``known``: ends verified earlier, where reading may start."""
-    from streams.tansu_compat import verified_end_offsets
-    return verified_end_offsets(consumer, partitions, known=known)
+    """``end_offset`` of many partitions at once. On Tansu they are read together (about one fetch
+    wait in all) from ``known``, ends verified earlier, where reading may start."""
+    if _broker_of(consumer).verify_ends_by_reading:
+        from streams.tansu_compat import verified_end_offsets
+        return verified_end_offsets(consumer, partitions, known=known)
+    ends = {}
+    for topic, partition in partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        ends[(topic, partition)] = max(high, 0)
+    return ends
 
 
 def _first_at_or_after(consumer: Consumer, topic: str, partition: int, timestamp_ms: int, end: int) -> int:
@@ -88,6 +107,8 @@ def offset_for_time(consumer: Consumer, topic: str, partition: int, timestamp_ms
     end = end_offset(consumer, topic, partition)
     if answered == OFFSET_END or answered < 0:
         answered = end
+    if _broker_of(consumer).timestamp_lookups:
+        return answered
     at = _record_at(consumer, topic, partition, answered) if answered < end else None
     before = _record_at(consumer, topic, partition, answered - 1) if answered > 0 else None
     at_ok = at is None or at.timestamp()[1] >= timestamp_ms

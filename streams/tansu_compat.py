@@ -9,10 +9,10 @@ with the records of the last changelog batch missing: counts and idempotency mar
 
 ``activate()`` wraps ``AIOKafkaConsumerThread._highwaters`` so every answer is checked by reading:
 ``verified_end`` reads forward from the answered offset to the end-of-partition event (Tansu's answer
-is stale low, never past the end; a fetch past the end would hang until the poll timeout). On a broker
-that answers correctly this costs one empty fetch per partition, and recovery is the only caller, so
-it stays on for every broker. ``streams.offsets.end_offset`` uses the same reader.
-Set ``VITRINA_VERIFY_HIGHWATERS=0`` to turn it off.
+is stale low, never past the end; a fetch past the end would hang until the poll timeout).
+``streams.offsets.end_offsets`` uses the same reader. Everything here is switched on for Tansu only
+(``streams.broker_capabilities``); on Apache Kafka the plain client calls are used.
+Set ``VITRINA_VERIFY_HIGHWATERS=0`` to turn the Faust patch off on Tansu too.
 """
 from __future__ import annotations
 

@@ -35,3 +35,31 @@ def session_event(kind: str, t: float, user: str | None = "u1", device: str = "d
 def watch(item: str, t: float, seconds: float = 150, duration: float = 7200, **kw) -> list[dict]:
     """START at t and a HEARTBEAT `seconds` later: a view by the default rule when seconds >= 120."""
     return [playback(item, t, 0, "START", duration, **kw), playback(item, t + seconds, seconds, "HEARTBEAT", duration, **kw)]
+
+
+def reference_counts(events: list[dict]) -> dict[str, float]:
+    """Per-title co-view counts (value at time 0) of the pure core over ``events`` in order: what the
+    engine must end with, nothing lost and nothing applied twice."""
+    from processors.coview.memory import CoviewIndex, SessionStore
+    from processors.coview.sessionize import ViewCompleted
+    from streams.agents.coview import COVIEW_CONFIG, SESSION_CONFIG
+
+    sessions, index = SessionStore(SESSION_CONFIG), CoviewIndex(COVIEW_CONFIG)
+    for event in events:
+        for record in sessions.feed(event):
+            if type(record) is ViewCompleted:
+                index.add_view(record)
+    return {title: state["n"] * 2.0 ** ((state["L"] - 0) / COVIEW_CONFIG.half_life_ms)
+            for title, state in index.titles.items() if state["n"] > 0}
+
+
+def stored_counts(client, prefix: str) -> dict[str, float]:
+    """The engine's per-title co-view counts in Redis (``<prefix>coview-counts``), as values at time 0."""
+    from streams.agents.coview import COVIEW_CONFIG
+
+    raw = client.hgetall(f"{prefix}coview-counts")
+    counts = {}
+    for title, value in raw.items():
+        n, landmark = value.split("|")
+        counts[title] = float(n) * 2.0 ** (int(landmark) / COVIEW_CONFIG.half_life_ms)  # value at time 0
+    return {title: n for title, n in counts.items() if n > 0}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from _coview_helpers import reference_counts, stored_counts
 from _replay_helpers import quiet, start_pipeline_worker, start_private_stack, unique, wait_for
 
 pytestmark = pytest.mark.slow
@@ -28,31 +29,6 @@ def private(tmp_path_factory):
 def movielens_events(limit: int) -> list[dict]:
     from streams.demo_coview import movielens_playback
     return movielens_playback(limit)
-
-
-def reference_counts(events: list[dict]) -> dict[str, float]:
-    from processors.coview.memory import CoviewIndex, SessionStore
-    from processors.coview.sessionize import ViewCompleted
-    from streams.agents.coview import COVIEW_CONFIG, SESSION_CONFIG
-
-    sessions, index = SessionStore(SESSION_CONFIG), CoviewIndex(COVIEW_CONFIG)
-    for event in events:
-        for record in sessions.feed(event):
-            if type(record) is ViewCompleted:
-                index.add_view(record)
-    return {title: state["n"] * 2.0 ** ((state["L"] - 0) / COVIEW_CONFIG.half_life_ms)
-            for title, state in index.titles.items() if state["n"] > 0}
-
-
-def stored_counts(client: redis.Redis, prefix: str) -> dict[str, float]:
-    from streams.agents.coview import COVIEW_CONFIG
-
-    raw = client.hgetall(f"{prefix}coview-counts")
-    counts = {}
-    for title, value in raw.items():
-        n, landmark = value.split("|")
-        counts[title] = float(n) * 2.0 ** (int(landmark) / COVIEW_CONFIG.half_life_ms)  # value at time 0
-    return {title: n for title, n in counts.items() if n > 0}
 
 
 def test_kill_9_mid_stream_then_restart_gives_exact_coview_counts(private, tmp_path):

