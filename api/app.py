@@ -103,7 +103,8 @@ def unavailable(code: str, message: str, retry_after_s: int) -> web.Response:
                         headers={"Retry-After": str(retry_after_s)})
 
 
-_last_warning = [0.0]
+# monotonic times: "warned" (the last 503 logged), "failed" (Redis itself last failed a request)
+_UNAVAILABLE_STATE = web.AppKey("unavailable_state", dict)
 
 
 @web.middleware
@@ -113,15 +114,18 @@ async def redis_unavailable(request: web.Request,
     try:
         return await handler(request)
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        settings = request.app[SETTINGS]
-        if isinstance(exc.__cause__, (asyncio.TimeoutError, TimeoutError)) and "No connection available" in str(exc):
+        settings, state = request.app[SETTINGS], request.app[_UNAVAILABLE_STATE]
+        now = time.monotonic()
+        pool_wait = isinstance(exc.__cause__, (asyncio.TimeoutError, TimeoutError)) and "No connection available" in str(exc)
+        if not pool_wait:
+            state["failed"] = now
+        if pool_wait and now - state["failed"] > 5.0:  # busy, not failing (a pool of failing connects looks busy)
             code, message = "OVERLOADED", (f"all {settings.api_redis_pool_size} Redis connections stayed busy for "
                                            f"{settings.api_redis_wait_s:g} s; retry later")
         else:
             code, message = "REDIS_UNAVAILABLE", f"the views' Redis is unavailable ({type(exc).__name__}); retry later"
-        now = time.monotonic()
-        if now - _last_warning[0] >= 1.0:  # at most one line a second under overload
-            _last_warning[0] = now
+        if now - state["warned"] >= 1.0:  # at most one line a second under overload
+            state["warned"] = now
             log.warning("api_unavailable", code=code, path=request.path, error=f"{type(exc).__name__}: {exc}")
         return unavailable(code, message, settings.api_retry_after_s)
 
@@ -131,6 +135,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(middlewares=[redis_unavailable])
     app[SETTINGS] = settings
     app[REDIS] = redis_client(settings)
+    app[_UNAVAILABLE_STATE] = {"warned": -60.0, "failed": -60.0}
     app.on_cleanup.append(_close_redis)
     routes = web.RouteTableDef()
     for module in import_all("api", prefix="routes_"):  # every api/routes_*.py adds its routes

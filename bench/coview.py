@@ -36,7 +36,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench._common import RESULTS, write_result
+from bench._common import RESULTS, add_broker_argument, broker_name, run_per_broker, write_result
 
 MOVIELENS = Path("/work/shared/data/datasets/movielens-ml-latest-small")
 
@@ -234,7 +234,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000, help="playback events per input (default 200,000)")
     parser.add_argument("--probes", type=int, default=30, help="freshness probes (default 30)")
+    add_broker_argument(parser)
     args = parser.parse_args()
+    if run_per_broker("coview", args.broker, ["events_per_s", "sessionizer_events_per_s", "raw_consume_events_per_s",
+                                              "worst_case_events_per_s"]):
+        return
     PROBES = args.probes
 
     _fresh_env()
@@ -261,6 +265,7 @@ def main() -> None:
         write_result("coview", {
             # headline: a player-like stream through sessionize + per-title co-view + list writes
             "events_per_s": live["end_to_end_events_per_s"],
+            "broker": broker_name(settings),
             "sessionizer_events_per_s": live["events_per_s"],
             "raw_consume_events_per_s": live["raw_consume_events_per_s"],
             "ratio_to_raw": round(live["end_to_end_events_per_s"] / live["raw_consume_events_per_s"], 3),

@@ -17,7 +17,7 @@ import fastavro
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
-from bench._common import running_stack, write_result
+from bench._common import add_broker_argument, broker_name, run_per_broker, running_stack, write_result
 from processors.catalogue import synthetic_titles
 from processors.eventgen import StreamConfig, generate
 from streams.codec import SingleObjectCodec
@@ -100,7 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (best is kept)")
+    add_broker_argument(parser)
     args = parser.parse_args()
+    if run_per_broker("produce", args.broker, ["raw_events_per_s", "api_events_per_s", "consume_events_per_s"]):
+        return
     events = playback_events(args.events)
     codec = SingleObjectCodec()
     with running_stack() as settings:
@@ -118,7 +121,8 @@ def main() -> None:
         "api_events_per_s": round(len(events) / api_s),
         "ratio": round(raw_s / api_s, 3),
         "consume_events_per_s": round(len(events) / consume_s),
-        "broker": settings.kafka_bootstrap,
+        "broker": broker_name(settings),
+        "bootstrap": settings.kafka_bootstrap,
         "framing": "avro single-object",
         "rounds_events_per_s": {"raw": [round(len(events) / s) for s in raw_runs],
                                 "api": [round(len(events) / s) for s in api_runs]},

@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench._common import write_result
+from bench._common import add_broker_argument, broker_name, run_per_broker, write_result
 from infra import settings as settings_module
 from infra.settings import Settings
 
@@ -82,7 +82,10 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="ranking requests of the synthetic stream")
+    add_broker_argument(parser)
     args = parser.parse_args()
+    if run_per_broker("replay", args.broker, ["first_pass_events_per_s", "replay_events_per_s"]):
+        return 0
     modules = [m for m in VIEW_MODULES if m in agent_modules()]
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         settings = private_settings(Path(tmp))
@@ -103,6 +106,7 @@ def main() -> int:
             stack.down()
     records = first_plan.total
     figures = {
+        "broker": broker_name(settings),
         "agents": list(first_plan.agents.agents), "modules": modules,
         "coview_included": "coview" in modules,
         "input": counts, "records": records, "replayed_records": replay_plan.total,

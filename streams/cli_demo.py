@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import time
 
 from infra.settings import load
 from streams.cli import command
@@ -32,8 +33,12 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = load()
     stack = None if args.external else EmbeddedStack(settings)
     if stack:
-        print("starting the embedded stack (SeaweedFS S3, Tansu broker on S3, Redis) ...", flush=True)
-        stack.up()
+        broker = "Tansu broker on S3" if settings.broker == "tansu" else "Apache Kafka"
+        print(f"starting the embedded stack (SeaweedFS S3, {broker}, Redis) ...", flush=True)
+        began = time.monotonic()
+        for status in stack.up():
+            print(f"  {status.name:<9} {status.detail}", flush=True)
+        print(f"  stack up in {time.monotonic() - began:.1f}s", flush=True)
     ensure_topics(settings)
     print("starting a Faust worker ...", flush=True)
     worker = start_worker(settings)
