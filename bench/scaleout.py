@@ -213,14 +213,16 @@ def measure(base: Settings, count: int, records: dict[str, list[dict]], root: Pa
         load_before = os.getloadavg()
         started = time.perf_counter()
         published = publish(settings, records) - started
-        bar = tqdm(total=total, unit="ev", desc=f"{count} worker(s)", disable=not progress, smoothing=0.1)
+        bar = tqdm(total=total, unit="ev", desc=f"{count} worker(s)", disable=not progress, mininterval=1.0,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} input records committed "
+                              "[{elapsed}{postfix}]")
         deadline = time.monotonic() + timeout_s
         try:
             while True:
                 lag, lowest = watch.lag()
                 done = sum(at for tp, at in lowest.items() if tp[0] in inputs)
+                bar.set_postfix(lag=lag, refresh=False)  # every group, internal topics included
                 bar.update(min(done, total) - bar.n)
-                bar.set_postfix(lag=lag)
                 if lag == 0 and done >= total:
                     finished = time.perf_counter() - started
                     break

@@ -21,7 +21,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from infra.logs import get_logger
 from infra.settings import Settings, load
 from streams.codec import Codec, EncodeError, default_codec
-from streams.topics import INVALID_RECORD_EXPLAINED, TopicSpec, full_name, key_of, require_key, spec
+from streams.topics import (INVALID_RECORD_EXPLAINED, KeylessRecordError, TopicSpec, full_name, key_of, require_key,
+                            spec)
 from streams.validation import ValidationProblem, coerce_and_validate
 
 log = get_logger("vitrina.producer")
@@ -257,6 +258,7 @@ def publish_json_lines(producer: EventProducer, topic: str, lines: Iterable[byte
                                                       f"{exc.start + 1} of the line ({exc.reason})")
         else:
             line = raw
+        line = line.rstrip("\r\n")
         if not line.strip():
             return _BLANK
         record, problem = coerce_and_validate(line, line_no, schema.expanded)
@@ -269,7 +271,10 @@ def publish_json_lines(producer: EventProducer, topic: str, lines: Iterable[byte
         key = key_of(topic_spec, record)
         if key is not None and not key.strip():
             return ValidationProblem(line_no, topic_spec.key_field, "the record's key must not be empty")
-        require_key(topic_spec.name, key, topic_spec.compacted)
+        try:
+            require_key(topic_spec.name, key, topic_spec.compacted)
+        except KeylessRecordError as exc:
+            return ValidationProblem(line_no, topic_spec.key_field, str(exc))
         size = len(value) + len(key or b"")
         if not record_fits(size, limit):
             return ValidationProblem(line_no, "", f"record too large: {size:,} bytes encoded (key + value); the "

@@ -319,7 +319,7 @@ def coerce_and_validate(line: str, line_no: int, parsed_schema: dict) -> tuple[d
     try:
         value = parse_json(line)
     except json.JSONDecodeError as exc:
-        return None, ValidationProblem(line_no, "", f"not valid JSON: {exc.msg} at column {exc.colno}")
+        return None, ValidationProblem(line_no, "", f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
     except ValueError as exc:
         return None, ValidationProblem(line_no, "", f"not valid JSON: {exc}")
     try:

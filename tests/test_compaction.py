@@ -126,24 +126,34 @@ def wait_compacted(settings: Settings, topic: str, what: str, timeout_s: float =
     return wait_for(compacted, f"{what} to be compacted", timeout_s, every_s=0.5)
 
 
-def topic_config(settings: Settings, topic: str) -> dict[str, str]:
+def topic_configs(settings: Settings, *topics: str) -> dict[str, dict[str, str]]:
+    """The configuration of each full topic name, as the broker describes it."""
     from confluent_kafka.admin import ConfigResource
 
     from streams.topics import admin_client
 
-    resource = ConfigResource("topic", topic)
-    admin = admin_client(settings)  # kept until the future resolves
+    admin = admin_client(settings)  # kept until the futures resolve
+    resources = {topic: ConfigResource("topic", topic) for topic in topics}
 
     def described():
         try:
-            return admin.describe_configs([resource])[resource].result(timeout=30)
+            futures = admin.describe_configs(list(resources.values()))
+            return {topic: {name: entry.value for name, entry in futures[resource].result(timeout=30).items()}
+                    for topic, resource in resources.items()}
         except KafkaException as exc:  # a topic just created may not be known to the broker yet
             if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise
             return None
 
-    found = wait_for(described, f"the configuration of {topic}", 30)
-    return {name: entry.value for name, entry in found.items()}
+    return wait_for(described, f"the configuration of {', '.join(topics)}", 30)
+
+
+def assert_fast_compaction(config: dict[str, str], topic: str) -> None:
+    from streams.topics import COMPACTION_PROFILES
+
+    fast = COMPACTION_PROFILES["fast"].configs()
+    assert config["cleanup.policy"] == "compact", (topic, config["cleanup.policy"])
+    assert {k: config[k] for k in fast} == fast, (topic, {k: config[k] for k in fast})
 
 
 # -- the private stack ---------------------------------------------------------------------------------
@@ -172,29 +182,24 @@ def client(private):
     connection.close()
 
 
-def namespace(settings: Settings, tag: str) -> Settings:
-    from streams.topics import ensure_topics
+def namespace(settings: Settings, tag: str, *topics: str) -> Settings:
+    """Settings whose topic names carry a fresh prefix, with ``topics`` created."""
+    from streams.topics import ensure_topics, spec
 
     scoped = dataclasses.replace(settings, topic_prefix=f"{tag}-{uuid.uuid4().hex[:6]}.")
-    ensure_topics(scoped)
+    ensure_topics(scoped, [spec(t) for t in topics])
     return scoped
 
 
-def test_compacted_topics_get_the_profile_and_faust_and_engine_changelogs_too(private):
-    from streams.engine.runner import changelog_spec
-    from streams.topics import COMPACTION_PROFILES, TOPICS, compaction_configs, ensure_topics, full_name
+def test_compacted_registry_topics_get_the_compaction_profile(private):
+    """(Faust table changelogs: restored_run; the engine's changelogs: the engine test.)"""
+    from streams.topics import COMPACTION_PROFILES, TOPICS, compaction_configs, full_name
 
-    fast = COMPACTION_PROFILES["fast"].configs()
-    for topic in [t for t in TOPICS if t.compacted]:
-        config = topic_config(private, full_name(private, topic.name))
-        assert config["cleanup.policy"] == "compact"
-        assert {k: config[k] for k in fast} == fast, topic.name
-    assert topic_config(private, full_name(private, "playback"))["cleanup.policy"] == "delete"
-    # the engine creates its changelogs with ensure_topics (the Faust tables' changelogs: see restored_run)
-    engine_changelog = changelog_spec(private, unique("probe"), 6)
-    ensure_topics(private, [engine_changelog])
-    config = topic_config(private, full_name(private, engine_changelog.name))
-    assert config["cleanup.policy"] == "compact" and {k: config[k] for k in fast} == fast
+    compacted = [full_name(private, t.name) for t in TOPICS if t.compacted]
+    configs = topic_configs(private, *compacted, full_name(private, "playback"))
+    for topic in compacted:
+        assert_fast_compaction(configs[topic], topic)
+    assert configs[full_name(private, "playback")]["cleanup.policy"] == "delete"
     # production defaults: a day per segment, a week at most before anything superseded is cleaned
     production = COMPACTION_PROFILES["production"]
     assert production.segment_ms == 24 * 3600 * 1000 and production.max_compaction_lag_ms == 7 * 24 * 3600 * 1000
@@ -211,7 +216,7 @@ def test_superseded_versions_of_a_registry_topic_are_compacted_away(private):
     from streams.producer import EventProducer
     from streams.topics import full_name, spec
 
-    settings = namespace(private, "cmp-a")
+    settings = namespace(private, "cmp-a", "catalogue.titles")
     topic = full_name(settings, "catalogue.titles")
     titles = synthetic_titles(40, seed=17)
     versions = 5
@@ -261,7 +266,7 @@ def test_an_engine_changelog_is_compacted_and_restores_the_same_state(private):
     from streams.producer import EventProducer
     from streams.topics import full_name
 
-    settings = dataclasses.replace(namespace(private, "cmp-e"), app_id=unique("cmp-engine"))
+    settings = dataclasses.replace(namespace(private, "cmp-e", "playback", "dlq.playback"), app_id=unique("cmp-engine"))
     processor = CountingProcessor("counter")
     changelog = full_name(settings, changelog_spec(settings, processor.name, 6).name)
     items = [f"e-{i}" for i in range(12)]
@@ -303,6 +308,7 @@ def test_an_engine_changelog_is_compacted_and_restores_the_same_state(private):
             await task
         assert before == {item: 1800 // len(items) for item in items}
 
+        assert_fast_compaction(topic_configs(settings, changelog)[changelog], changelog)
         records, written = await asyncio.get_running_loop().run_in_executor(
             None, wait_compacted, settings, changelog, "the engine changelog")
         assert len(records) < written
@@ -361,7 +367,7 @@ def restored_run(private, client, tmp_path_factory):
     from sinks.redis_views import PREFIX
     from streams.producer import EventProducer
     from streams.replay import refresh_derived_views
-    from streams.topics import COMPACTION_PROFILES, full_name, spec
+    from streams.topics import full_name, spec
 
     client.flushall()
     started = time.monotonic()
@@ -400,11 +406,10 @@ def restored_run(private, client, tmp_path_factory):
         worker.stop()
     say("worker 1 stopped")
 
-    fast = COMPACTION_PROFILES["fast"].configs()
-    for table in ("plays", "viewer-history"):
-        changelog = f"{app_id}-{table}-changelog"
-        config = topic_config(private, changelog)
-        assert config["cleanup.policy"] == "compact" and {k: config[k] for k in fast} == fast, (changelog, config)
+    changelogs = {table: f"{app_id}-{table}-changelog" for table in ("plays", "viewer-history")}
+    for changelog, config in topic_configs(private, *changelogs.values()).items():
+        assert_fast_compaction(config, changelog)  # Faust created them with the table's extra_topic_configs
+    for table, changelog in changelogs.items():
         compacted, written = wait_compacted(private, changelog, changelog)
         print(f"{changelog}: {written} records written, {len(compacted)} left after compaction")
         if table == "plays":
@@ -425,7 +430,7 @@ def restored_run(private, client, tmp_path_factory):
         wait_for(lambda: plays_are(client, data.starts), "every play counted after the restore", 90)
         wait_for(lambda: pipeline_done(client, data), "every history written, no showcase queued", 60)
         say("phase 3 done")
-        quiet(worker)
+        quiet(worker, seconds=3.0)
         assert worker.counter("vitrina_dead_letters_total", reason="PROCESSING_FAILED") == 0
         log = worker.log_path.read_text(errors="replace")
         assert "Restore complete" in log or "Recovery complete" in log
@@ -470,7 +475,7 @@ def test_rebuild_from_compacted_topics_gives_the_same_views(private, client, res
     assert latest == {t["item_id"]: t["title"] for t in data.titles}, "the final version of every title is kept"
 
     client.flushall()
-    done = vitrina(private, "rebuild", "--agent", ",".join(exact_modules()), "--timeout", "150")
+    done = vitrina(private, "rebuild", "--agent", ",".join(exact_modules()), "--timeout", "150", "--settle", "3")
     assert done.returncode == 0, done.stderr[-3000:]
     rebuilt = snapshot(client)
     diff = differences(views, rebuilt, limit=1000)
@@ -489,7 +494,7 @@ def test_a_keyless_record_for_a_compacted_topic_is_refused_with_a_clear_error(pr
     from streams.producer import DeliveryError, EventProducer
     from streams.topics import KeylessRecordError, full_name, spec
 
-    settings = namespace(private, "cmp-d")
+    settings = namespace(private, "cmp-d", "catalogue.titles", "playback")
     topic = full_name(settings, "catalogue.titles")
     producer = EventProducer(settings)
     value = default_codec().encode(spec("catalogue.titles").schema, synthetic_titles(1, seed=1)[0])

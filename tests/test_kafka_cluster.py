@@ -16,6 +16,7 @@ never have died, and the restarted node must be back in the ISR of every partiti
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections import Counter
 
@@ -30,9 +31,10 @@ from _replay_helpers import private_settings, start_pipeline_worker, unique, wai
 pytestmark = pytest.mark.slow
 
 NODES = (1, 2, 3)
-EVENTS = 18_000  # per scenario, published in three parts around the kill
-CHUNK = 1_000
-PAUSE_S = 0.3  # between chunks: the stream is still flowing when a node dies
+BEFORE_KILL = 6_000  # events of a scenario published before the kill
+MAX_EVENTS = 40_000  # at most, published at ~300/s while the node is down and restarting
+CHUNK = 300
+PAUSE_S = 1.0
 
 
 def component(node_id: int) -> str:
@@ -55,6 +57,16 @@ def cluster(tmp_path_factory):
     finally:
         gc.collect()  # producers kept by their delivery callbacks' cycles would log refusals once it is down
         stack.down()
+
+
+@pytest.fixture
+def all_nodes_back(cluster):
+    """After a scenario, even a failed one: no stream left publishing, every node running again."""
+    streams: list[Stream] = []
+    yield streams
+    for stream in streams:
+        stream.stop()
+    cluster[0].up()  # starts only what is not running
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +154,51 @@ def stored_views(client: redis.Redis, prefix: str, items) -> dict[str, dict[str,
             for item, (plays, events) in zip(items, pipe.execute())}
 
 
-def publish_paced(producer, events: list[dict]) -> None:
+def publish_paced(producer, events: list[dict], chunk: int, pause_s: float) -> None:
     from streams.topics import spec
 
-    for start in range(0, len(events), CHUNK):
-        producer.publish_many(spec("playback"), events[start:start + CHUNK])
-        time.sleep(PAUSE_S)
+    for start in range(0, len(events), chunk):
+        producer.publish_many(spec("playback"), events[start:start + chunk])
+        time.sleep(pause_s)
+
+
+class Stream(threading.Thread):
+    """Publishes ``events`` in chunks (alternating between ``producers``) until finished or out of events."""
+
+    def __init__(self, producers: list, events: list[dict]) -> None:
+        super().__init__(name="cluster-stream", daemon=True)
+        self.producers, self.events = producers, events
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._finishing = threading.Event()
+
+    def run(self) -> None:
+        from streams.topics import spec
+
+        try:
+            for index, start in enumerate(range(0, len(self.events), CHUNK)):
+                if self._finishing.is_set():
+                    break
+                chunk = self.events[start:start + CHUNK]
+                self.producers[index % len(self.producers)].publish_many(spec("playback"), chunk)
+                self.sent += len(chunk)
+                self._finishing.wait(PAUSE_S)
+            for producer in self.producers:
+                producer.flush(90)  # raises if any event was not acknowledged
+        except BaseException as error:  # noqa: BLE001 - re-raised by finish()
+            self.error = error
+
+    def stop(self) -> None:
+        self._finishing.set()
+
+    def finish(self, timeout_s: float) -> int:
+        """Stop publishing, wait until every event sent is acknowledged; returns how many were sent."""
+        self.stop()
+        self.join(timeout_s)
+        assert not self.is_alive(), f"the producers did not finish within {timeout_s}s"
+        if self.error is not None:
+            raise self.error
+        return self.sent
 
 
 def consumed(worker) -> float:
@@ -178,7 +229,8 @@ def test_topics_are_replicated_three_times_with_min_insync_two(cluster, admin):
 
 
 @pytest.mark.parametrize("victim", ["a partition leader", "node 1"])
-def test_a_node_killed_mid_stream_loses_no_acknowledged_event_and_rejoins_in_sync(cluster, admin, worker, client, victim):
+def test_a_node_killed_mid_stream_loses_no_acknowledged_event_and_rejoins_in_sync(cluster, admin, worker, client,
+                                                                                  all_nodes_back, victim):
     from streams.producer import EventProducer
 
     stack, settings = cluster
@@ -191,32 +243,43 @@ def test_a_node_killed_mid_stream_loses_no_acknowledged_event_and_rejoins_in_syn
         node = max((2, 3), key=lambda n: leaders[n])
         assert leaders[node] > 0, leaders
     tag = unique(f"n{node}")
-    events = generated_stream(tag, EVENTS)
-    expected = expected_views(events)
-    first, second, third = events[:EVENTS // 3], events[EVENTS // 3:2 * EVENTS // 3], events[2 * EVENTS // 3:]
+    events = generated_stream(tag, MAX_EVENTS)
 
     before = consumed(process)
     running = EventProducer(settings)  # acks=all, idempotent, bootstrapped with all three nodes
-    publish_paced(running, first)
-    wait_for(lambda: consumed(process) >= before + len(first) // 4, "the worker to be mid-stream", 60, every_s=0.1)
+    publish_paced(running, events[:BEFORE_KILL], 1000, 0.2)
+    wait_for(lambda: consumed(process) >= before + BEFORE_KILL // 4, "the worker to be mid-stream", 60, every_s=0.1)
     stack.kill_component(component(node))  # SIGKILL: no controlled shutdown, no leadership handed over
     killed_at = time.monotonic()
     assert stack.pid(component(node)) is None
-    publish_paced(running, second)  # a client that knew the node keeps producing
     bootstrapped = EventProducer(settings)  # a client bootstrapped while the node is down
-    publish_paced(bootstrapped, third)
-    running.flush(90)  # raises if any event was not acknowledged
-    bootstrapped.flush(90)
-    assert running.delivered + bootstrapped.delivered == EVENTS
-    produced_s = time.monotonic() - killed_at
-    # the cluster noticed: the dead node left every ISR and the acks=all writes went to the other two
-    wait_for(lambda: left_every_isr(admin, node, worker_topics(app_id)), f"node {node} to leave the ISRs", 30)
-    assert process.alive(), f"the worker died with the node:\n{process.log_tail(60)}"
+    # the stream goes on while the node is down, restarts and catches up: chunks alternate between the
+    # client that knew the node and the one bootstrapped without it
+    rest = Stream([running, bootstrapped], events[BEFORE_KILL:])
+    all_nodes_back.append(rest)
+    rest.start()
+    # the cluster notices (the node is fenced after its session timeout, 9 s, and leaves every ISR: acks=all
+    # is answered by the other two) while the node restarts; its start-up takes longer than that
+    left_at: list[float] = []
 
+    def watch_isr() -> None:
+        deadline = time.monotonic() + 60
+        while not left_at and time.monotonic() < deadline:
+            if left_every_isr(admin, node, worker_topics(app_id)):
+                left_at.append(time.monotonic())
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch_isr, name="isr-watch", daemon=True)
+    watcher.start()
     restart_began = time.monotonic()
     restarted = stack.restart_component(component(node))
     assert restarted.healthy, restarted
     rejoined_at = time.monotonic()
+    watcher.join(60)
+    assert left_at, f"node {node} never left the ISRs of {worker_topics(app_id)}"
+    sent = rest.finish(timeout_s=120)  # raises if any event was not acknowledged
+    assert running.delivered + bootstrapped.delivered == BEFORE_KILL + sent
+    expected = expected_views(events[:BEFORE_KILL + sent])
     wait_for(lambda: out_of_sync(admin) == [], f"node {node}'s replicas to be back in every ISR", 90)
     in_sync_s = time.monotonic() - rejoined_at
 
@@ -231,6 +294,7 @@ def test_a_node_killed_mid_stream_loses_no_acknowledged_event_and_rejoins_in_syn
     assert stored_views(client, prefix, expected) == expected
     assert process.alive(), f"the worker died:\n{process.log_tail(60)}"
     assert process.counter("vitrina_dead_letters_total") == 0
-    print(f"killed node {node} ({victim}); produced the rest in {produced_s:.1f}s, restart took "
-          f"{rejoined_at - restart_began:.1f}s, in sync {in_sync_s:.1f}s later; "
+    print(f"killed node {node} ({victim}): {BEFORE_KILL} events before, {sent} after; out of the ISRs "
+          f"{left_at[0] - killed_at:.1f}s after the kill, restart took {rejoined_at - restart_began:.1f}s, "
+          f"in sync {in_sync_s:.1f}s later; "
           f"scenario {time.monotonic() - began:.1f}s")

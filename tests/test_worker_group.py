@@ -1,8 +1,8 @@
 """Scale-out: three full workers in one consumer group share the 6 partitions of the registry topics;
 one is killed with SIGKILL mid-stream and the other two take its partitions over.
 
-On a private stack, one generated input (the crash tests' catalogue, shelves, ~23k playback and 24k
-impression events, plus a few uploads) is published while three workers (every agent and the co-view
+On a private stack, one generated input (the crash tests' generator and catalogue, ~7.5k playback and
+8k impression events, plus a few uploads) is published while three workers (every agent and the co-view
 engine, one app id, one view namespace) are up and idle. Once a third of the stream is consumed and
 the victim's co-view sessionizer has checkpointed, the victim gets SIGKILL; the survivors take over
 after the group's session timeout. Afterwards:
@@ -34,6 +34,7 @@ from _uploads_helpers import unique_clip
 
 pytestmark = pytest.mark.slow
 WORKERS = 3
+REQUESTS = 1000  # ~7.5k playback and 8k impression events: a full worker (ranking trainer included) is slow
 # showcases are built by a timer from the stats read at build time: how often and when they were built
 # depends on the run, and the crash tests compare them only after a refresh from the final inputs
 TIMED_FAMILIES = {"showcase", "showcase-meta", "showcase-users"}
@@ -126,6 +127,17 @@ def behind(lags: dict[str, dict[tuple[str, int], int]]) -> dict[str, dict[tuple[
             if any(rows.values())}
 
 
+def summary(lags: dict[str, dict[tuple[str, int], int]]) -> dict[str, dict[str, int]]:
+    """group -> topic -> lag summed over partitions (topics with lag only)."""
+    out: dict[str, dict[str, int]] = {}
+    for group, rows in lags.items():
+        for (topic, _), lag in rows.items():
+            if lag:
+                out.setdefault(group, {}).setdefault(topic, 0)
+                out[group][topic] += lag
+    return out
+
+
 def consumed(worker, topic: str, agent: str | None = None) -> float:
     labels = {"topic": topic, **({"agent": agent} if agent else {})}
     try:
@@ -181,7 +193,7 @@ def comparable(views: dict, families: set[str]) -> dict:
 def test_three_workers_one_killed_mid_stream_give_the_views_of_an_uninterrupted_run(private, client, tmp_path):
     started = time.monotonic()
     settings = private
-    data = make_input(titles=150, requests=3000, seed=11)
+    data = make_input(titles=150, requests=REQUESTS, seed=11)
     expected_coview = reference_counts(data.playback)
     app_id, prefix = unique("group"), f"group-{uuid.uuid4().hex[:4]}:"
 
@@ -215,8 +227,17 @@ def test_three_workers_one_killed_mid_stream_give_the_views_of_an_uninterrupted_
         try:
             wait_for(lambda: stable_with(settings, groups, WORKERS - 1), "the survivors to own every partition", 90)
             print(f"rebalanced onto {WORKERS - 1} workers {time.monotonic() - killed_at:.0f}s after the kill")
+            report = {"at": time.monotonic()}
+
+            def done() -> bool:
+                if time.monotonic() - report["at"] > 15:  # say where it stands (pytest -s)
+                    report["at"] = time.monotonic()
+                    print(f"{time.monotonic() - killed_at:.0f}s after the kill: {progress(client, data, prefix)}; "
+                          f"lag {summary(lag_by_group(settings, groups))}")
+                return pipeline_done(client, data, prefix)
+
             try:
-                wait_for(lambda: pipeline_done(client, data, prefix), "every play, history and showcase", 180)
+                wait_for(done, "every play, history and showcase", 180)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: {progress(client, data, prefix)}") from None
             wait_for(lambda: len(stored_counts(client, prefix)) >= len(expected_coview), "every co-view title", 120)
