@@ -48,6 +48,26 @@ def apply_broker_workarounds(broker: BrokerCapabilities) -> None:
         tansu_compat.activate()  # verified changelog highwaters: full table recovery on Tansu
 
 
+def check_changelog_partitions_once_known() -> None:
+    """Faust checks, at a table's first write from a source topic, that the source and the changelog
+    have as many partitions, reading both counts from the consumer group's metadata snapshot. aiokafka
+    puts 0 there for a topic its metadata does not list yet: a changelog topic Faust created moments
+    before subscribing (a fresh app id: a first start, a replay). Until the next metadata refresh (up
+    to 5 minutes) every write then raised PartitionsMismatch "... has 0 partitions", which answered a
+    user's upload with ENCODE_FAILED "internal error". A count of 0 now means "not known yet": the
+    write goes on and the check runs again at the next write (a real mismatch still raises)."""
+    from faust.tables.base import Collection
+
+    verify = Collection._verify_source_topic_partitions
+
+    def verify_when_known(self, source_topic: str) -> None:  # noqa: ANN001 - Faust's signature
+        if not self.app.consumer.topic_partitions(self.changelog_topic_name):
+            return  # 0 or None: unknown yet, not remembered as verified
+        verify(self, source_topic)
+
+    Collection._verify_source_topic_partitions = verify_when_known
+
+
 def _datadir(settings: Settings):
     path = settings.data_dir / "faust" / settings.app_id
     path.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
@@ -99,4 +119,5 @@ def create_app(settings: Settings) -> faust.App:
 
 _settings = load()
 apply_broker_workarounds(capabilities(_settings))
+check_changelog_partitions_once_known()
 app = create_app(_settings)

@@ -358,3 +358,80 @@ def test_redrive_reads_a_truncated_letters_original_from_the_source_or_refuses(p
         assert dict(message.headers())["vitrina-attempts"] == b"2"
     finally:
         consumer.close()
+
+
+def set_max_message_bytes(settings, topic: str, value: int) -> None:
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    from streams.topics import admin_client
+
+    resource = ConfigResource(ResourceType.TOPIC, full_name(settings, topic), incremental_configs=[
+        ConfigEntry("max.message.bytes", str(value), incremental_operation=AlterConfigOpType.SET)])
+    for future in admin_client(settings).incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+@pytest.mark.parametrize("module, group_suffix, agent, failed_metric", [
+    ("plays", "", "playback-by-item", "vitrina_dead_letter_write_failures_total"),
+    ("coview", ".coview-sessions", "coview-sessions", "vitrina_engine_restarts_total"),
+])
+def test_a_dead_letter_the_broker_refuses_keeps_its_record_uncommitted_until_written(
+        private_topics, module, group_suffix, agent, failed_metric):
+    """dlq.playback refuses every letter (max.message.bytes 1024): the agent (Faust) or the processor
+    (engine) retries and commits nothing past the bad record, later events wait; once the topic takes
+    the letter, it is written once and everything after it is processed. (Before: Faust logged the
+    failed send and committed; the engine's changelog marked the record applied, so the restarted
+    processor skipped it: the letter was lost either way.)"""
+    from infra.ports import pick_free_ports
+    from streams.group_offsets import committed
+    from streams.supervisor import start_worker
+    from streams.topics import admin_client
+
+    settings, codec = private_topics, default_codec()
+    tag = uuid.uuid4().hex[:6]
+    app_id, prefix = f"hi-{tag}", f"hi-{tag}:"
+    worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=app_id, ready_timeout_s=80, extra_env={
+        "VITRINA_APP_ID": app_id, "VITRINA_AGENTS": module, "VITRINA_VIEW_PREFIX": prefix})
+    try:
+        deadline = Deadline(85)
+        set_max_message_bytes(settings, "dlq.playback", 1024)
+        viewer, first, second = f"{tag}-u", f"{tag}-first", f"{tag}-second"
+        producer = RawProducer(settings)
+        producer.send("playback", codec.encode("vitrina.PlaybackEvent", playback(viewer, first, "START", 0, T0)),
+                      viewer.encode())
+        bad = producer.send("playback", junk(4096), viewer.encode())
+        producer.send("playback", codec.encode("vitrina.PlaybackEvent", playback(viewer, second, "START", 0, T0)),
+                      viewer.encode())
+        producer.flush()
+        partition, bad_offset = producer.positions[bad]
+        group, topic = app_id + group_suffix, full_name(settings, "playback")
+
+        def at() -> int:
+            return committed(admin_client(settings), group, topic, [partition])[partition] or 0
+
+        deadline.wait(lambda: worker.counter(failed_metric) > 0, "the refused dead letter")
+        time.sleep(3)  # anything that would commit past the record has had the time to
+        assert at() <= bad_offset, "committed past a record whose dead letter was not written"
+        assert not letters(settings, "playback", {viewer.encode()})
+        if module == "plays":
+            assert not views_plays(settings, prefix, second), "an event after the bad record was processed"
+
+        set_max_message_bytes(settings, "dlq.playback", 8 * 1024 * 1024)
+        deadline.wait(lambda: letters(settings, "playback", {viewer.encode()}), "the dead letter, once accepted")
+        deadline.wait(lambda: at() > bad_offset + 1, "the commit past the bad record")
+        found = letters(settings, "playback", {viewer.encode()})
+        assert [(l["agent"], l["source_offset"]) for l in found] == [(agent, bad_offset)]
+        if module == "plays":
+            assert views_plays(settings, prefix, first) == 1 and views_plays(settings, prefix, second) == 1
+    finally:
+        worker.stop()
+
+
+def views_plays(settings, prefix: str, item: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        return int(client.hget(f"{prefix}plays:{item}", "plays") or 0)
+    finally:
+        client.close()
