@@ -11,7 +11,7 @@ import os
 import faust
 
 from infra.settings import Settings, load
-from streams import tansu_compat
+from streams import faust_flush, tansu_compat
 from streams.broker_capabilities import BrokerCapabilities, capabilities
 
 
@@ -120,4 +120,5 @@ def create_app(settings: Settings) -> faust.App:
 _settings = load()
 apply_broker_workarounds(capabilities(_settings))
 check_changelog_partitions_once_known()
+faust_flush.activate()  # commits wait for the table changelog writes before them
 app = create_app(_settings)

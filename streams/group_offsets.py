@@ -7,9 +7,10 @@ earliest, latest, to an offset, to a datetime (first record at/after it), shift 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.settings import Settings
@@ -40,7 +41,35 @@ class PartitionPlan:
         return f"{self.topic:<28} p{self.partition:<3} current={current:>8} new={self.target:>8} end={self.end:>8} lag={self.lag_after}"
 
 
+# Errors of a group coordinator that is not there yet (a fresh cluster, a moved group).
+_COORDINATOR_ERRORS = (KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
+                       KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
+
+
+def wait_for_coordinator(admin: AdminClient, group: str, timeout_s: float = 30.0) -> None:
+    """Return once the group's coordinator answers (DescribeGroups).
+
+    librdkafka's admin ListConsumerGroupOffsets crashes the process (SIGSEGV in rd_kafka_cgrp_op: an
+    admin client has no consumer group handle) when its OffsetFetch is answered NOT_COORDINATOR or
+    COORDINATOR_NOT_AVAILABLE, as on a fresh cluster whose __consumer_offsets is not ready
+    (confluentinc/librdkafka#5040, confluent-kafka-python#1982). DescribeGroups reports those errors
+    as exceptions, so it is asked first, until the coordinator answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+            return
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or error.code() not in _COORDINATOR_ERRORS:
+                return  # an answer from the coordinator (e.g. GROUP_ID_NOT_FOUND for a group never used)
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def committed(admin: AdminClient, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
+    wait_for_coordinator(admin, group)
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
     result = admin.list_consumer_group_offsets([request], request_timeout=30)[group].result(timeout=60)
     return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions}

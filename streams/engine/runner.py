@@ -158,6 +158,11 @@ class _Rebalance(ConsumerRebalanceListener):
         consumer.pause(*assigned)  # no records until the state they update is restored
         try:
             await self.runner.assign(sorted({tp.partition for tp in assigned}))
+        except Exception as exc:  # noqa: BLE001 - aiokafka would only log it: the partitions would stay
+            # without state for good (every fetched batch sought back). The runner stops instead and the
+            # supervisor starts a fresh one (e.g. a changelog just created has no leader yet)
+            self.runner.log.error("engine_assign_failed", error=repr(exc))
+            self.runner.failure = exc
         finally:
             consumer.resume(*assigned)
 
