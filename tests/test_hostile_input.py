@@ -419,14 +419,14 @@ def test_a_dead_letter_the_broker_refuses_keeps_its_record_uncommitted_until_wri
             return committed(admin_client(settings), group, topic, [partition])[partition] or 0
 
         deadline.wait(lambda: "MessageSizeTooLarge" in watch.new_log(), "the broker refusing the dead letter")
-        retried = ("vitrina_dead_letter_write_failures_total" if module == "plays"
-                   else "vitrina_engine_restarts_total")  # the engine's failed checkpoint restarts the processor
-        deadline.wait(lambda: worker.counter(retried) > 0, retried)
         time.sleep(3)  # anything that would commit past the record has had the time to
         assert at() <= bad_offset, "committed past a record whose dead letter was not written"
         assert not letters(settings, "playback", {viewer.encode()})
         if module == "plays":
             assert not views_plays(settings, prefix, second), "an event after the bad record was processed"
+        retried = ("vitrina_dead_letter_write_failures_total" if module == "plays"
+                   else "vitrina_engine_restarts_total")  # the engine's failed checkpoint restarts the processor
+        deadline.wait(lambda: worker.counter(retried) > 0, retried)
 
         set_max_message_bytes(settings, "dlq.playback", 8 * 1024 * 1024)
         deadline.wait(lambda: letters(settings, "playback", {viewer.encode()}), "the dead letter, once accepted")
