@@ -3,9 +3,7 @@ Kafka cluster on the version of infra/kafka/pom.xml, loopback-only ports, scalab
 that exist), the Dockerfile and .dockerignore. With a ``docker`` client that has the compose plugin,
 ``docker compose config -q`` validates the file against the Compose schema as well.
 
-The compose file is read with PyYAML when it is importable; otherwise with ``_MiniYaml`` below, a
-strict loader for the YAML subset the file uses (it raises on anything else), so no check is skipped
-for want of PyYAML. ``test_fallback_loader_agrees_with_pyyaml`` compares the two where both exist.
+The compose file is read with PyYAML (a test dependency).
 """
 from __future__ import annotations
 
@@ -18,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infra.settings import Settings
 
@@ -50,157 +49,8 @@ ONE_SHOT_CONDITION = "service_completed_successfully"
 VITRINA_VAR = re.compile(r"\bVITRINA_[A-Z0-9_]*[A-Z0-9]\b")
 
 
-# --- a strict loader for the YAML subset of the compose file (used when PyYAML is missing) --------
-
-class _MiniYaml:
-    """Block mappings and sequences, plain/quoted scalars, JSON-style flow sequences, ``|`` block
-    literals, ``&anchor``/``*alias`` and ``<<`` merge keys, comments. Anything else raises."""
-
-    KEY = re.compile(r"^(<<|[A-Za-z0-9_.\-]+):(?:[ \t]+(.*))?$")
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.pos = 0
-        self.anchors: dict[str, object] = {}
-
-    @classmethod
-    def load(cls, text: str) -> object:
-        loader = cls(text)
-        node = loader.node(0)
-        if loader.peek() is not None:
-            raise ValueError(f"line {loader.pos + 1}: unexpected content")
-        return node
-
-    @staticmethod
-    def strip_comment(text: str) -> str:
-        quote = None
-        for i, ch in enumerate(text):
-            if quote:
-                quote = None if ch == quote else quote
-            elif ch in "\"'" and (i == 0 or text[i - 1] in " \t[,"):
-                quote = ch
-            elif ch == "#" and (i == 0 or text[i - 1] in " \t"):
-                return text[:i].rstrip()
-        return text.rstrip()
-
-    def peek(self) -> tuple[int, str] | None:
-        """(indent, text without comment) of the next content line, skipping blank/comment lines."""
-        while self.pos < len(self.lines):
-            raw = self.lines[self.pos]
-            if "\t" in raw[: len(raw) - len(raw.lstrip())]:
-                raise ValueError(f"line {self.pos + 1}: tab indentation")
-            text = self.strip_comment(raw.strip())
-            if text:
-                return len(raw) - len(raw.lstrip(" ")), text
-            self.pos += 1
-        return None
-
-    def node(self, indent: int) -> object:
-        head = self.peek()
-        if head is None or head[0] < indent:
-            return None
-        if head[1] == "-" or head[1].startswith("- "):
-            return self.sequence(head[0])
-        return self.mapping(head[0])
-
-    def mapping(self, indent: int) -> dict:
-        explicit: dict = {}
-        merged: dict = {}
-        while (head := self.peek()) is not None and head[0] == indent:
-            match = self.KEY.match(head[1])
-            if not match:
-                raise ValueError(f"line {self.pos + 1}: not a 'key: value' line: {head[1]!r}")
-            key, rest = match.group(1), (match.group(2) or "")
-            if key in explicit:
-                raise ValueError(f"line {self.pos + 1}: duplicate key {key!r}")
-            self.pos += 1
-            value = self.value(rest, indent)
-            if key == "<<":
-                if not isinstance(value, dict):
-                    raise ValueError(f"line {self.pos}: '<<' needs a mapping alias")
-                merged.update(value)
-            else:
-                explicit[key] = value
-        if head is not None and head[0] > indent:
-            raise ValueError(f"line {self.pos + 1}: unexpected indentation")
-        return {**merged, **explicit}
-
-    def sequence(self, indent: int) -> list:
-        items: list = []
-        while (head := self.peek()) is not None and head[0] == indent and (head[1] == "-" or head[1].startswith("- ")):
-            rest = head[1][1:].strip()
-            if self.KEY.match(rest):
-                raise ValueError(f"line {self.pos + 1}: mappings inside sequences are not supported")
-            self.pos += 1
-            items.append(self.value(rest, indent))
-        if head is not None and head[0] > indent:
-            raise ValueError(f"line {self.pos + 1}: unexpected indentation")
-        return items
-
-    def value(self, rest: str, indent: int) -> object:
-        anchor = None
-        if rest.startswith("&"):
-            anchor, _, rest = rest[1:].partition(" ")
-            rest = rest.strip()
-        if rest.startswith("*"):
-            value = self.anchors[rest[1:]]
-        elif rest in ("|", "|-"):
-            value = self.block_literal(indent, keep_newline=rest == "|")
-        elif rest == "":
-            head = self.peek()
-            value = self.node(indent + 1) if head is not None and head[0] > indent else None
-        else:
-            value = self.scalar(rest)
-        if anchor:
-            self.anchors[anchor] = value
-        return value
-
-    def block_literal(self, indent: int, keep_newline: bool) -> str:
-        body: list[str] = []
-        while self.pos < len(self.lines):
-            raw = self.lines[self.pos]
-            if raw.strip() and len(raw) - len(raw.lstrip(" ")) <= indent:
-                break
-            body.append(raw)
-            self.pos += 1
-        while body and not body[-1].strip():
-            body.pop()
-        if not body:
-            return ""
-        cut = len(body[0]) - len(body[0].lstrip(" "))
-        text = "\n".join(line[cut:] for line in body)
-        return text + "\n" if keep_newline else text
-
-    @staticmethod
-    def scalar(text: str) -> object:
-        if text.startswith("["):
-            return json.loads(text)  # flow sequences are written JSON-compatible
-        if text.startswith('"'):
-            return json.loads(text)
-        if text.startswith("'"):
-            if not text.endswith("'") or len(text) < 2:
-                raise ValueError(f"unterminated quote: {text!r}")
-            return text[1:-1].replace("''", "'")
-        if text.startswith(("{", "&", "*", "!", "%", "@", "`", "|", ">")):
-            raise ValueError(f"unsupported YAML: {text!r}")
-        if re.fullmatch(r"[-+]?\d+", text):
-            return int(text)
-        if re.fullmatch(r"[-+]?\d+\.\d+", text):
-            return float(text)
-        if text in ("true", "false"):
-            return text == "true"
-        if text in ("null", "~"):
-            return None
-        if text.lower() in ("yes", "no", "on", "off", "y", "n"):
-            raise ValueError(f"quote {text!r}: YAML 1.1 reads it as a boolean")
-        return text
-
 
 def load_yaml(text: str) -> object:
-    try:
-        import yaml
-    except ImportError:
-        return _MiniYaml.load(text)
     return yaml.safe_load(text)
 
 
@@ -404,22 +254,6 @@ def test_dockerignore_keeps_dev_data_out() -> None:
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for src in copied.split():
             assert src not in entries, f"Dockerfile copies {src}, which .dockerignore excludes"
-
-
-# --- cross-checks with real tools -----------------------------------------------------------------
-
-def test_fallback_loader_agrees_with_pyyaml() -> None:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: nothing to compare the fallback with")
-    text = COMPOSE.read_text()
-    assert _MiniYaml.load(text) == yaml.safe_load(text)
-
-
-def test_fallback_loader_is_strict() -> None:
-    for bad in ("a: yes\n", "a:\n  - b: c\n", "a: {b: c}\n", "a: 1\na: 2\n", "a:\n   b: 1\n  c: 2\n"):
-        with pytest.raises(ValueError):
-            _MiniYaml.load(bad)
-    assert _MiniYaml.load("x: &n\n  a: 1\ny:\n  <<: *n\n  b: '2'\nz: [\"q\", 1]\n") == \
-        {"x": {"a": 1}, "y": {"a": 1, "b": "2"}, "z": ["q", 1]}
 
 
 @pytest.mark.skipif(not docker_compose_available(), reason="no docker client with the compose plugin")
