@@ -58,6 +58,28 @@ def start_private_stack(data_dir: Path) -> tuple[EmbeddedStack, Settings]:
     return stack, settings
 
 
+def private_stack_fixtures(name: str) -> tuple[Any, Any]:
+    """Module-scoped ``private`` (Settings of a stack of the module's own) and ``client`` (a str-valued
+    Redis client on it) fixtures: ``private, client = private_stack_fixtures("replay-stack")``."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def private(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202 - a pytest generator fixture
+        stack, settings = start_private_stack(tmp_path_factory.mktemp(name))
+        try:
+            yield settings
+        finally:
+            stack.down()
+
+    @pytest.fixture(scope="module")
+    def client(private: Settings):  # noqa: ANN202
+        connection = redis.Redis.from_url(private.redis_url, decode_responses=True)
+        yield connection
+        connection.close()
+
+    return private, client
+
+
 def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 180.0, every_s: float = 0.5) -> Any:
     return _wait_for(predicate, what, timeout_s, every_s)
 

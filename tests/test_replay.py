@@ -12,32 +12,18 @@ import subprocess
 import sys
 
 import pytest
-import redis
 
 from infra.settings import to_env
 from sinks.redis_views import PREFIX
 from _replay_helpers import (differences, exact_modules, make_input, pipeline_done, publish, quiet, snapshot,
-                             start_pipeline_worker, start_private_stack, unique, wait_for)
+                             private_stack_fixtures, start_pipeline_worker, unique, wait_for)
 
 COVIEW_REFERENCE = "coview-reference:"
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def private(tmp_path_factory):
-    stack, settings = start_private_stack(tmp_path_factory.mktemp("replay-stack"))
-    try:
-        yield settings
-    finally:
-        stack.down()
-
-
-@pytest.fixture(scope="module")
-def client(private):
-    connection = redis.Redis.from_url(private.redis_url, decode_responses=True)
-    yield connection
-    connection.close()
+private, client = private_stack_fixtures("replay-stack")
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import redis
 
 from _coview_helpers import reference_counts, stored_counts
 from _replay_helpers import (differences, exact_modules, make_input, pipeline_done, publish, quiet, snapshot,
-                             start_pipeline_worker, start_private_stack, unique, wait_for)
+                             private_stack_fixtures, start_pipeline_worker, unique, wait_for)
 from _uploads_helpers import unique_clip
 
 pytestmark = pytest.mark.slow
@@ -41,20 +41,7 @@ REQUESTS = 1000  # ~7.5k playback and 8k impression events: a full worker (ranki
 TIMED_FAMILIES = {"showcase", "showcase-meta", "showcase-users"}
 
 
-@pytest.fixture(scope="module")
-def private(tmp_path_factory):
-    stack, settings = start_private_stack(tmp_path_factory.mktemp("group-stack"))
-    try:
-        yield settings
-    finally:
-        stack.down()
-
-
-@pytest.fixture(scope="module")
-def client(private):
-    connection = redis.Redis.from_url(private.redis_url, decode_responses=True)
-    yield connection
-    connection.close()
+private, client = private_stack_fixtures("group-stack")
 
 
 def full_worker_env(prefix: str) -> dict[str, str]:
