@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from bench._common import running_stack, write_result
+from bench._common import broker_name, run_per_broker, running_stack, write_result
 from infra import settings as settings_module
 from infra.settings import Settings
 
@@ -56,16 +56,8 @@ def private_settings(data_dir: Path, port_base: int | None) -> Settings:
                                redis_url=env["VITRINA_REDIS_URL"])
 
 
-def broker_name(settings: Settings) -> str:
-    from infra import kafka_node
-
-    if settings.broker != "kafka":
-        return f"{settings.broker} (embedded, {settings.kafka_bootstrap})"
-    try:
-        version = kafka_node.kafka_version(kafka_node.libs_dir())
-    except kafka_node.KafkaNotInstalled:
-        version = "?"
-    return f"Apache Kafka {version} (embedded KRaft, {settings.brokers} node(s), {settings.kafka_bootstrap})"
+def broker_details(settings: Settings) -> str:
+    return f"embedded, {settings.brokers} node(s), {settings.kafka_bootstrap}"
 
 
 def make_records(requests: int, seed: int) -> dict[str, list[dict]]:
@@ -87,6 +79,8 @@ class GroupWatch:
         self.admin = admin_client(settings)  # held: a collected AdminClient cancels its pending requests
         self.registry = {full_name(settings, s.name) for s in all_specs()}
         self.assigned: dict[str, list[tuple[str, int]]] = {}
+        self.probe = None
+        self.known_ends: dict[tuple[str, int], int] = {}
 
     def groups(self) -> list[str]:
         listed = self.admin.list_consumer_groups(request_timeout=10).result(timeout=30)
@@ -116,13 +110,20 @@ class GroupWatch:
         return all(state == "STABLE" and count == members for state, count in self.describe(groups).values())
 
     def ends(self) -> dict[tuple[str, int], int]:
-        from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import OffsetSpec
+        """End offsets as streams.offsets reads them (the high watermark; verified by reading on Tansu)."""
+        from streams.offsets import end_offsets, probe_consumer
 
-        wanted = {tp for parts in self.assigned.values() for tp in parts}
-        futures = self.admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in wanted},
-                                          request_timeout=10)
-        return {(tp.topic, tp.partition): future.result(timeout=30).offset for tp, future in futures.items()}
+        if self.probe is None:
+            self.probe = probe_consumer(self.settings)
+        wanted = sorted({tp for parts in self.assigned.values() for tp in parts})
+        ends = end_offsets(self.probe, wanted, self.known_ends)
+        self.known_ends.update(ends)
+        return ends
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
 
     def committed(self) -> dict[str, dict[tuple[str, int], int]]:
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -234,6 +235,7 @@ def measure(base: Settings, count: int, records: dict[str, list[dict]], root: Pa
                 time.sleep(POLL_S)
         finally:
             bar.close()
+            watch.close()
         load_after = os.getloadavg()
         dead_letters = sum(w.counter("vitrina_dead_letters_total", reason="PROCESSING_FAILED") for w in workers)
     plays = plays_counted(settings, prefix)
@@ -274,7 +276,12 @@ def main() -> int:
                         help="put the stack on ports from here (S3 block, Kafka +10, Redis +20, workers +30); "
                              "default: free ports")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--broker", choices=("kafka", "tansu", "both"), default="kafka",
+                        help="broker(s) to measure on, each on a fresh embedded stack of its own (default kafka; "
+                             "both: Apache Kafka, then Tansu, results merged as the other benches do)")
     args = parser.parse_args()
+    if run_per_broker("scaleout", args.broker, ["workers_1_events_per_s", "workers_2_events_per_s", "scaling_ratio"]):
+        return 0
 
     records = make_records(args.requests, args.seed)
     results = {}
@@ -282,7 +289,7 @@ def main() -> int:
         settings = private_settings(Path(tmp), args.port_base or None)
         with running_stack(settings, die_with_parent=True):
             broker = broker_name(settings)
-            print(f"broker: {broker}; input: " + ", ".join(f"{len(v):,} {k}" for k, v in records.items()))
+            print(f"broker: {broker} ({broker_details(settings)}); input: " + ", ".join(f"{len(v):,} {k}" for k, v in records.items()))
             for count in (1, 2):
                 results[count] = measure(settings, count, records, Path(tmp), args.timeout, not args.no_progress,
                                          args.port_base or None)
@@ -291,7 +298,7 @@ def main() -> int:
     print(f"workers_1_events_per_s: {one:,.0f}\nworkers_2_events_per_s: {two:,.0f}\nscaling_ratio: {ratio:.3f}")
     write_result("scaleout", {
         "workers_1_events_per_s": one, "workers_2_events_per_s": two, "scaling_ratio": round(ratio, 3),
-        "broker": broker, "events": results[1]["events"], "partitions": 6,
+        "broker": broker, "broker_details": broker_details(settings), "events": results[1]["events"], "partitions": 6,
         "workers_1_seconds": results[1]["seconds"], "workers_2_seconds": results[2]["seconds"],
         "input": {topic: len(values) for topic, values in records.items()}, "requests": args.requests,
         "runs": {f"workers_{count}": result for count, result in results.items()},

@@ -11,7 +11,7 @@ import os
 import faust
 
 from infra.settings import Settings, load
-from streams import faust_flush, tansu_compat
+from streams import faust_flush, faust_seek, tansu_compat
 from streams.broker_capabilities import BrokerCapabilities, capabilities
 
 
@@ -121,4 +121,5 @@ _settings = load()
 apply_broker_workarounds(capabilities(_settings))
 check_changelog_partitions_once_known()
 faust_flush.activate()  # commits wait for the table changelog writes before them
+faust_seek.activate()  # partitions never committed are read from their beginning after a rebalance
 app = create_app(_settings)

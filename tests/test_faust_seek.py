@@ -1,0 +1,84 @@
+"""After a rebalance, a stream partition without a committed offset is read from its beginning
+(streams/faust_seek.py): aiokafka's seek_to_committed leaves it where a fetch Faust dropped during the
+rebalance left it, past records nobody processed (found by tests/test_worker_group.py)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from faust.types import TP
+
+
+class FakeConsumer:
+    def __init__(self, committed: dict[TP, int | None], changelogs: set[str]) -> None:
+        self.committed = committed
+        self.changelogs = changelogs
+        self._read_offset: dict = defaultdict(lambda: None)
+        self._committed_offset: dict = defaultdict(lambda: None)
+        self.seeks: list[tuple[TP, int]] = []
+
+    async def seek_to_committed(self) -> dict[TP, int | None]:
+        return dict(self.committed)
+
+    def assignment(self) -> set[TP]:
+        return set(self.committed)
+
+    def _is_changelog_tp(self, tp: TP) -> bool:
+        return tp.topic in self.changelogs
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: 3 for tp in tps}  # the log starts at 3 (older records deleted)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+async def test_partitions_without_a_committed_offset_are_read_from_their_beginning():
+    from faust.transport.consumer import Consumer
+
+    from streams.faust_seek import activate
+
+    activate()
+    committed, uncommitted, changelog = TP("playback", 0), TP("playback", 5), TP("app-plays-changelog", 5)
+    consumer = FakeConsumer({committed: 120, uncommitted: None, changelog: None}, {"app-plays-changelog"})
+    await Consumer.perform_seek(consumer)
+    assert consumer.seeks == [(uncommitted, 3)]
+    assert consumer._committed_offset[committed] == 120
+
+
+class Msg:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+async def records(items):
+    for item in items:
+        yield item
+
+
+async def test_a_jump_over_unread_records_of_a_stream_topic_is_read_again_not_skipped():
+    from streams.faust_seek import without_jumps
+
+    playback, titles = TP("playback", 2), TP("catalogue.titles", 0)
+    consumer = FakeConsumer({}, set())
+    consumer._read_offset.update({playback: 608, titles: 10})
+    fetch = [(playback, Msg(2483)), (playback, Msg(2484)), (titles, Msg(40)), (titles, Msg(41))]
+    got = [(tp, m.offset) async for tp, m in without_jumps(consumer, records(fetch), frozenset({"playback"}))]
+    assert got == [(titles, 40), (titles, 41)]  # a compacted topic may have gaps: read on
+    assert consumer.seeks == [(playback, 608)]  # the unread 609..2482 come again
+    # the same jump again (records deleted by retention meanwhile): not a loop, read on
+    again = [(tp, m.offset) async for tp, m in without_jumps(consumer, records(fetch[:1]), frozenset({"playback"}))]
+    assert again == [(playback, 2483)]
+
+
+async def test_contiguous_records_pass():
+    from streams.faust_seek import without_jumps
+
+    playback = TP("playback", 2)
+    consumer = FakeConsumer({}, set())
+    consumer._read_offset[playback] = 608
+    fetch = [(playback, Msg(608)), (playback, Msg(609)), (playback, Msg(610))]
+    got = []
+    async for tp, m in without_jumps(consumer, records(fetch), frozenset({"playback"})):
+        got.append(m.offset)
+        consumer._read_offset[tp] = m.offset  # what Faust's drain loop does after delivering a record
+    assert got == [608, 609, 610] and consumer.seeks == []
