@@ -26,7 +26,7 @@ class PipelineInput:
     @property
     def viewers(self) -> set[str]:
         """Partitioning keys of the viewers (the topic registry's rule)."""
-        from streams.topics import viewer_key
+        from processors.partition_keys import viewer_key
         return {viewer_key(event) for event in self.playback}
 
 

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.logs import get_logger
 from infra.settings import Settings
+from processors.partition_keys import viewer_key  # noqa: F401 - the registry's viewer rule, re-exported
 
 DAY_MS = 24 * 3600 * 1000
 log = get_logger("vitrina.topics")
@@ -120,11 +121,6 @@ class TopicSpec:
             return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
         return {"cleanup.policy": "compact", "retention.ms": str(self.retention_ms),
                 **(compaction or COMPACTION_PROFILES["production"]).configs()}
-
-
-def viewer_key(event: dict) -> str:
-    """Partitioning key of viewer-scoped events: the user, or the device for guests."""
-    return event.get("user_id") or f"device:{event['device_id']}"
 
 
 VIEWER = "@viewer"  # key_field marker: key by viewer_key()
