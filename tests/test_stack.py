@@ -346,6 +346,9 @@ def test_down_leaves_no_process_and_no_pid_file(private_stack: EmbeddedStack) ->
 def test_port_taken_error_names_port_component_and_env_var(tmp_path: Path) -> None:
     stack = EmbeddedStack(fresh_settings(tmp_path))
     with socket.socket() as squatter:
+        # SO_REUSEADDR as a server sets it: a TIME_WAIT left on this port by an earlier stack
+        # must not make the squatter itself fail to bind (seen in CI)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", stack.settings.s3_port))
         squatter.listen()
         with pytest.raises(PortInUseError) as caught:
@@ -362,6 +365,7 @@ def test_port_taken_error_names_port_component_and_env_var(tmp_path: Path) -> No
 def test_failed_up_names_the_port_and_stops_what_it_started(tmp_path: Path) -> None:
     stack = EmbeddedStack(fresh_settings(tmp_path, broker_storage="memory"), die_with_parent=True)
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", stack.settings.redis_port))
         squatter.listen()
         with pytest.raises(PortInUseError, match=f"port {stack.settings.redis_port}.*VITRINA_REDIS_URL"):

@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
-from confluent_kafka import OFFSET_BEGINNING, KafkaError as ConfluentError, TopicPartition as ConfluentPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError as ConfluentError, KafkaException as ConfluentException
+from confluent_kafka import TopicPartition as ConfluentPartition
 from prometheus_client import Counter, Gauge
 
 from infra.logs import get_logger
@@ -378,11 +379,28 @@ class Runner:
         if revoked is not None:
             revoked(partitions)
 
+    async def _read_changelog(self, partitions: list[int], known: dict[int, int | None]) -> tuple[dict, dict]:
+        """``read_changelog`` in a thread, tried again on a broker error for about 8 s: right after the
+        changelog topic was created its leader is not known everywhere yet (NOT_LEADER_FOR_PARTITION,
+        unknown partition). A failure here fails the rebalance listener, which aiokafka only logs: the
+        partitions then stayed assigned without state, their records sought back forever, until the
+        next rebalance (seen when three workers started at once)."""
+        loop = asyncio.get_running_loop()
+        for delay in (0.25, 0.5, 1.0, 2.0, 4.0, None):
+            try:
+                return await loop.run_in_executor(None, read_changelog, self.settings, self.changelog_topic,
+                                                  partitions, known)
+            except ConfluentException as exc:
+                if delay is None:
+                    raise
+                self.log.warning("engine_changelog_read_retry", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
     async def assign(self, partitions: list[int]) -> None:
         started = time.perf_counter()
         known = {p: self.standby[p].changelog_end for p in partitions if p in self.standby}
-        records, ends = await asyncio.get_running_loop().run_in_executor(
-            None, read_changelog, self.settings, self.changelog_topic, partitions, known)
+        records, ends = await self._read_changelog(partitions, known)
         restored = 0
         for partition in partitions:
             if partition in records:
