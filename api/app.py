@@ -131,9 +131,21 @@ async def redis_unavailable(request: web.Request,
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
+    """The API: refuses insecure production settings first (api/hardening.py), then every request goes
+    through, in order: internal errors hidden, size limits, authentication (api/auth.py), the per-client
+    rate limit, and the 503 answer when Redis is out of reach."""
+    from api.auth import TOKENS, TokenConfig, authenticate
+    from api.hardening import MAX_BODY_BYTES, RATE_LIMITER, RateLimiter, check_production, hide_internals
+    from api.hardening import limit_requests, rate_limit
+
     settings = settings or load()
-    app = web.Application(middlewares=[redis_unavailable])
+    check_production(settings)
+    app = web.Application(middlewares=[hide_internals, limit_requests, authenticate, rate_limit, redis_unavailable],
+                          client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
+    app[TOKENS] = TokenConfig.from_settings(settings)
+    if settings.api_rate_limit_per_s > 0:
+        app[RATE_LIMITER] = RateLimiter(settings.api_rate_limit_per_s, settings.api_rate_burst)
     app[REDIS] = redis_client(settings)
     app[_UNAVAILABLE_STATE] = {"warned": -60.0, "failed": -60.0}
     app.on_cleanup.append(_close_redis)

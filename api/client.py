@@ -5,7 +5,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 
 class ApiError(RuntimeError):
@@ -17,15 +17,30 @@ class ApiError(RuntimeError):
 
 
 class VitrinaClient:
-    def __init__(self, base_url: str = "http://127.0.0.1:18080", timeout_s: float = 5.0) -> None:
+    """``token``: a bearer token sent with every request; ``token_for(user_id)``: a token per user, for
+    callers acting for several users (the demo's simulated devices, tests); ``ops_key``: X-Ops-Key."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:18080", timeout_s: float = 5.0, token: str | None = None,
+                 ops_key: str | None = None, token_for: Callable[[str], str | None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.token, self.ops_key, self.token_for = token, ops_key, token_for
+
+    def _headers(self, user_id: str | None) -> dict[str, str]:
+        headers = {}
+        token = self.token_for(user_id) if user_id is not None and self.token_for is not None else self.token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if self.ops_key:
+            headers["X-Ops-Key"] = self.ops_key
+        return headers
 
     def get(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        request = urllib.request.Request(url, headers=self._headers(params.get("user_id")))
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:

@@ -1,8 +1,10 @@
 """Uploads and playback: signed URLs are issued here and checked by the media endpoint.
 
-GET /v1/uploads/{upload_id}   status of an upload (PROCESSED / REJECTED with the reason, dedupe link)
+GET /v1/uploads/{upload_id}   status of an upload (PROCESSED / REJECTED with the reason, dedupe link);
+                              only for its uploader's token (or ops)
 GET /v1/assets/{asset_id}     renditions, thumbnails and playlist with signed playback URLs
-                              (?ttl_s=60..86400, default VITRINA_URL_TTL_S or 3600)
+                              (?ttl_s=60..86400, default VITRINA_URL_TTL_S or 3600); a private upload's
+                              asset only for its uploader (or ops), see sinks/upload_views.may_play
 GET /media/{object key}       the serving side: streams the object from S3 only for an unexpired URL
                               signed for exactly that key (403 MISSING_SIGNATURE / BAD_SIGNATURE /
                               EXPIRED otherwise); honours a single "Range: bytes=a-b" for players.
@@ -18,12 +20,15 @@ from typing import Any
 from aiohttp import web
 
 from api.app import REDIS, SETTINGS, int_param, json_response, not_found
+from api.auth import AuthError, caller
 from processors.media.signing import VerifyResult
 from sinks.media_store import MediaStore, MissingObject, PlaybackSigner
-from sinks.redis_views import asset_key, upload_status_key
+from sinks.redis_views import asset_access_key, asset_key, upload_status_key
+from sinks.upload_views import may_play
 
 _ASSET_ID = re.compile(r"^[0-9a-f]{32}-\d+$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# at most 18 digits a side: a 5,000-digit number must be a 416, not an int() overflow (500)
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 _stores: dict[int, MediaStore] = {}
 
 
@@ -44,6 +49,7 @@ def _forbidden(result: VerifyResult) -> web.Response:
         VerifyResult.MISSING_SIGNATURE: "playback needs a signed URL (exp, kid, sig); an object key alone is not enough",
         VerifyResult.BAD_SIGNATURE: "the signature does not match this object",
         VerifyResult.EXPIRED: "the signed URL has expired",
+        VerifyResult.EXPIRY_TOO_FAR: "the signed URL expires further away than the maximum lifetime (7 days)",
     }
     return json_response({"error": result.value, "message": messages.get(result, result.value)}, status=403)
 
@@ -78,10 +84,15 @@ def register(routes: web.RouteTableDef) -> None:
     @routes.get("/v1/uploads/{upload_id}")
     async def upload_status(request: web.Request) -> web.Response:
         upload_id = request.match_info["upload_id"]
+        who = caller(request)
+        if who.is_guest and not who.is_ops:
+            raise AuthError(401, "UNAUTHENTICATED", "an upload's status needs its uploader's bearer token")
         raw = await request.app[REDIS].get(upload_status_key(upload_id))
-        if raw is None:
+        status = json.loads(raw) if raw is not None else None
+        if status is None or not (who.is_ops or status.get("uploader_id") == who.user_id):
+            # another user's upload answers as an unknown one: upload ids are not to be probed
             return not_found("UNKNOWN_UPLOAD", f"no answer for upload {upload_id!r} yet (or unknown)")
-        return json_response(json.loads(raw))
+        return json_response(status)
 
     @routes.get("/v1/assets/{asset_id}")
     async def asset(request: web.Request) -> web.Response:
@@ -90,10 +101,20 @@ def register(routes: web.RouteTableDef) -> None:
             return json_response({"error": "BAD_ASSET_ID", "message": "an asset id is '<32 hex md5>-<size>'"},
                                  status=400)
         ttl_s = int_param(request, "ttl_s", _signer(request).ttl_s, 60, 86400)
-        raw = await request.app[REDIS].get(asset_key(asset_id))
+        redis = request.app[REDIS]
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.get(asset_key(asset_id))
+            pipe.hgetall(asset_access_key(asset_id))
+            raw, entries = await pipe.execute()
         if raw is None:
             return not_found("UNKNOWN_ASSET", f"no processed asset {asset_id!r}")
-        return json_response(signed_asset(json.loads(raw), _signer(request), ttl_s))
+        asset = json.loads(raw)
+        who = caller(request)
+        if not (who.is_ops or may_play(entries, asset, who.user_id)):
+            if who.is_guest:
+                raise AuthError(401, "UNAUTHENTICATED", "this video is private: sign in as its uploader")
+            return not_found("UNKNOWN_ASSET", f"no processed asset {asset_id!r}")  # private to someone else
+        return json_response(signed_asset(asset, _signer(request), ttl_s))
 
     @routes.get("/media/{key:.+}")
     async def media(request: web.Request) -> web.StreamResponse:
@@ -108,7 +129,9 @@ def register(routes: web.RouteTableDef) -> None:
             return not_found("UNKNOWN_OBJECT", "no such media object")
         wanted = _byte_range(request.headers.get("Range"), info.size)
         if wanted == "bad":
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{info.size}"})
+            return web.json_response(
+                {"error": "RANGE_NOT_SATISFIABLE", "message": "give one range 'bytes=a-b' inside the object"},
+                status=416, headers={"Content-Range": f"bytes */{info.size}"})
         start, end = wanted if isinstance(wanted, tuple) else (0, info.size - 1)
         length = end - start + 1
         response = web.StreamResponse(status=206 if isinstance(wanted, tuple) else 200, headers={

@@ -1,4 +1,4 @@
-"""Ops status: GET /ops/status (a self-contained HTML page) and GET /ops/status.json (what it shows).
+"""Ops status (ops key, an ops token or Basic auth with the ops key; api/auth.py): GET /ops/status (a self-contained HTML page) and GET /ops/status.json (what it shows).
 
 The JSON has the stack's health (broker metadata, Redis PING, S3 buckets), the consumer lag of the
 app's group per topic and partition (verified ends, see streams/lag.py), the last dead letters of each
@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from api.app import REDIS, SETTINGS, int_param, json_response
+from api.auth import require_ops
+from infra.logs import get_logger
 from infra.settings import Settings
 from sinks.redis_views import model_current_key, model_registry_key
 
@@ -30,6 +32,16 @@ WORKER_METRICS = ("vitrina_events_in_total", "vitrina_events_out_total", "vitrin
 CACHE_S = 5.0
 MODELS = ("ranking",)
 _cache: dict[tuple, tuple[float, Any]] = {}
+log = get_logger("vitrina.api.ops")
+
+
+def problem(component: str, exc: BaseException) -> str:
+    """What the page shows of a failure: no exception text (it can carry hosts, paths, credentials in
+    URLs), a reference to the API log line that has it."""
+    import uuid
+    ref = uuid.uuid4().hex[:12]
+    log.warning("ops_status_check_failed", component=component, ref=ref, error=f"{type(exc).__name__}: {exc}")
+    return f"{component} check failed (see the API log, ref {ref})"
 
 
 def broker_health(settings: Settings) -> dict:
@@ -40,7 +52,7 @@ def broker_health(settings: Settings) -> dict:
         return {"name": "broker", "ok": True,
                 "detail": f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s) at {settings.kafka_bootstrap}"}
     except Exception as exc:  # noqa: BLE001 - the page reports it
-        return {"name": "broker", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        return {"name": "broker", "ok": False, "detail": problem("broker", exc)}
 
 
 def s3_health(settings: Settings) -> dict:
@@ -52,7 +64,7 @@ def s3_health(settings: Settings) -> dict:
         return {"name": "s3", "ok": not missing,
                 "detail": f"{settings.s3_endpoint}: " + (f"missing bucket(s) {missing}" if missing else "buckets present")}
     except Exception as exc:  # noqa: BLE001
-        return {"name": "s3", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        return {"name": "s3", "ok": False, "detail": problem("s3", exc)}
 
 
 def worker_urls(settings: Settings) -> list[str]:
@@ -74,7 +86,7 @@ def worker_metrics(url: str) -> dict:
         with urllib.request.urlopen(url, timeout=3) as response:
             text = response.read().decode()
     except OSError as exc:
-        return {"url": url, "ok": False, "detail": f"{type(exc).__name__}: {exc}", "metrics": {}}
+        return {"url": url, "ok": False, "detail": problem("worker metrics", exc), "metrics": {}}
     metrics: dict[str, Any] = {}
     for family in text_string_to_metric_families(text):
         if family.name not in {m.removesuffix("_total") for m in WORKER_METRICS} and family.name not in WORKER_METRICS:
@@ -167,10 +179,12 @@ async def _cached(key: tuple, compute) -> Any:
 def register(routes: web.RouteTableDef) -> None:
     @routes.get("/ops/status")
     async def status_page(request: web.Request) -> web.Response:
+        require_ops(request)
         return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
 
     @routes.get("/ops/status.json")
     async def status(request: web.Request) -> web.Response:
+        require_ops(request)
         settings: Settings = request.app[SETTINGS]
         letters_per_topic = int_param(request, "dead_letters", 5, 1, 100)
         group = request.query.get("group") or settings.app_id
@@ -180,7 +194,7 @@ def register(routes: web.RouteTableDef) -> None:
             await asyncio.wait_for(redis.ping(), 3.0)  # the client retries for ~30 s; the page must not wait
             redis_row = {"name": "redis", "ok": True, "detail": f"PING OK ({settings.redis_url.rsplit('@', 1)[-1]})"}
         except Exception as exc:  # noqa: BLE001
-            redis_row = {"name": "redis", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+            redis_row = {"name": "redis", "ok": False, "detail": problem("redis", exc)}
         broker, s3 = await asyncio.gather(_cached(("broker",), lambda: broker_health(settings)),
                                           _cached(("s3",), lambda: s3_health(settings)))
         payload: dict[str, Any] = {"health": [broker, redis_row, s3], "group": group}
@@ -192,11 +206,11 @@ def register(routes: web.RouteTableDef) -> None:
             try:
                 payload[name] = await _cached((name, group, letters_per_topic), compute)
             except Exception as exc:  # noqa: BLE001
-                payload[name], payload[f"{name}_error"] = ([] if name == "lag" else {}), f"{type(exc).__name__}: {exc}"
+                payload[name], payload[f"{name}_error"] = ([] if name == "lag" else {}), problem(name, exc)
         payload["workers"] = await _cached(("workers",), lambda: [worker_metrics(u) for u in worker_urls(settings)])
         try:
             payload["models"] = await models(redis) if redis_row["ok"] else {}
         except Exception as exc:  # noqa: BLE001
-            payload["models"], payload["models_error"] = {}, repr(exc)
+            payload["models"], payload["models_error"] = {}, problem("models", exc)
         payload["seconds"] = round(time.monotonic() - started, 3)
         return json_response(payload)

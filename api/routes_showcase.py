@@ -2,9 +2,10 @@
 
 Which stored view answers:
   * kids=true                -> ``kids:{device}[:age{N}]`` (the kids editorial showcase)
-  * user_id given            -> the personal view ``user:{id}:{device}``; when it is missing, the
-                                editorial ``default:{device}[:age{N}]``
-  * no user_id (guest)       -> ``guest:{device}[:age{N}]`` (never adult titles)
+  * a signed-in caller       -> the personal view ``user:{id}:{device}`` of the bearer token's user
+                                (api/auth.py; a ``user_id`` parameter must name that same user); when
+                                it is missing, the editorial ``default:{device}[:age{N}]``
+  * a guest (no token)       -> ``guest:{device}[:age{N}]`` (never adult titles)
 N is the request age limit rounded down to a rating step (0, 6, 12, 16); 18+ means no limit.
 One Lua call returns the first stored candidate with its version, so a fallback costs no extra
 round trip. Fast path: the stored JSON is wrapped as it is, never decoded. Only a personal view
@@ -22,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from api.app import REDIS, BadRequest, choice_param, int_param
+from api.auth import personal_user
 from processors.showcase import ShowcaseInputError
 from processors.showcase.config import DEVICE_TYPES
 from processors.showcase.rules import effective_age_limit
@@ -31,7 +33,6 @@ from sinks.showcase_views import ShowcaseStore, StoredView, dumps, has_version_t
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-MAX_USER_ID = 128
 _stores: "weakref.WeakKeyDictionary[Any, ShowcaseStore]" = weakref.WeakKeyDictionary()
 
 
@@ -41,16 +42,6 @@ def _store(request: web.Request) -> ShowcaseStore:
     if store is None:
         store = _stores[redis] = ShowcaseStore(redis)
     return store
-
-
-def user_param(request: web.Request) -> str | None:
-    raw = request.query.get("user_id")
-    if raw is None:
-        return None
-    if not raw or len(raw) > MAX_USER_ID or not raw.isprintable() or any(c.isspace() for c in raw):
-        raise BadRequest("BAD_PARAMETER", f"'user_id' must be 1-{MAX_USER_ID} printable characters without spaces "
-                                          "(omit it for a guest)")
-    return raw
 
 
 def bool_param(request: web.Request, name: str) -> bool:
@@ -86,7 +77,7 @@ def register(routes: web.RouteTableDef) -> None:
     @routes.get("/v1/showcase")
     async def showcase(request: web.Request) -> web.Response:
         device = choice_param(request, "device_type", DEVICE_TYPES)
-        user_id = user_param(request)
+        user_id = personal_user(request)
         kids = bool_param(request, "kids")
         age_limit = int_param(request, "age_limit", -1, 0, 150)
         app_version = version_param(request)

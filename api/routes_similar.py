@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.auth import personal_user
 from api.app import REDIS, BadRequest, choice_param, int_param, json_response, not_found, raw_json_response
 from processors.coview.autoplay import ViewerProfile, build_series_index, choose_next
 from processors.coview.coldstart import MetadataIndex
@@ -165,7 +166,7 @@ def register(routes: web.RouteTableDef) -> None:
         age_limit = _age_param(request)
         kids = _bool_param(request, "kids")
         streak = int_param(request, "streak", 0, 0, 1000)
-        user_id = (request.query.get("user_id") or "").strip() or None
+        user_id = personal_user(request)  # the token's user; never another's history
         device_id = (request.query.get("device_id") or "").strip() or None
         cache = await _catalogue(request, item)
         current = cache.titles.get(item)

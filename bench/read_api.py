@@ -1,7 +1,7 @@
 """Read API load (GET /v1/showcase) on loopback, next to a bare Redis GET of the same views, and
 showcase builds per second.
 
-Run from the repo root:  /work/venv/bin/python -m bench.read_api  [--users 2000] [--seconds 5]
+Run from the repo root:  .venv/bin/python -m bench.read_api  [--users 2000] [--seconds 5]
 Writes bench/results/read_api.json.
 
 Setup: a private redis-server on a free loopback port (the stack's binary, no persistence); the
@@ -14,8 +14,9 @@ sample world of processors/showcase/sample.py (5,000 catalogue entries -> ~14k t
    users are extrapolated from these rates (stated as such in the result).
 2. API: ``vitrina api`` with 1 and with 2 processes (SO_REUSEPORT); ``wrk`` (closed loop, one thread,
    stops by itself) at concurrency 1, 8, 32, 64, each request for a random user (personal view, the
-   fast path: the stored JSON is not decoded); plus one run of the slow path (age_limit=12: decode,
-   cut, re-encode).
+   fast path: the stored JSON is not decoded) signed in with that user's bearer token (a JWT verified
+   per request: authentication on); plus one run of the slow path (age_limit=12: decode, cut,
+   re-encode), and one of guests without a token, the unauthenticated baseline of ``auth_rps_ratio``.
 3. Redis: ``redis-benchmark`` GET of one stored view at the same concurrency levels: the ceiling the
    API sits on (ratio = API RPS / Redis GET RPS).
 Load: the 1-minute load average is recorded before each run; other jobs share this 2-core machine.
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import redis as syncredis
 
+from api.auth import TokenConfig
 from bench._common import write_result
 from infra.ports import pick_free_ports
 from infra.settings import load
@@ -50,11 +52,19 @@ from streams.supervisor import start_api
 
 CONCURRENCY = (1, 8, 32, 64)
 GOAL_P99_MS = 10.0
+# mode token: each request for a random user's personal view, signed in with that user's bearer token
+# (a JWT verified per request); mode guest: the guest view, no token (the unauthenticated baseline)
 WRK_SCRIPT = """
 math.randomseed(%(seed)d)
 local users = %(users)d
+local tokens = {%(tokens)s}
+local guest = %(guest)s
 request = function()
-  return wrk.format("GET", "/v1/showcase?user_id=bu" .. math.random(0, users - 1) .. "&device_type=TV%(extra)s")
+  if guest then
+    return wrk.format("GET", "/v1/showcase?device_type=TV%(extra)s")
+  end
+  local n = math.random(0, users - 1)
+  return wrk.format("GET", "/v1/showcase?device_type=TV%(extra)s", {["Authorization"] = "Bearer " .. tokens[n + 1]})
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -133,9 +143,11 @@ def core_builds(world, sample: int) -> dict:
 
 # -- load ----------------------------------------------------------------------------------------
 
-def run_wrk(base_url: str, users: int, concurrency: int, seconds: float, extra: str = "") -> dict:
+def run_wrk(base_url: str, tokens: list[str], concurrency: int, seconds: float, extra: str = "",
+            guest: bool = False) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(WRK_SCRIPT % {"seed": concurrency, "users": users, "extra": extra})
+        handle.write(WRK_SCRIPT % {"seed": concurrency, "users": len(tokens), "extra": extra,
+                                   "tokens": ",".join(f'"{t}"' for t in tokens), "guest": "true" if guest else "false"})
         script = handle.name
     try:
         before = load1()
@@ -199,19 +211,26 @@ def main() -> None:
         print(f"builder: {figures['builder_views_written']} views in {figures['builder_seconds']}s "
               f"({figures['builder_builds_per_s']}/s), mean view {figures['view_bytes_mean']} bytes")
         view_key = showcase_key("user:bu0:TV")
+        minter = TokenConfig.from_settings(settings)
+        tokens = [minter.mint(f"bu{n}", ttl_s=3600) for n in range(args.users)]
         rows = []
         for processes in (1, 2):
             api = start_api(settings, port=pick_free_ports(1)[0], processes=processes, name=f"api-bench-{processes}")
             try:
-                run_wrk(api.base_url, args.users, 8, 1.0)  # warm-up
+                run_wrk(api.base_url, tokens, 8, 1.0)  # warm-up
                 for concurrency in CONCURRENCY:
-                    row = {"api_processes": processes, "path": "fast", **run_wrk(api.base_url, args.users, concurrency,
+                    row = {"api_processes": processes, "path": "fast", **run_wrk(api.base_url, tokens, concurrency,
                                                                                 args.seconds)}
                     rows.append(row)
                     print(f"api x{processes} c={concurrency:<3} {row['rps']:>8.0f} rps  p50 {row['p50_ms']:.2f}  "
                           f"p95 {row['p95_ms']:.2f}  p99 {row['p99_ms']:.2f} ms  (load {row['load1_before']})")
+                if processes == 1:  # the unauthenticated baseline: guests, same process, same concurrency
+                    guest = {"api_processes": processes, "path": "guest (no token)",
+                             **run_wrk(api.base_url, tokens, 8, args.seconds, guest=True)}
+                    rows.append(guest)
+                    print(f"api x1 guest c=8 {guest['rps']:>8.0f} rps  p99 {guest['p99_ms']:.2f} ms")
                 slow = {"api_processes": processes, "path": "slow (age_limit=12: decode + cut + encode)",
-                        **run_wrk(api.base_url, args.users, 8, args.seconds, extra="&age_limit=12")}
+                        **run_wrk(api.base_url, tokens, 8, args.seconds, extra="&age_limit=12")}
                 rows.append(slow)
                 print(f"api x{processes} slow c=8  {slow['rps']:>8.0f} rps  p99 {slow['p99_ms']:.2f} ms")
             finally:
@@ -232,7 +251,13 @@ def main() -> None:
     fast = [r for r in rows if r["path"] == "fast" and r["errors"] == 0 and r["non_2xx"] == 0]
     within = [r for r in fast if r["p99_ms"] < GOAL_P99_MS]
     head = max(within or fast, key=lambda r: r["rps"])
+    authed = next(r for r in rows if r["path"] == "fast" and r["api_processes"] == 1 and r["concurrency"] == 8)
+    guest = next(r for r in rows if r["path"] == "guest (no token)")
     figures.update({
+        # personal views with a JWT verified per request, over guest requests without a token (c=8, 1 process)
+        "auth_rps_ratio": round(authed["rps"] / guest["rps"], 3), "auth_p99_ms_c8": authed["p99_ms"],
+        "guest_rps_c8": guest["rps"], "auth_goal": {"ratio": 0.9, "p99_ms": GOAL_P99_MS,
+                                                    "met": authed["rps"] >= 0.9 * guest["rps"] and authed["p99_ms"] < GOAL_P99_MS},
         "headline": f"highest fast-path RPS with p99 < {GOAL_P99_MS:.0f} ms" if within else "highest fast-path RPS (no run met p99 < 10 ms)",
         "rps": head["rps"], "p50_ms": head["p50_ms"], "p95_ms": head["p95_ms"], "p99_ms": head["p99_ms"],
         "concurrency": head["concurrency"], "api_processes": head["api_processes"],

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
+DEV_URL_SIGNING_KEY = "dev-only-change-me"
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
@@ -57,7 +60,26 @@ class Settings:
     # ...and the rest of a request body no handler read is drained for at most this long, then the connection closed
     api_read_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_API_READ_TIMEOUT_S", "10")))
     worker_web_port: int = field(default_factory=lambda: int(_env("VITRINA_WORKER_WEB_PORT", "16066")))
-    url_signing_key: str = field(default_factory=lambda: _env("VITRINA_URL_SIGNING_KEY", "dev-only-change-me"))
+    url_signing_key: str = field(default_factory=lambda: _env("VITRINA_URL_SIGNING_KEY", DEV_URL_SIGNING_KEY))
+    # dev (the embedded stack: generated secrets, warnings) or production (api/hardening.py refuses to
+    # start on a dev secret, a missing JWT key or default S3 credentials)
+    env: str = field(default_factory=lambda: _env("VITRINA_ENV", "dev").strip().lower())
+    # bearer tokens of the read API (api/auth.py): HS256/384/512 with a shared secret, or RS256/ES256
+    # (and their 384/512 kin) with a public key (PEM text or @path). Empty key in dev: a secret is
+    # generated once into the data dir (``vitrina token`` mints with it).
+    jwt_algorithm: str = field(default_factory=lambda: _env("VITRINA_JWT_ALGORITHM", "HS256").strip().upper())
+    jwt_key: str = field(default_factory=lambda: _env("VITRINA_JWT_KEY", ""))
+    jwt_issuer: str = field(default_factory=lambda: _env("VITRINA_JWT_ISSUER", "vitrina"))
+    jwt_audience: str = field(default_factory=lambda: _env("VITRINA_JWT_AUDIENCE", "vitrina-api"))
+    jwt_leeway_s: int = field(default_factory=lambda: int(_env("VITRINA_JWT_LEEWAY_S", "30")))
+    # the key of /ops/* (header X-Ops-Key); a token with the "ops" role works too.
+    # Empty in dev: generated once into the data dir
+    ops_key: str = field(default_factory=lambda: _env("VITRINA_OPS_KEY", ""))
+    # per-client (token subject, else address) request rate: a token bucket of api_rate_burst requests
+    # refilled at api_rate_per_s; over it, 429 with Retry-After. 0 disables the limit
+    # (empty: 200/s in production, off in dev, where load tests and benches all come from 127.0.0.1)
+    api_rate_per_s: str = field(default_factory=lambda: _env("VITRINA_API_RATE_PER_S", "").strip())
+    api_rate_burst: int = field(default_factory=lambda: int(_env("VITRINA_API_RATE_BURST", "400")))
     log_level: str = field(default_factory=lambda: _env("VITRINA_LOG_LEVEL", "info"))
 
     def __post_init__(self) -> None:
@@ -86,6 +108,13 @@ class Settings:
     @property
     def s3_port(self) -> int:
         return int(self.s3_endpoint.rsplit(":", 1)[1])
+
+    @property
+    def api_rate_limit_per_s(self) -> float:
+        """Requests per second per client; 0 = no limit."""
+        if self.api_rate_per_s:
+            return float(self.api_rate_per_s)
+        return 200.0 if self.env == "production" else 0.0
 
     def describe(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

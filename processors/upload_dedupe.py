@@ -29,15 +29,19 @@ ENCODE_FAILED = "ENCODE_FAILED"
 
 @dataclass(frozen=True)
 class Uploader:
+    """One upload's request: who asked, and whether the video is private to them (states written
+    before ``private`` existed read as public, as the schema's default says)."""
+
     upload_id: str
     uploader_id: str
+    private: bool = False
 
-    def as_dict(self) -> dict[str, str]:
-        return {"upload_id": self.upload_id, "uploader_id": self.uploader_id}
+    def as_dict(self) -> dict[str, Any]:
+        return {"upload_id": self.upload_id, "uploader_id": self.uploader_id, "private": self.private}
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> "Uploader":
-        return cls(str(data["upload_id"]), str(data["uploader_id"]))
+        return cls(str(data["upload_id"]), str(data["uploader_id"]), bool(data.get("private", False)))
 
 
 class Decision(str, Enum):
@@ -121,7 +125,7 @@ def processed_event(done: dict[str, Any], who: Uploader, now: datetime) -> dict[
     return {
         "upload_id": who.upload_id, "uploader_id": who.uploader_id, "asset_id": fields["asset_id"],
         "deduplicated": duplicate, "original_upload_id": owner.upload_id if duplicate else None,
-        "duration_s": float(fields["duration_s"]), "source_width": int(fields["source_width"]),
+        "private": who.private, "duration_s": float(fields["duration_s"]), "source_width": int(fields["source_width"]),
         "source_height": int(fields["source_height"]), "renditions": list(fields["renditions"]),
         "thumbnails": list(fields["thumbnails"]), "hls_master_key": fields.get("hls_master_key"),
         # a linked duplicate cost no transcoding

@@ -30,7 +30,7 @@ from infra.settings import Settings
 from processors.media import layout
 from processors.media.content_key import CHUNK_SIZE, ContentKey, ContentKeyHasher
 from processors.media.pipeline import OutputFile
-from processors.media.signing import VerifyResult, sign_url, verify
+from processors.media.signing import MAX_TTL_S, VerifyResult, sign_url, verify
 
 ORIGINALS = "originals"
 MANIFEST_NAME = "manifest.json"
@@ -203,7 +203,6 @@ class MediaStore:
 
 DEFAULT_KEY_ID = "k1"
 DEFAULT_TTL_S = 3600
-MAX_TTL_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)

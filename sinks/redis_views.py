@@ -91,6 +91,11 @@ def upload_status_key(upload_id: str) -> str:
     return f"{PREFIX}upload:{upload_id}"
 
 
+def asset_access_key(asset_id: str) -> str:
+    """Hash upload_id -> "<private|public>:<uploader_id>" (sinks/upload_views.py: who may play it)."""
+    return f"{PREFIX}asset-access:{asset_id}"
+
+
 def _retry_policy(asynchronous: bool) -> dict:
     """Ride out a Redis restart (~30 s of backoff) instead of failing: without it a restart crashed the
     agents mid-batch (Faust restarts them, but the batch in flight was lost for the views). Every view

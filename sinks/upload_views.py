@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sinks.redis_views import asset_key, upload_status_key
+from sinks.redis_views import asset_access_key, asset_key, upload_status_key
 
 PROCESSED, REJECTED = "PROCESSED", "REJECTED"
 
@@ -23,6 +23,7 @@ def asset_view(asset_id: str, owner: Mapping[str, str], fields: Mapping[str, Any
 def processed_status(event: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": PROCESSED, "upload_id": event["upload_id"], "uploader_id": event["uploader_id"],
             "asset_id": event["asset_id"], "deduplicated": event["deduplicated"],
+            "private": bool(event.get("private", False)),
             "original_upload_id": event["original_upload_id"], "reason_code": None, "message": None,
             "updated_at": datetime.now(timezone.utc)}
 
@@ -35,10 +36,35 @@ def rejected_status(event: Mapping[str, Any], asset_id: str | None) -> dict[str,
 
 
 async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses: list[dict[str, Any]]) -> None:
-    """One pipeline: the asset view (if any) and every answered upload's status."""
+    """One pipeline: the asset view (if any), every answered upload's status, and for processed uploads
+    the asset's access entry (uploader -> private | public)."""
     async with redis.pipeline(transaction=False) as pipe:
         if asset is not None:
             pipe.set(asset_key(asset["asset_id"]), _dumps(asset))
         for status in statuses:
             pipe.set(upload_status_key(status["upload_id"]), _dumps(status))
+            if status["status"] == PROCESSED:
+                pipe.hset(asset_access_key(status["asset_id"]), status["upload_id"], access_entry(status))
         await pipe.execute()
+
+
+# -- who may play an asset ------------------------------------------------------------------------
+# One stored asset serves every upload of the same content (dedupe), each with its own privacy: the
+# access hash holds upload_id -> "<private|public>:<uploader_id>". An asset is playable by anyone when
+# one of its uploads is public, else only by the uploaders of its private uploads (and ops). An asset
+# with no entry (views older than this rule) is private to the uploader named in the asset view.
+
+def access_entry(status: Mapping[str, Any]) -> str:
+    return f"{'private' if status.get('private') else 'public'}:{status['uploader_id']}"
+
+
+def may_play(entries: Mapping[str, str], asset: Mapping[str, Any] | None, user_id: str | None) -> bool:
+    """Whether ``user_id`` (None: a guest) may get playback URLs of an asset (ops are let in before)."""
+    if not entries:
+        owner = ((asset or {}).get("owner") or {}).get("uploader_id")
+        return user_id is not None and user_id == owner
+    for entry in entries.values():
+        visibility, _, uploader = entry.partition(":")
+        if visibility == "public" or (user_id is not None and uploader == user_id):
+            return True
+    return False

@@ -16,7 +16,8 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from api.client import ApiError, VitrinaClient
+from api.auth import dev_client
+from api.client import ApiError
 from infra.ports import pick_free_ports
 from processors.catalogue import movielens_titles
 from sinks.redis_views import similar_key, sync_client
@@ -113,7 +114,7 @@ def show_similar(ctx: DemoContext) -> None:
     ctx.say(f"  lists of {', '.join(showcase)} ready {waited:.1f}s after publishing finished")
     api = start_api(ctx.settings, port=pick_free_ports(1)[0], name="api-coview")
     try:
-        client = VitrinaClient(api.base_url)
+        client = dev_client(ctx.settings, api.base_url)
         for item in showcase:
             view = client.similar(item, limit=5)
             ctx.say(f"\n  Similar to {names.get(item, item)} ({item}; v{view['version']}, {view['source']}, "

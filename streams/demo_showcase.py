@@ -6,7 +6,7 @@ import json
 import time
 from collections import Counter
 
-from api.client import VitrinaClient
+from api.auth import dev_client
 from infra.ports import pick_free_ports
 from processors.showcase.sample import shelves_for_catalogue
 from sinks.redis_views import (SHOWCASE_DIRTY_KEY, SHOWCASE_FORCE_KEY, SHOWCASE_USERS_KEY, history_key,
@@ -104,7 +104,7 @@ def show_showcase(ctx: DemoContext) -> None:
     api = start_api(ctx.settings, port=pick_free_ports(1)[0])
     try:
         ctx.say(f"  read API up at {api.base_url} in {time.monotonic() - started:.1f}s")
-        client = VitrinaClient(api.base_url)
+        client = dev_client(ctx.settings, api.base_url)
         ctx.say(f"\n  user {user}: continue watching "
                 f"{', '.join(names.get(c['item_id'], c['item_id']) for c in history.get('continue', ())[:3]) or '-'}; "
                 f"{len(history.get('watched', ()))} watched; devices {', '.join(devices)}")

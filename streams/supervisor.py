@@ -100,6 +100,7 @@ class ApiProcess:
     processes: list[subprocess.Popen]
     port: int
     log_path: Path
+    settings: Settings | None = None   # what it was started with (tokens for it: api.auth.dev_client)
 
     @property
     def base_url(self) -> str:
@@ -140,7 +141,7 @@ def start_api(settings: Settings, port: int | None = None, processes: int = 1, n
     command = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit(main(['api']))"]
     api = ApiProcess([subprocess.Popen(command, env=env, stdout=handle,
                                        stderr=subprocess.STDOUT, start_new_session=True)
-                      for _ in range(processes)], port, log_path)
+                      for _ in range(processes)], port, log_path, settings)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if not api.alive():

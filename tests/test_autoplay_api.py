@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from api.auth import dev_client
 from api.client import ApiError, VitrinaClient
 from infra.ports import pick_free_ports
 from processors.catalogue import _title
@@ -36,7 +37,7 @@ def wait_for(predicate, what, timeout_s=DEADLINE_S):
 def api(worker) -> Iterator[VitrinaClient]:
     process = start_api(worker_settings(), port=pick_free_ports(1)[0], name="api-autoplay")
     try:
-        yield VitrinaClient(process.base_url)
+        yield dev_client(process.settings, process.base_url)
     finally:
         process.stop()
 

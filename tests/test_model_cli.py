@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from _ranking_helpers import TINY_FEATURES, TINY_MODEL, labelled_samples
 
-from api.client import ApiError, VitrinaClient
+from api.auth import dev_client
+from api.client import ApiError
 from infra.ports import pick_free_ports
 from processors.ranking.artifacts import FLOAT_KIND, QUANT_KIND, sha256_hex
 from processors.ranking.export import ExportConfig, export_version
@@ -151,7 +152,7 @@ def test_read_api_serves_current_manifest_and_versions(published):
     store, _, _ = published
     api = start_api(store.settings, port=pick_free_ports(1)[0], name=f"api-{store.name}")
     try:
-        client = VitrinaClient(api.base_url)
+        client = dev_client(api.settings, api.base_url)
         current = client.current_model(store.name)
         assert current["version"] == store.load().production().version
         assert current["artifacts"][FLOAT_KIND]["sha256"] == store.manifest(current["version"])["artifacts"][

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from _ranking_helpers import labelled_samples
 
-from api.client import VitrinaClient
+from api.auth import dev_client
 from infra.ports import pick_free_ports
 from infra.settings import to_env
 from processors.ranking.artifacts import FLOAT_KIND, QUANT_KIND, sha256_hex
@@ -358,7 +358,7 @@ def _pool(n: int = 24):
 def test_device_client_downloads_checks_sha256_and_ranks_24(pipeline, tmp_path):
     api = start_api(pipeline.settings, port=pick_free_ports(1)[0], name=f"api-{pipeline.name}")
     try:
-        client = DeviceModelClient(pipeline.settings, VitrinaClient(api.base_url), pipeline.name,
+        client = DeviceModelClient(pipeline.settings, dev_client(api.settings, api.base_url), pipeline.name,
                                    cache_dir=tmp_path / "cache")
         ranker = client.refresh()
         production = pipeline.store.load().production().version
@@ -382,7 +382,7 @@ def test_device_client_downloads_checks_sha256_and_ranks_24(pipeline, tmp_path):
         tampered[len(tampered) // 2] ^= 0xFF
         pipeline.store.put_bytes(key, bytes(tampered))
         try:
-            fresh = DeviceModelClient(pipeline.settings, VitrinaClient(api.base_url), pipeline.name,
+            fresh = DeviceModelClient(pipeline.settings, dev_client(api.settings, api.base_url), pipeline.name,
                                       cache_dir=tmp_path / "cache2")
             with pytest.raises(ModelIntegrityError) as rejected:
                 fresh.refresh()

@@ -16,7 +16,8 @@ from typing import Iterator
 import pytest
 import redis as syncredis
 
-from api.client import ApiError, VitrinaClient
+from api.auth import dev_client
+from api.client import ApiError
 from infra.ports import pick_free_ports
 from infra.settings import Settings
 from processors.showcase.sample import sample_world
@@ -73,7 +74,7 @@ def api_world(stack: Settings) -> Iterator[dict]:
     api = start_api(settings, port=pick_free_ports(1)[0], name="api-test")
     client = syncredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        yield {"client": VitrinaClient(api.base_url), "redis": client, "world": world, "histories": histories,
+        yield {"client": dev_client(settings, api.base_url), "redis": client, "world": world, "histories": histories,
                "ages": {t["item_id"]: t["age_rating"] for t in world.titles},
                "adult": {t["item_id"] for t in world.titles if t["adult"]}}
     finally:

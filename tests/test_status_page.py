@@ -11,6 +11,8 @@ import asyncio
 import json
 import shutil
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -100,6 +102,16 @@ def test_status_page_shows_health_lag_dead_letters_and_a_showcase_preview(worker
     user = f"ops-user-{uuid.uuid4().hex[:6]}"
     showcase = stored_showcase(settings, user)
 
+    from api.auth import TokenConfig
+
+    anonymous = urllib.request.Request(f"{api.base_url}/ops/status.json")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=10)
+    assert refused.value.code == 401 and "Basic" in refused.value.headers["WWW-Authenticate"]
+    # the ops key on every request of the page, as a browser sends Basic credentials once asked for them
+    ops_key = TokenConfig.from_settings(settings).ops_key
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"X-Ops-Key": ops_key}})
     browser.get(f"{api.base_url}/ops/status?dead_letters=100")
     wait = WebDriverWait(browser, 120, poll_frequency=0.5)
 

@@ -246,6 +246,7 @@ def test_playback_needs_a_signed_url(stack, worker, producer, store, first_uploa
 
     async def scenario() -> None:
         from api.app import create_app
+        from api.auth import TokenConfig
         async with TestClient(TestServer(create_app(stack))) as client:
             response = await client.get(f"/v1/assets/{asset_id}", params={"ttl_s": "300"})
             assert response.status == 200
@@ -275,7 +276,10 @@ def test_playback_needs_a_signed_url(stack, worker, producer, store, first_uploa
             expired = signer.url(rendition["object_key"], 60, now=datetime.now(timezone.utc) - timedelta(hours=2))
             assert await refused(expired.split(urlsplit(expired).netloc, 1)[1]) == "EXPIRED"
 
-            status = await (await client.get(f"/v1/uploads/{first.upload_id}")).json()
+            assert (await client.get(f"/v1/uploads/{first.upload_id}")).status == 401  # no token: no status
+            owner = TokenConfig.from_settings(stack).mint(first.event["uploader_id"])
+            status = await (await client.get(f"/v1/uploads/{first.upload_id}",
+                                             headers={"Authorization": f"Bearer {owner}"})).json()
             assert status["status"] == "PROCESSED" and status["asset_id"] == asset_id
             assert (await client.get("/v1/assets/not-an-id")).status == 400
             assert (await client.get(f"/v1/assets/{'0' * 32}-1")).status == 404
@@ -283,6 +287,29 @@ def test_playback_needs_a_signed_url(stack, worker, producer, store, first_uploa
     asyncio.run(scenario())
     assert signer.verify(asset_url := signer.url(first.event["renditions"][1]["object_key"])) is VerifyResult.OK
     assert signer.verify(asset_url.split("?")[0]) is VerifyResult.MISSING_SIGNATURE
+
+
+def test_a_private_upload_is_playable_only_by_its_uploader(stack, worker, producer, media_dir):
+    """UploadRequested.private reaches the views: the processed answer says so, the asset's signed URLs go
+    to the uploader (and ops) only; the same content uploaded publicly by another user opens it to all."""
+    from api.app import create_app
+    from api.auth import TokenConfig
+
+    path = unique_clip(media_dir, 320, 240, 1.0)
+    (mine,) = submit(stack, producer, [path], uploader_id="carol", title="private", private=True).values()
+    assert mine.processed and mine.event["private"] is True
+    asset_id = mine.event["asset_id"]
+    tokens = TokenConfig.from_settings(stack)
+
+    async def fetch(user: str | None) -> int:
+        headers = {"Authorization": f"Bearer {tokens.mint(user)}"} if user else {}
+        async with TestClient(TestServer(create_app(stack))) as client:
+            return (await client.get(f"/v1/assets/{asset_id}", headers=headers)).status
+
+    assert [asyncio.run(fetch(who)) for who in (None, "dave", "carol")] == [401, 404, 200]
+    (shared,) = submit(stack, producer, [path], uploader_id="dave", title="public copy").values()
+    assert shared.processed and shared.event["deduplicated"] and shared.event["private"] is False
+    assert [asyncio.run(fetch(who)) for who in (None, "dave", "carol")] == [200, 200, 200]
 
 
 def test_replay_with_a_new_consumer_group_links_instead_of_transcoding(stack, worker, tmp_path):

@@ -5,18 +5,26 @@
 The HMAC-SHA256 covers the key id, the exact path and the expiry, so a signature cannot be moved to
 another object or extended. `key_id` names the secret, so secrets can be rotated: verify() accepts a
 mapping {key_id: secret}. Comparison is constant-time (hmac.compare_digest).
+
+Parsing is strict, so that no two spellings of one URL verify: exactly one ``exp``, ``kid`` and ``sig``
+each (a second ``sig`` is refused, not "the last wins"), ``exp`` a canonical decimal integer (no sign,
+no leading zero, no spaces or separators), and an expiry further away than ``max_ttl_s`` (7 days) is
+refused at verification too, not only when URLs are issued: a leaked or forged long-lived URL is no use.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import re
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Mapping
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 EXP, KID, SIG = "exp", "kid", "sig"
+MAX_TTL_S = 7 * 24 * 3600
+_CANONICAL_EXP = re.compile(r"[1-9][0-9]{0,11}")
 
 
 class VerifyResult(str, Enum):
@@ -24,6 +32,7 @@ class VerifyResult(str, Enum):
     EXPIRED = "EXPIRED"
     BAD_SIGNATURE = "BAD_SIGNATURE"
     MISSING_SIGNATURE = "MISSING_SIGNATURE"
+    EXPIRY_TOO_FAR = "EXPIRY_TOO_FAR"
 
 
 Secret = str | bytes
@@ -64,21 +73,24 @@ def sign_url(key_id: str, path: str, expires_at: datetime | int | float, secret:
 
 
 def verify(url_or_path: str, secret: Secrets, now: datetime | int | float,
-           params: Mapping[str, str] | None = None) -> VerifyResult:
+           params: Mapping[str, str] | None = None, max_ttl_s: int = MAX_TTL_S) -> VerifyResult:
     """Check a signed URL (or a path plus its query params). The signature is checked before the
-    expiry, so EXPIRED is only reported for URLs that were genuinely issued."""
+    expiry, so EXPIRED and EXPIRY_TOO_FAR are only reported for URLs that were genuinely issued."""
     parts = urlsplit(url_or_path)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query = parse_qs(parts.query, keep_blank_values=True)
     if params:
-        query.update(params)
+        for name, value in params.items():
+            query.setdefault(name, []).append(value)
     path = parts.path
-    if not query.get(SIG) or not query.get(EXP) or KID not in query:
+    if any(len(query.get(name, ())) > 1 for name in (SIG, EXP, KID)):
+        return VerifyResult.BAD_SIGNATURE  # two signatures, expiries or key ids: which one was meant?
+    raw_exp, sig = query.get(EXP, [""])[0], query.get(SIG, [""])[0]
+    if not sig or not raw_exp or KID not in query:
         return VerifyResult.MISSING_SIGNATURE
-    try:
-        expires = int(query[EXP])
-    except ValueError:
+    key_id = query[KID][0]
+    if not _CANONICAL_EXP.fullmatch(raw_exp):
         return VerifyResult.BAD_SIGNATURE
-    key_id = query[KID]
+    expires = int(raw_exp)
     if isinstance(secret, Mapping):
         chosen = secret.get(key_id)
         if chosen is None:
@@ -86,10 +98,13 @@ def verify(url_or_path: str, secret: Secrets, now: datetime | int | float,
     else:
         chosen = secret
     expected = signature(key_id, path, expires, chosen)
-    if not hmac.compare_digest(expected.encode("ascii"), query[SIG].encode("ascii", errors="replace")):
+    if not hmac.compare_digest(expected.encode("ascii"), sig.encode("ascii", errors="replace")):
         return VerifyResult.BAD_SIGNATURE
-    if _epoch(now) >= expires:
+    moment = _epoch(now)
+    if moment >= expires:
         return VerifyResult.EXPIRED
+    if expires - moment > max_ttl_s:
+        return VerifyResult.EXPIRY_TOO_FAR
     return VerifyResult.OK
 
 
