@@ -20,6 +20,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.errors import BadRequest  # noqa: F401 - the routes' import point
 from infra.logs import get_logger
 from infra.settings import Settings, load
 from streams.plugins import import_all
@@ -27,13 +28,6 @@ from streams.plugins import import_all
 REDIS = web.AppKey("redis", Any)
 SETTINGS = web.AppKey("settings", Settings)
 log = get_logger("vitrina.api")
-
-
-class BadRequest(web.HTTPBadRequest):
-    """400 with a JSON body: {"error": code, "message": ...}."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(text=_json({"error": code, "message": message}), content_type="application/json")
 
 
 def _json(payload: Any) -> str:

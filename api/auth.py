@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable
 import jwt
 from aiohttp import web
 
+from api.errors import BadRequest, JsonError
 from infra.secrets import dev_secret
 from infra.settings import Settings
 
@@ -52,16 +53,13 @@ GUEST = Principal()
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-class AuthError(web.HTTPException):
-    """401 (who are you?) or 403 (not yours) with a JSON body {"error", "message"}."""
+class AuthError(JsonError):
+    """401 (who are you?) or 403 (not yours), JSON body; a 401 carries a Bearer challenge."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        import json
-        self.status_code = status
-        headers = {"WWW-Authenticate": f'Bearer error="{"invalid_token" if code == "INVALID_TOKEN" else "invalid_request"}"'} \
-            if status == 401 else None
-        super().__init__(text=json.dumps({"error": code, "message": message}), content_type="application/json",
-                         headers=headers)
+        challenge = "invalid_token" if code == "INVALID_TOKEN" else "invalid_request"
+        super().__init__(status, code, message,
+                         {"WWW-Authenticate": f'Bearer error="{challenge}"'} if status == 401 else None)
 
 
 def _key_text(value: str) -> str:
@@ -204,7 +202,6 @@ def personal_user(request: web.Request) -> str | None:
     if asked is None:
         return who.user_id
     if not valid_user_id(asked):
-        from api.app import BadRequest
         raise BadRequest("BAD_PARAMETER", f"'user_id' must be 1-{MAX_USER_ID} printable characters without spaces")
     if who.is_ops or asked == who.user_id:
         return asked

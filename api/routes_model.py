@@ -7,7 +7,7 @@ from aiohttp import web
 
 from api.app import REDIS, BadRequest, json_response, not_found, raw_json_response
 from sinks.redis_views import model_current_key, model_registry_key
-from streams.ranking_settings import model_name_ok
+from processors.ranking.registry import model_name_ok
 
 
 def _name(request: web.Request) -> str:

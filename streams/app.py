@@ -11,7 +11,7 @@ import os
 import faust
 
 from infra.settings import Settings, load
-from streams import faust_flush, faust_seek, tansu_compat
+from streams import faust_flush, faust_highwaters, faust_seek
 from streams.broker_capabilities import BrokerCapabilities, capabilities
 
 
@@ -45,7 +45,7 @@ def apply_broker_workarounds(broker: BrokerCapabilities) -> None:
     if wait_ms not in ("", "0"):
         limit_fetch_wait(int(wait_ms))
     if broker.verify_ends_by_reading:
-        tansu_compat.activate()  # verified changelog highwaters: full table recovery on Tansu
+        faust_highwaters.activate()  # verified changelog highwaters: full table recovery on Tansu
 
 
 def check_changelog_partitions_once_known() -> None:

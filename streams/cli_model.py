@@ -60,7 +60,7 @@ def run_model(args: argparse.Namespace) -> int:
     from infra.settings import load
     from processors.ranking.errors import RegistryError
     from sinks.model_store import ModelStore
-    from streams.ranking_settings import model_name_ok
+    from processors.ranking.registry import model_name_ok
 
     name = args.name or os.environ.get("VITRINA_RANKING_MODEL_NAME", "ranking")
     if not model_name_ok(name):

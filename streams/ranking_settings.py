@@ -32,15 +32,14 @@ stream with little disorder.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 from processors.ranking.features import FeatureConfig
 from processors.ranking.labels import JoinerConfig
+from processors.ranking.registry import MODEL_NAME_PATTERN, model_name_ok
 from processors.ranking.schedule import CheckpointPolicy
 
-MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 # Model configs as ModelConfig keyword dicts: model.py imports TensorFlow, which only the
 # training thread may load (a worker that never trains never pays for it).
@@ -104,10 +103,6 @@ class RankingSettings:
             every=timedelta(seconds=self.checkpoint_every_s) if self.checkpoint_every_s else None,
             every_samples=self.checkpoint_every_samples or None,
         )
-
-
-def model_name_ok(name: str) -> bool:
-    return bool(MODEL_NAME_PATTERN.match(name))
 
 
 def load_ranking_settings() -> RankingSettings:

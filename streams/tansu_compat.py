@@ -7,27 +7,21 @@ empty local store (new machine, lost disk, a partition moving to another worker)
 with the records of the last changelog batch missing: counts and idempotency marks went backwards
 (tests/test_crash_safety.py shows it: 4000 counted plays recovered as 3839).
 
-``activate()`` wraps ``AIOKafkaConsumerThread._highwaters`` so every answer is checked by reading:
-``verified_end`` reads forward from the answered offset to the end-of-partition event (Tansu's answer
+``streams/faust_highwaters.py`` wraps ``AIOKafkaConsumerThread._highwaters`` so every answer is checked
+by reading: ``verified_end`` reads forward from the answered offset to the end-of-partition event (Tansu's answer
 is stale low, never past the end; a fetch past the end would hang until the poll timeout).
 ``streams.offsets.end_offsets`` uses the same reader. Everything here is switched on for Tansu only
 (``streams.broker_capabilities``); on Apache Kafka the plain client calls are used.
-Set ``VITRINA_VERIFY_HIGHWATERS=0`` to turn the Faust patch off on Tansu too.
 """
 from __future__ import annotations
 
-import asyncio
-import os
 import time
-from typing import Any, Mapping
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from infra.logs import get_logger
-from infra.settings import load
 
 log = get_logger("vitrina.tansu_compat")
-_ORIGINAL_ATTR = "_vitrina_unverified_highwaters"
 
 
 class EndNotFound(RuntimeError):
@@ -85,43 +79,3 @@ def _read_to_ends(consumer: Consumer, starts: dict[tuple[str, int], int], timeou
 
 def verified_end(consumer: Consumer, topic: str, partition: int, timeout_s: float = 60.0) -> int:
     return verified_end_offsets(consumer, [(topic, partition)], timeout_s)[(topic, partition)]
-
-
-def verified_ends(partitions: Mapping[Any, int | None]) -> dict[Any, int | None]:
-    """{tp: answered end} -> {tp: end verified by fetching} (blocking; run it off the event loop)."""
-    from streams.offsets import probe_consumer
-
-    consumer = probe_consumer(load())
-    try:
-        ends = verified_end_offsets(consumer, [(tp.topic, tp.partition) for tp in partitions])
-        verified: dict[Any, int | None] = {}
-        for tp, answered in partitions.items():
-            true_end = ends[(tp.topic, tp.partition)]
-            if answered is None or true_end != answered:
-                log.info("highwater_corrected", topic=tp.topic, partition=tp.partition,
-                         answered=answered, verified=true_end)
-            verified[tp] = true_end if answered is None else max(answered, true_end)
-        return verified
-    finally:
-        consumer.close()
-
-
-def activate() -> bool:
-    """Patch Faust's aiokafka driver once per process; returns whether the patch is active."""
-    if os.environ.get("VITRINA_VERIFY_HIGHWATERS", "1") == "0":
-        return False
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    if hasattr(AIOKafkaConsumerThread, _ORIGINAL_ATTR):
-        return True
-    original = AIOKafkaConsumerThread._highwaters
-
-    async def _highwaters(self, partitions):  # type: ignore[no-untyped-def]
-        answered = await original(self, partitions)
-        if self.consumer.in_transaction:
-            return answered
-        return await asyncio.get_running_loop().run_in_executor(None, verified_ends, dict(answered))
-
-    setattr(AIOKafkaConsumerThread, _ORIGINAL_ATTR, original)
-    AIOKafkaConsumerThread._highwaters = _highwaters
-    return True

@@ -12,6 +12,7 @@ last N evaluations; promote only if, for every task, candidate AUC >= mean(last 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -20,6 +21,14 @@ from typing import Any
 
 from processors.ranking.errors import RegistryError
 from processors.ranking.tasks import TASKS
+
+# Model names: they appear in Redis keys, S3 prefixes and URLs
+MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def model_name_ok(name: str) -> bool:
+    return bool(MODEL_NAME_PATTERN.match(name))
+
 
 
 class ModelState(str, Enum):
