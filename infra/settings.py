@@ -28,6 +28,15 @@ class Settings:
     brokers: int = field(default_factory=lambda: int(_env("VITRINA_BROKERS", "1")))
     kafka_bootstrap: str = field(default_factory=lambda: _env("VITRINA_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     schema_registry_url: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_REGISTRY_URL", ""))
+    # with a registry (Confluent wire format, streams/schema_registry.py): subjects are named after the
+    # topic ("topic": "<topic>-value", Confluent's TopicNameStrategy) or the record ("record": e.g.
+    # "vitrina.PlaybackEvent", RecordNameStrategy)
+    schema_subject_strategy: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_SUBJECT_STRATEGY", "topic").strip().lower())
+    # producers register missing schemas themselves: "1"/"0"; empty = on in dev, off in production (there
+    # `vitrina schemas register` pre-registers every subject, as Confluent recommends)
+    schema_auto_register: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_AUTO_REGISTER", "").strip())
+    # compatibility level `vitrina schemas register` sets on each subject and `vitrina schemas check` verifies
+    schema_compatibility: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_COMPATIBILITY", "BACKWARD").strip().upper())
     redis_url: str = field(default_factory=lambda: _env("VITRINA_REDIS_URL", "redis://127.0.0.1:16379/0"))
     s3_endpoint: str = field(default_factory=lambda: _env("VITRINA_S3_ENDPOINT", "127.0.0.1:18333"))
     s3_access_key: str = field(default_factory=lambda: _env("VITRINA_S3_ACCESS_KEY", "vitrina"))
@@ -115,6 +124,13 @@ class Settings:
         if self.api_rate_per_s:
             return float(self.api_rate_per_s)
         return 200.0 if self.env == "production" else 0.0
+
+    @property
+    def schema_auto_register_enabled(self) -> bool:
+        """Whether producers may register a schema the registry lacks (off in production unless set)."""
+        if self.schema_auto_register:
+            return self.schema_auto_register not in ("0", "false", "no", "off")
+        return self.env != "production"
 
     def describe(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

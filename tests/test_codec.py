@@ -113,3 +113,48 @@ def test_random_bytes_never_raise_anything_but_decode_error(codec):
 def test_encode_error_names_the_problem(codec):
     with pytest.raises(EncodeError):
         codec.encode("vitrina.PlaybackEvent", playback(position_ms="zero"))
+
+
+# -- Confluent wire format (confluent-kafka's serdes on its mock:// registry) ----------------------
+
+@pytest.fixture(scope="module")
+def confluent():
+    import uuid
+
+    from streams.codec import ConfluentCodec, make_codec
+    codec = make_codec(f"mock://codec-{uuid.uuid4().hex[:6]}")
+    assert isinstance(codec, ConfluentCodec)
+    return codec
+
+
+def test_confluent_round_trip_and_framing(confluent):
+    data = confluent.encode("vitrina.PlaybackEvent", playback())
+    assert data[:1] == b"\x00" and len(data) > 5
+    assert confluent.decode(data, "vitrina.PlaybackEvent") == playback()
+
+
+def test_confluent_malformed_values_keep_the_decode_error_codes(confluent):
+    good = confluent.encode("vitrina.PlaybackEvent", playback())
+    session_id = confluent.encode("vitrina.SessionEvent", dict(session_id="s", user_id=None, device_id="d",
+                                                               device_type="TV", kind="START", end_reason=None,
+                                                               event_time=NOW))[:5]
+    cases = [
+        (b"", DecodeError.EMPTY),
+        (None, DecodeError.EMPTY),
+        (b"\xc3\x01" + good[1:], DecodeError.BAD_MAGIC),
+        (b"\x00\x00\x01", DecodeError.TRUNCATED_HEADER),
+        (b"\x00\x7f\xff\xff\xff" + good[5:], DecodeError.UNKNOWN_SCHEMA_ID),
+        (session_id + good[5:], DecodeError.WRONG_RECORD_TYPE),
+        (good[:5] + b"\xff" * 3, DecodeError.BODY_DECODE_FAILED),
+        (good + b"\x00\x00", DecodeError.BODY_DECODE_FAILED),  # trailing bytes
+        (good[:5], DecodeError.BODY_DECODE_FAILED),
+    ]
+    for data, code in cases:
+        with pytest.raises(DecodeError) as info:
+            confluent.decode(data, "vitrina.PlaybackEvent")
+        assert info.value.code == code, (data, info.value)
+
+
+def test_confluent_encode_error_names_the_field(confluent):
+    with pytest.raises(EncodeError, match="vitrina.PlaybackEvent"):
+        confluent.encode("vitrina.PlaybackEvent", playback(position_ms="not a number"))
