@@ -48,10 +48,15 @@ def queue_views(pipe: Any, views: Iterable[Mapping[str, Any]]) -> int:
     return n
 
 
+def count_field(n: float, landmark_ms: int) -> str:
+    """A title's entry in the counts hash: its stored count and landmark, exactly (``repr`` round-trips)."""
+    return f"{n!r}|{landmark_ms}"
+
+
 def queue_counts(pipe: Any, counts: Mapping[str, tuple[float, int]]) -> None:
     """item -> (stored count, landmark ms) of the co-view states this worker owns."""
     if counts:
-        pipe.hset(COVIEW_COUNTS_KEY, mapping={item: f"{n!r}|{landmark}" for item, (n, landmark) in counts.items()})
+        pipe.hset(COVIEW_COUNTS_KEY, mapping={item: count_field(n, landmark) for item, (n, landmark) in counts.items()})
 
 
 async def fetch_counts(redis: Any, items: list[str]) -> dict[str, tuple[float, int]]:

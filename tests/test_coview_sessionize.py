@@ -257,3 +257,17 @@ def test_state_survives_a_json_round_trip():
     round_tripped, again = run(tail, json.loads(json.dumps(state)))
     assert direct == again
     assert json.loads(json.dumps(direct_state)) == json.loads(json.dumps(round_tripped))
+
+
+def test_a_viewer_is_forgotten_by_partition_clocks_not_the_wall_clock():
+    from processors.coview.sessionize import expired
+
+    config = SessionConfig()
+    state, _ = apply(None, playback("m1", 0, 0, "START"), config)
+    last = state["last"]
+    hour = config.expire_after_ms
+    many = config.expire_after_records + 1
+    assert not expired(state, last + hour, many, config)          # event time not far enough past
+    assert not expired(state, last + hour + 1, 10, config)        # a replay streaming this viewer's events
+    assert expired(state, last + hour + 1, many, config)
+    assert not expired(None, last + 10 * hour, many, config)

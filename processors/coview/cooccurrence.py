@@ -12,10 +12,29 @@ Decay (forward decay, Cormode et al. 2009)
     worth ``w * 2**(-(now - a) / H)`` at time ``now``. Each state stores values
     scaled to its own landmark time L: ``stored += w * 2**((a - L) / H)``, and a
     value is read as ``stored * 2**((L - now) / H)``. Adding is O(1) (no pass over
-    the neighbours to decay them), works for events in any time order, and the
-    stored numbers are comparable within one state so pruning needs no decay
-    either. When ``a - L`` exceeds ``_RENORMALISE_HALF_LIVES`` half-lives the state
-    is rescaled once to a new landmark (O(M), rare) to keep floats finite.
+    the neighbours to decay them) and the stored numbers are comparable within one
+    state so pruning needs no decay either.
+
+Exact and independent of arrival order (what makes co-view deterministic)
+    Contributions reach a title from many viewer partitions, interleaved as the
+    network happens to deliver them, so the result must not depend on their order.
+    Floating-point sums do (rounding), and so did a landmark taken from the first
+    contribution. Here every term is put on a fixed grid before it is added:
+    ``a = (k + f) * H`` (k whole half-lives since the epoch, 0 <= f < 1), the term is
+    ``q(w * 2**f) * 2**(k - L/H)`` where ``q`` rounds to a multiple of
+    ``2**-GRID_BITS`` (relative error < 1e-6, far below what ranking notices) and
+    ``2**(k - L/H)`` is an exact power of two; L is always a whole number of
+    half-lives: the smallest k seen (an older contribution moves it back by
+    multiplying the state by an exact power of two). Every stored value is then a
+    multiple of ``2**-GRID_BITS`` and float addition of such numbers is exact while a
+    value stays below ``2**(53 - GRID_BITS)`` (8.6e9: e.g. a million views spread
+    over 13 half-lives), so the state (L included) is the same bits for any order of
+    the same contributions. Two documented exceptions: pruning (below) keeps the
+    heaviest neighbours *at the time it runs*, and a title whose contributions span
+    more than ``_RENORMALISE_HALF_LIVES`` half-lives is rebased forward (old terms
+    shrink); both only matter for titles with more than ``max_neighbours +
+    prune_slack`` neighbours or decades of history. Without decay (H = None) the
+    landmark is 0 and terms are ``q(w)``.
 
 Bounded memory (heavy hitters with batch pruning)
     A title keeps at most ``max_neighbours`` (M) neighbours after each pruning; new
@@ -41,6 +60,7 @@ Totals (one small dict, e.g. a single table key): ``{"L": ..., "sessions": ...,
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
@@ -60,13 +80,17 @@ __all__ = [
     "add_view_to_totals",
     "decayed",
     "decay_factor",
+    "on_grid",
+    "GRID_BITS",
 ]
 
 TitleState = dict[str, Any]
 TotalsState = dict[str, Any]
 
 DAY_MS = 24 * 3600 * 1000
-_RENORMALISE_HALF_LIVES = 256.0
+_RENORMALISE_HALF_LIVES = 64  # a contribution this many half-lives past the landmark moves it forward
+GRID_BITS = 20  # terms are multiples of 2**-GRID_BITS: exact, order-independent float sums
+_ROUND = 1.5 * 2.0 ** (52 - GRID_BITS)  # (x + _ROUND) - _ROUND rounds x to the grid (|x| < 2**30)
 
 WEIGHTINGS: dict[str, Callable[[int], float]] = {
     "flat": lambda d: 1.0,
@@ -152,15 +176,49 @@ def decayed(stored: float, landmark_ms: int, now_ms: int, half_life_ms: int | No
     return stored * 2.0 ** ((landmark_ms - now_ms) / half_life_ms)
 
 
-def _rebased(state: dict[str, Any], at_ms: int, half_life_ms: int, keys: tuple[str, ...]) -> dict[str, Any]:
-    shrink = 2.0 ** ((state["L"] - at_ms) / half_life_ms)
+def on_grid(value: float) -> float:
+    """``value`` rounded to a multiple of ``2**-GRID_BITS`` (round half to even; |value| < 2**30)."""
+    return (value + _ROUND) - _ROUND
+
+
+def _scaled(state: dict[str, Any], factor: float, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The state with every stored value multiplied by ``factor`` (a power of two: exact)."""
     out = dict(state)
-    out["L"] = at_ms
     for key in keys:
-        out[key] = state[key] * shrink
+        out[key] = state[key] * factor
     if "nb" in state:
-        out["nb"] = {k: v * shrink for k, v in state["nb"].items()}
+        out["nb"] = {k: v * factor for k, v in state["nb"].items()}
     return out
+
+
+def _landmarked(state: dict[str, Any] | None, at_ms: int, half_life_ms: int | None,
+                keys: tuple[str, ...], empty: dict[str, Any]) -> tuple[dict[str, Any], float, float]:
+    """(state on a landmark that fits ``at``, the term's grid mantissa factor 2**f, its exact power of two
+    2**(k - L/H)) - see "Exact and independent of arrival order" above."""
+    if half_life_ms is None:
+        if state is None:
+            state = dict(empty, L=0)
+        return state, 1.0, 1.0
+    k, rest = divmod(at_ms, half_life_ms)
+    if state is None:
+        state = dict(empty, L=k * half_life_ms)
+    landmark = state["L"]
+    if landmark % half_life_ms:  # a state written before landmarks were whole half-lives: move it once
+        floor = landmark - landmark % half_life_ms
+        state = _scaled(state, 2.0 ** ((landmark - floor) / half_life_ms), keys)
+        state["L"] = landmark = floor
+    j = landmark // half_life_ms
+    if k < j:  # an older contribution: the landmark moves back to it, stored values double per half-life
+        state = _scaled(state, math.ldexp(1.0, j - k), keys)
+        state["L"], j = k * half_life_ms, k
+    elif k - j > _RENORMALISE_HALF_LIVES:  # far in the future: move forward so floats stay finite
+        state = _scaled(state, math.ldexp(1.0, j - k), keys)
+        state["L"], j = k * half_life_ms, k
+    return state, 2.0 ** (rest / half_life_ms), math.ldexp(1.0, k - j)
+
+
+_EMPTY_TITLE = {"n": 0.0, "nb": {}, "err": 0.0}
+_TITLE_KEYS = ("n", "err")
 
 
 def apply_contribution(
@@ -175,79 +233,58 @@ def apply_contribution(
     main per-view cost). ``inplace=True`` updates and returns the given state - for
     an owner that writes the result back anyway (a table value it just read).
     """
-    at = contribution.at_ms
-    if state is None:
-        state = {"L": at, "n": 0.0, "nb": {}, "err": 0.0, "t": at}
-    half_life = config.half_life_ms
-    if half_life is not None and at - state["L"] > _RENORMALISE_HALF_LIVES * half_life:
-        state = _rebased(state, at, half_life, ("n", "err"))
-    scale = 1.0 if half_life is None else 2.0 ** ((at - state["L"]) / half_life)
-    new = state if inplace else dict(state)
-    if at > new["t"]:
-        new["t"] = at
-    if contribution.own:
-        new["n"] = state["n"] + contribution.own * scale
-    if not contribution.neighbours:
-        return new
-    neighbours = state["nb"] if inplace else dict(state["nb"])
-    for neighbour, weight in contribution.neighbours:
-        neighbours[neighbour] = neighbours.get(neighbour, 0.0) + weight * scale
-    if len(neighbours) > config.max_neighbours + config.prune_slack:
-        kept = heapq.nlargest(config.max_neighbours, neighbours.items(), key=itemgetter(1))
-        kept_keys = {key for key, _ in kept}
-        dropped_max = max((v for k, v in neighbours.items() if k not in kept_keys), default=0.0)
-        new["err"] = max(state["err"], dropped_max)
-        neighbours = dict(kept)
-    new["nb"] = neighbours
-    return new
+    if state is not None and not inplace:
+        state = dict(state, nb=dict(state["nb"]))
+    return apply_contributions(state, [contribution], config)
 
 
 def apply_contributions(
     state: TitleState | None, contributions: list[Contribution], config: CoviewConfig = CoviewConfig()
 ) -> TitleState:
-    """``apply_contribution`` over a title's contributions in order, updating ``state`` in place.
+    """Contributions added to a title's state, updating ``state`` in place: the per-title stage's hot loop.
 
-    The same result as calling ``apply_contribution(..., inplace=True)`` once per contribution
-    (same pruning points), without the per-call overhead: the per-title stage's hot loop.
-    """
+    The result is the same (bit for bit) for any order of the same contributions while no pruning runs
+    (module docstring)."""
     half_life = config.half_life_ms
     limit = config.max_neighbours + config.prune_slack
     for _title, own, added, at in contributions:  # Contribution or a tuple laid out like one
-        if state is None:
-            state = {"L": at, "n": 0.0, "nb": {}, "err": 0.0, "t": at}
-        elif half_life is not None and at - state["L"] > _RENORMALISE_HALF_LIVES * half_life:
-            state = _rebased(state, at, half_life, ("n", "err"))
-        scale = 1.0 if half_life is None else 2.0 ** ((at - state["L"]) / half_life)
+        if state is None or half_life is not None:
+            state, mantissa, power = _landmarked(state, at, half_life, _TITLE_KEYS,
+                                                 dict(_EMPTY_TITLE, nb={}, t=at))
+        else:
+            mantissa = power = 1.0
         if at > state["t"]:
             state["t"] = at
         if own:
-            state["n"] += own * scale
+            state["n"] += ((own * mantissa + _ROUND) - _ROUND) * power
         neighbours = state["nb"]
         for neighbour, weight in added:
-            neighbours[neighbour] = neighbours.get(neighbour, 0.0) + weight * scale
+            neighbours[neighbour] = neighbours.get(neighbour, 0.0) + ((weight * mantissa + _ROUND) - _ROUND) * power
         if len(neighbours) > limit:
-            kept = heapq.nlargest(config.max_neighbours, neighbours.items(), key=itemgetter(1))
+            kept = heapq.nlargest(config.max_neighbours, neighbours.items(), key=_weight_then_name)
             kept_keys = {key for key, _ in kept}
             state["err"] = max(state["err"], max((v for k, v in neighbours.items() if k not in kept_keys), default=0.0))
             state["nb"] = dict(kept)
     return state
 
 
+def _weight_then_name(item: tuple[str, float]) -> tuple[float, str]:
+    return item[1], item[0]
+
+
 def add_view_to_totals(
     totals: TotalsState | None, view: ViewCompleted, config: CoviewConfig = CoviewConfig()
 ) -> TotalsState:
-    """Global decayed counts of views and of sessions (a session counts at its first view)."""
+    """Global decayed counts of views and of sessions (a session counts at its first view); exact and
+    order-independent like the title states."""
     at = view.at_ms
-    if totals is None:
-        totals = {"L": at, "sessions": 0.0, "views": 0.0, "t": at}
-    half_life = config.half_life_ms
-    if half_life is not None and at - totals["L"] > _RENORMALISE_HALF_LIVES * half_life:
-        totals = _rebased(totals, at, half_life, ("sessions", "views"))
-    scale = 1.0 if half_life is None else 2.0 ** ((at - totals["L"]) / half_life)
-    new = dict(totals)
-    new["views"] = totals["views"] + scale
+    new = dict(totals) if totals is not None else None
+    new, mantissa, power = _landmarked(new, at, config.half_life_ms, ("sessions", "views"),
+                                       {"sessions": 0.0, "views": 0.0, "t": at})
+    term = on_grid(mantissa) * power
+    new["views"] += term
     if view.position_in_session == 1:
-        new["sessions"] = totals["sessions"] + scale
+        new["sessions"] += term
     if at > new["t"]:
         new["t"] = at
     return new

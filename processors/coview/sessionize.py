@@ -54,6 +54,7 @@ __all__ = [
     "event_time_ms",
     "apply",
     "close_idle",
+    "expired",
 ]
 
 SessionState = dict[str, Any]
@@ -98,6 +99,11 @@ class SessionConfig:
     # How many earlier views of the session ride on ViewCompleted.previous; the
     # co-occurrence window must not exceed it.
     recent_views: int = 20
+    # A viewer's state is forgotten once the event time of its partition (the largest playback event
+    # time read from it so far) is this far past the viewer's latest event AND the partition has moved
+    # on by this many records since (``expired``).
+    expire_after_ms: int = 2 * 30 * 60 * 1000
+    expire_after_records: int = 100_000
 
 
 class ViewCompleted(NamedTuple):
@@ -185,6 +191,26 @@ def close_idle(
     if state["sid"] is None:
         return None, []
     return None, [_closed(state, "idle")]
+
+
+def expired(state: SessionState | None, watermark_ms: int, records_since: int,
+            config: SessionConfig = SessionConfig()) -> bool:
+    """Whether a viewer's state is forgotten: its partition's event time ``watermark_ms`` is more than
+    ``expire_after_ms`` past the viewer's latest event and ``records_since`` (records of the partition
+    since the viewer's latest one) exceeds ``expire_after_records``.
+
+    Both clocks come from the partition's order, never from the wall clock, so what is kept does not
+    depend on when or how fast the worker ran: the engine applies the rule to a viewer before each of its
+    events (with the clocks as they were before that event) and drops such states to free memory; both
+    clocks only grow, so dropping early and checking late agree. The record count keeps a replay that
+    streams one viewer after another (MovieLens, user by user: the partition's event time jumps years
+    back and forth) from forgetting the viewer it is reading. The rule changes a result only for an event
+    that arrives after its viewer was forgotten while being at most ``inactivity_gap_ms`` after the
+    viewer's latest event (out of order by more than ~30 min of event time), or of a client session
+    that ended that long ago; otherwise the next event opens a new session either way.
+    """
+    return (state is not None and records_since > config.expire_after_records
+            and watermark_ms - state["last"] > config.expire_after_ms)
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from processors.coview.cooccurrence import TitleState, decayed
 __all__ = ["MEASURES", "SimilarityConfig", "pair_score", "llr", "title_count", "top_similar", "aggregate_similar"]
 
 MEASURES = ("cosine", "jaccard", "lift", "llr")
+SUPPORT_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,9 @@ def top_similar(
         return []
     to_now = 1.0 if half_life_ms is None else 2.0 ** ((state["L"] - now_ms) / half_life_ms)
     n_i = state["n"] * to_now
-    floor = max(config.min_support, state["err"] * to_now)
+    # co-view terms are rounded to a 2**-20 grid (cooccurrence.py): a single fresh co-view of weight 1 may
+    # read as 1 - 5e-7, so support is compared with that much tolerance
+    floor = max(config.min_support, state["err"] * to_now) * (1.0 - SUPPORT_TOLERANCE)
     measure = config.measure
     scored = []
     for neighbour, stored in state["nb"].items():

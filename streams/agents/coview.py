@@ -8,8 +8,8 @@ per source partition, at-least-once input, state changes applied once.
    (processors/coview/sessionize.py) in the engine store. A batch is grouped by viewer and folded
    with the pure ``apply``; completed views become co-view updates (processors/coview/cooccurrence.py),
    grouped per (title, origin) and sent to ``coview.contributions`` keyed by title partition (one
-   message per destination partition per batch). Viewers idle (wall clock) for longer than the
-   session gap are dropped from the state every ``VITRINA_COVIEW_SWEEP_S``.
+   message per destination partition per batch). Viewers are forgotten by an event-time rule
+   (``sessionize.expired``); every ``VITRINA_COVIEW_SWEEP_S`` the forgotten ones are dropped from memory.
 2. ``coview-titles`` (coview.contributions): per-title decayed, bounded co-view state, idempotent by
    (origin, origin offset) so a sessionizer that re-sends after a crash changes nothing, with a
    version bumped on every applied change. Changed titles are marked dirty.
@@ -20,6 +20,23 @@ per source partition, at-least-once input, state changes applied once.
 
 "Now" for decay is the title's latest view (event time), not the wall clock, so a replayed log
 (MovieLens from 1996-2018) decays as it did when it happened, even next to live traffic.
+
+The order that makes the result deterministic (same input -> same counts and lists, whatever the
+batching, timing, crashes or rebalances; tests/faults/):
+
+* a viewer's events are folded in playback-partition order (one partition per viewer), and every
+  decision uses event time or that order, never the wall clock: sessions close on event-time gaps,
+  a viewer's state is forgotten when its partition's clocks (largest playback event time so far,
+  playback offset) say so (``sessionize.expired``), the same rule before each event and in the sweep.
+  Session events (``sessions``) join in arrival order, the one order this stage does not define;
+* a title's contributions from different origins arrive in any interleaving: the state is built so
+  that the order does not matter (exact grid sums, landmark on whole half-lives:
+  processors/coview/cooccurrence.py); re-sent ones are dropped by (origin, origin offset), which the
+  idempotent producer keeps increasing per partition;
+* lists are scored from counts; once the input is quiet every list is re-scored (``settle``), and
+  again whenever a count it read from another worker or the catalogue changes, so the final lists
+  are a function of the final counts; equal scores rank by title id (``top_similar``). Restored
+  partitions are re-flushed by their new owner (``TitleProcessor.assigned``).
 """
 from __future__ import annotations
 
@@ -37,12 +54,13 @@ from infra.settings import load
 from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
 from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions, decayed
 from processors.coview.routing import pack_views, unpack_by_title
-from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply
+from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply, event_time_ms, expired
 from processors.coview.sessionize import viewer_key as session_viewer
 from processors.coview.similarity import SimilarityConfig, title_count, top_similar
 from sinks.catalogue_views import catalogue_version, load_titles
 from sinks.redis_views import async_client
-from sinks.similar_views import fetch_counts, list_signature, queue_counts, queue_views, similar_view, updated_event
+from sinks.similar_views import (count_field, fetch_counts, list_signature, queue_counts, queue_views, similar_view,
+                                 updated_event)
 from streams.codec import default_codec
 from streams.engine.runner import Output
 from streams.engine.service import register
@@ -61,6 +79,8 @@ SESSION_AGENT, TITLES_AGENT = "coview-sessions", "coview-titles"
 # Contribution origins: one offset sequence per (topic, partition); the sessions topic's partitions
 # are numbered from here so the title stage's per-origin dedupe never mixes the two topics.
 ORIGIN_BASE = {PLAYBACK.name: 0, SESSIONS.name: 10_000}
+# The sessionizer partition's clocks (never a viewer key: those start with u:, d: or s:)
+CLOCKS = "#clocks"
 
 _DAY_MS = 24 * 3600 * 1000
 _half_life_days = os.environ.get("VITRINA_COVIEW_HALF_LIFE_DAYS", "").strip()
@@ -90,22 +110,28 @@ FRESHNESS = Histogram("vitrina_coview_freshness_seconds", "Playback record produ
 # --- 1. sessions ------------------------------------------------------------------------------
 
 
-def _fold_viewer(state: dict | None, events: list[Inbound], views: list[tuple[ViewCompleted, Inbound]],
-                 failed: list[tuple[Inbound, Exception]]) -> dict | None:
-    """Fold one viewer's events of a batch into its session state (pure core; failures collected)."""
-    for event in events:
+def _fold_viewer(state: dict | None, events: list[tuple[Inbound, int, int]],
+                 views: list[tuple[ViewCompleted, Inbound]], failed: list[tuple[Inbound, Exception]],
+                 last_offset: int) -> tuple[dict | None, int]:
+    """Fold one viewer's events of a batch (each with the partition's clocks before it: event-time
+    watermark, playback offset) into its session state (pure core; failures collected). The state is
+    forgotten first if ``expired`` at that event. Returns the state and the offset of its latest event."""
+    for event, watermark, offset in events:
+        if state is not None and expired(state, watermark, offset - last_offset, SESSION_CONFIG):
+            state = None
         try:
             state, emitted = apply(state, event.value, SESSION_CONFIG)
         except Exception as exc:  # noqa: BLE001 - a bug on one event must not stop the partition
             failed.append((event, exc))
             continue
+        last_offset = offset
         for record in emitted:
             kind = type(record)
             if kind is ViewCompleted:
                 views.append((record, event))
             elif kind is Rejected:
                 REJECTED.labels(code=record.code).inc()
-    return state
+    return state, last_offset
 
 
 _PARTITION_CACHE: dict[str, int] = {}
@@ -132,22 +158,35 @@ class SessionProcessor:
         self.last_sweep = time.monotonic()
 
     async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
-        groups: dict[str, list[Inbound]] = {}
+        # the partition's clocks (state.py): event-time watermark of the playback events and playback offset,
+        # as they are before each event (a session event takes the playback offset reached so far)
+        clocks = store.get(CLOCKS) or {"wm": 0, "o": -1}
+        watermark, position = clocks["wm"], clocks["o"]
+        groups: dict[str, list[tuple[Inbound, int, int]]] = {}
+        playback = events[0].topic == PLAYBACK.name
         for event in events:
-            groups.setdefault(session_viewer(event.value) or "", []).append(event)
+            offset = event.offset if playback else position
+            groups.setdefault(session_viewer(event.value) or "", []).append((event, watermark, offset))
+            if playback:
+                position = event.offset
+                at = event_time_ms(event.value.get("event_time"))
+                if at is not None and at > watermark:
+                    watermark = at
         views: list[tuple[ViewCompleted, Inbound]] = []
         failed: list[tuple[Inbound, Exception]] = []
-        wall_ms = int(time.time() * 1000)
         for viewer, viewer_events in groups.items():
             if not viewer:  # no user, device or session id: the codec's contract makes this unreachable
                 REJECTED.labels(code="missing_field").inc(len(viewer_events))
                 continue
             entry = store.get(viewer)
-            state = _fold_viewer(entry["s"] if entry else None, viewer_events, views, failed)
+            state, last = _fold_viewer(entry["s"] if entry else None, viewer_events, views, failed,
+                                       entry.get("o", -1) if entry else -1)
             if state is None:
                 store.delete(viewer)
             else:
-                store[viewer] = {"s": state, "w": wall_ms}
+                store[viewer] = {"s": state, "o": last}
+        if (watermark, position) != (clocks["wm"], clocks["o"]):
+            store[CLOCKS] = {"wm": watermark, "o": position}
         for event, exc in failed:
             await out.failed(event, exc)
         if views:
@@ -171,19 +210,23 @@ class SessionProcessor:
                                key=str(partition).encode(), partition=partition)
 
     async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        # the wall clock only decides when memory is freed; what is forgotten is decided by ``expired``
         if time.monotonic() - self.last_sweep >= SWEEP_S:
             self.last_sweep = time.monotonic()
-            SWEPT.inc(sweep_idle(stores.values(), int(time.time() * 1000)))
+            SWEPT.inc(sweep_idle(stores.values()))
 
 
-def sweep_idle(stores, wall_ms: int) -> int:
-    """Drop viewers whose last event arrived more than the session gap ago (wall clock: a replayed
-    old log must not have its sessions cut while it streams in). Closing an idle session emits no
-    view (``close_idle``), so dropping the state loses nothing."""
-    gap = SESSION_CONFIG.inactivity_gap_ms
+def sweep_idle(stores) -> int:
+    """Drop the viewers that ``expired`` at their partition's current clocks: any later event of theirs
+    would forget them first anyway (the clocks only grow), so this changes memory, never a result."""
     swept = 0
     for store in stores:
-        for viewer in [viewer for viewer, entry in store.items() if wall_ms - entry["w"] > gap]:
+        clocks = store.get(CLOCKS)
+        if clocks is None:
+            continue
+        watermark, position = clocks["wm"], clocks["o"]
+        for viewer in [viewer for viewer, entry in store.items() if viewer != CLOCKS
+                       and expired(entry["s"], watermark, position - entry.get("o", -1), SESSION_CONFIG)]:
             store.delete(viewer)
             swept += 1
     return swept
@@ -222,6 +265,9 @@ class Flusher:
         self.metadata_lists: dict[str, list[tuple[str, float]]] = {}
         self.catalogue_seen: tuple[int, int] | None = None
         self.catalogue_checked = 0.0
+        self.counts_written: dict[str, str] = {}  # item -> counts hash field last written by this worker
+        # other workers' titles -> the count (stored, landmark) the lists written since the last settle used
+        self.remote_used: dict[str, tuple[float, int] | None] = {}
         self.lock = asyncio.Lock()
         self.redis = None
         self.codec = default_codec()
@@ -249,13 +295,14 @@ class Flusher:
         wait = max(FLUSH_INTERVAL_S, self.last_duration * (FLUSH_SHARE - 1))
         return bool(self.dirty) and time.monotonic() - self.last_flush >= wait
 
-    async def _refresh_metadata(self) -> None:
+    async def _refresh_metadata(self) -> bool:
+        """Reload the metadata index if the catalogue changed (checked every CATALOGUE_CHECK_S); True if it did."""
         if time.monotonic() - self.catalogue_checked < CATALOGUE_CHECK_S:
-            return
+            return False
         self.catalogue_checked = time.monotonic()
         version = await catalogue_version(self.redis)
         if version == self.catalogue_seen:
-            return
+            return False
         index = MetadataIndex()
         for title in await load_titles(self.redis):
             if isinstance(title, dict) and title.get("item_id"):
@@ -263,7 +310,22 @@ class Flusher:
         self.metadata, self.catalogue_seen = index, version
         self.metadata_lists = {}
         log.info("coview_metadata_index", titles=len(index))
+        return True
 
+    async def inputs_changed(self) -> bool:
+        """Whether a list of this worker could score differently than when it was written, with nothing
+        of its own applied since: the catalogue (cold-start blend) changed, or a neighbour count that
+        another worker owns did. Asked when the stream is quiet (``TitleProcessor.tick``), so that lists
+        end scored from the final counts of every title whichever worker wrote first."""
+        if self.redis is None:
+            self.redis = async_client(settings)
+        self.catalogue_checked = 0.0
+        changed = await self._refresh_metadata()
+        if self.remote_used:
+            names = sorted(self.remote_used)
+            now = await fetch_counts(self.redis, names)
+            changed = changed or any(now.get(name) != self.remote_used[name] for name in names)
+        return changed
     async def flush(self, out: Output, stores: dict[int, PartitionStore]) -> int:
         if not self.dirty or self.lock.locked():
             return 0
@@ -307,6 +369,8 @@ class Flusher:
         remote_needed = {other for entry in entries.values() if entry is not None
                          for other in entry["c"]["nb"] if stores.get(title_partition(other)) is None}
         remote = await fetch_counts(self.redis, sorted(remote_needed))
+        for other in remote_needed:
+            self.remote_used[other] = remote.get(other)
 
         def stored_count(other: str) -> tuple[float, int] | None:
             found = remote.get(other)
@@ -327,7 +391,9 @@ class Flusher:
                 return decayed(found[0], found[1], now_ms, half_life) if found else 0.0
 
             total = 0.0  # N is used by lift/llr only; jaccard (the default) does not need it
-            counts[item] = (state["n"], state["L"])
+            field = count_field(state["n"], state["L"])
+            if self.counts_written.get(item) != field:
+                counts[item] = (state["n"], state["L"])
             coview = top_similar(state, count_of, total, now_ms, half_life, SIMILARITY, exclude=item)
             support = title_count(state, now_ms, half_life)
             meta = self.metadata_similar(item)
@@ -349,6 +415,8 @@ class Flusher:
             queue_views(pipe, views)
             queue_counts(pipe, counts)
             await pipe.execute()
+        for item, (n, landmark) in counts.items():
+            self.counts_written[item] = count_field(n, landmark)
         wall_ms = time.time() * 1000
         for view in views:
             item = view["item_id"]
@@ -383,6 +451,7 @@ class TitleProcessor:
 
     def __init__(self) -> None:
         self.last_applied = time.monotonic()
+        self.last_check = 0.0
         self.settled = True
 
     async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
@@ -411,19 +480,39 @@ class TitleProcessor:
         for title, produced in touched.items():
             flusher.mark(title, produced)
 
+    def assigned(self, partitions: list[int], stores: dict[int, PartitionStore]) -> None:
+        """Partitions restored from the changelog: their lists and counts are written again by this owner
+        (the previous one may have checkpointed state it never flushed, or dropped it as moved away)."""
+        for partition in partitions:
+            store = stores.get(partition)
+            if store is not None:
+                for title, _entry in store.items():
+                    flusher.mark(title, 0)
+        self.settled = False
+
     async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
-        if not self.settled and not flusher.dirty and time.monotonic() - self.last_applied >= SETTLE_S:
-            self.settled = True
-            settle(stores)
+        now = time.monotonic()
+        if not flusher.dirty and now - self.last_applied >= SETTLE_S and now - self.last_check >= SETTLE_S:
+            self.last_check = now
+            try:
+                stale = not self.settled or await flusher.inputs_changed()
+            except Exception as exc:  # noqa: BLE001 - Redis away: ask again on the next quiet tick
+                log.warning("coview_settle_check_failed", error=repr(exc))
+                stale = False
+            if stale:
+                self.settled = True
+                settle(stores)
         if flusher.due():
             await flusher.flush(out, stores)
 
 
 def settle(stores: dict[int, PartitionStore]) -> int:
-    """Once the input goes quiet: re-score every list of this worker. A list is scored with its
-    neighbours' counts as they were at its flush, and is rewritten only when its own title changes;
-    after a burst some neighbours have moved on. Lists whose result did not change are not written
-    (signature check), so this costs CPU once per quiet period, not writes."""
+    """Once the input goes quiet (and again whenever a count or the catalogue it read changes while
+    quiet): re-score every list of this worker. A list is scored with its neighbours' counts as they
+    were at its flush, and is rewritten only when its own title changes; after a burst some neighbours
+    have moved on. This makes every list, once the input is drained, a function of the final counts
+    only. Lists whose result did not change are not written (signature check), so this costs CPU once
+    per quiet period, not writes."""
     titles = sum(len(store) for store in stores.values())
     if titles > SETTLE_MAX_TITLES:
         return 0

@@ -67,6 +67,12 @@ def changelog_spec(settings: Settings, processor_name: str, partitions: int) -> 
                      description="Engine state changelog (compacted).", dead_letter=False)
 
 
+class OutputFailed(RuntimeError):
+    """A send could not even be queued (e.g. the broker is away). Not a problem of the record being
+    processed: the runner stops and its successor replays from the last checkpoint, instead of keeping
+    the state the batch changed while its outputs (co-view contributions) were lost."""
+
+
 class Output:
     """Sends of one processor; every send of a checkpoint period is awaited before the commit."""
 
@@ -87,7 +93,11 @@ class Output:
             replay_mode.REPLAY_SUPPRESSED.labels(topic=topic).inc()
             return
         name = full_name(self.settings, replay_mode.physical_name(topic))
-        self.pending.append(await self.producer.send(name, value=value, key=key, partition=partition, headers=headers))
+        try:
+            future = await self.producer.send(name, value=value, key=key, partition=partition, headers=headers)
+        except Exception as exc:  # noqa: BLE001 - any failure to queue is the output's, not the record's
+            raise OutputFailed(f"send to {name} failed: {exc!r}") from exc
+        self.pending.append(future)
         EVENTS_OUT.labels(topic=topic, agent=self.agent).inc()
 
     async def dead_letter(self, event_topic: str, partition: int, offset: int, code: str, error: str,
@@ -206,7 +216,12 @@ class Runner:
         from streams.topics import ensure_topics
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings, [self.changelog])
         bootstrap = self.settings.kafka_bootstrap
+        # idempotent on Apache Kafka: a batch retried after a broker failure is written once and in order, so
+        # a partition never holds a later record of this producer without the earlier ones (downstream
+        # dedupe by origin offset takes the highest offset applied as "everything up to here")
+        idempotent = self.settings.broker != "tansu"
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                         enable_idempotence=idempotent,
                                          max_batch_size=1 << 20, max_request_size=8 << 20,
                                          client_id=f"{self.group}-producer")
         await self.producer.start()
@@ -311,6 +326,8 @@ class Runner:
         if events:
             try:
                 await self.processor.process(partition, store, events, out)
+            except OutputFailed:
+                raise  # the state may be ahead of what was sent: restart from the last checkpoint
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the partition: keep the batch
                 for event in events:
                     await out.failed(event, exc)
@@ -412,5 +429,8 @@ class Runner:
             self.stores[partition] = store
             self.standby.pop(partition, None)
         RESTORED.labels(processor=self.name).inc(restored)
+        assigned = getattr(self.processor, "assigned", None)
+        if assigned is not None:
+            assigned(sorted(partitions), self.stores)
         self.log.info("engine_assigned", partitions=sorted(partitions), restored_records=restored,
                       reused=sorted(set(partitions) - set(records)), seconds=round(time.perf_counter() - started, 2))
