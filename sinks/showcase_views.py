@@ -26,12 +26,20 @@ from processors.showcase.view import VIEW_SCHEMA
 from sinks.redis_views import (
     IMPRESSIONS_HWM_KEY,
     IMPRESSIONS_KEY,
+    PREFIX,
     SHOWCASE_DIRTY_KEY,
     SHOWCASE_FORCE_KEY,
     SHOWCASE_USERS_KEY,
     showcase_key,
     showcase_meta_key,
 )
+
+# The builder's event clock: the latest event time (ms) of the user histories it has read (a max, so
+# the same inputs give the same clock whatever the order of the reads); see streams/showcase_builder.py.
+SHOWCASE_CLOCK_KEY = f"{PREFIX}showcase-clock"
+# The builder's settled-pass bookkeeping (hash): ``changes`` counts user builds requested by new input,
+# ``fingerprint`` is the inputs of the last settled pass, ``generation`` bumps with every pass.
+SHOWCASE_SETTLED_KEY = f"{PREFIX}showcase-settled"
 
 AGE_STEPS = (0, 6, 12, 16)  # request age limits with a prebuilt variant (18+ = no limit)
 VARIANTS = {"default": "adult", "guest": "guest", "kids": "kids"}  # view variant -> core pumpkin variant
@@ -57,6 +65,12 @@ for i = 1, #KEYS, 2 do
   end
 end
 return false
+"""
+
+CLOCK_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) return tonumber(ARGV[1]) end
+return current
 """
 
 POP_DIRTY_SCRIPT = """
@@ -199,6 +213,14 @@ class ShowcaseStore:
         self._write = redis.register_script(WRITE_SCRIPT)
         self._read = redis.register_script(READ_SCRIPT)
         self._pop = redis.register_script(POP_DIRTY_SCRIPT)
+        self._clock = redis.register_script(CLOCK_SCRIPT)
+
+    async def advance_clock(self, event_ms: int) -> int:
+        """Move the event clock up to ``event_ms`` (never back); returns the clock."""
+        return int(await self._clock(keys=[SHOWCASE_CLOCK_KEY], args=[int(event_ms)]))
+
+    async def clock_ms(self) -> int:
+        return int(await self.redis.get(SHOWCASE_CLOCK_KEY) or 0)
 
     async def write(self, writes: list[ViewWrite]) -> list[bool]:
         """Each write applies only if its version is above the stored one; returns which applied."""
@@ -234,7 +256,11 @@ class ShowcaseStore:
     async def pop_dirty(self, limit: int, quiet_before_ms: int) -> list[tuple[str, bool]]:
         """Take up to ``limit`` dirty users last marked before ``quiet_before_ms`` -> (user, forced)."""
         flat = await self._pop(keys=[SHOWCASE_DIRTY_KEY, SHOWCASE_FORCE_KEY], args=[quiet_before_ms, limit])
-        return [(flat[i], bool(int(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        popped = [(flat[i], bool(int(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        unforced = sum(1 for _, forced in popped if not forced)
+        if unforced:  # new input (a history changed, a sweep): the next settled pass must run
+            await self.redis.hincrby(SHOWCASE_SETTLED_KEY, "changes", unforced)
+        return popped
 
 
 def mark_dirty(pipe: Any, user_ids: Iterable[str], at_ms: int) -> None:

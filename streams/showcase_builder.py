@@ -15,6 +15,22 @@ number of workers cooperate without owning partitions:
      does not replace a personal view (``should_replace``). Builds run in a thread so the event loop
      (the agents of the same worker) keeps going.
 Nothing is built while the catalogue has no shelf definitions: dirty users wait in the queue.
+
+Determinism (two runs on the same input give the same views, whatever the timing, faults or restarts):
+  * The build time ``now`` is event time, never the wall clock: the latest event time of the inputs the
+    builder saw (``EventClock``: the max ``updated_at`` of the catalogue records and of every user
+    history read, kept in Redis as a max so the order of the reads does not matter). Licence windows,
+    "new" shelves, the nightly refill day, the once-a-day stability rule and ``built_at`` all follow it.
+  * Builds in the middle of a stream see partial inputs (stats, similar lists and histories are read
+    as they are at that moment) and the stability rule may keep such a build for a day. So when the
+    inputs have been quiet for ``settled_s`` (nothing queued, and the same catalogue version, stats,
+    event clock, count of new-input builds and similar lists over that time) and differ from the
+    inputs of the last settled pass, ONE worker runs a **settled pass** (``SHOWCASE_SETTLED_KEY``): it
+    bumps a generation, which makes every builder drop its caches (a fresh index with stats and
+    auto-shelf fills read now, similar lists read again), and queues every user forced. Each view is
+    then rebuilt from the settled inputs; an unchanged view whose ``built_at`` differs from the
+    settled clock is restamped. The views at rest are thus a function of the inputs alone; while
+    input keeps flowing, the once-a-day rule holds as before.
 """
 from __future__ import annotations
 
@@ -26,7 +42,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from prometheus_client import Counter as PromCounter, Histogram
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from infra.logs import get_logger
 from processors.history import user_history, viewer_devices
@@ -46,6 +63,7 @@ from processors.showcase import (
 )
 from processors.showcase.checks import check_daily_novelty
 from processors.showcase.config import DEFAULT_POLICY, DEVICE_TYPES, ShowcasePolicy
+from processors.showcase.stability import ReplaceDecision
 from sinks.catalogue_views import catalogue_version, load_shelves, load_titles
 from sinks.redis_views import (
     IMPRESSIONS_KEY,
@@ -57,7 +75,17 @@ from sinks.redis_views import (
     user_view_key,
     variant_age_view_key,
 )
-from sinks.showcase_views import AGE_STEPS, VARIANTS, ShowcaseStore, ViewWrite, iso_ms, read_metas, request_rebuild, view_write
+from sinks.showcase_views import (
+    AGE_STEPS,
+    SHOWCASE_SETTLED_KEY,
+    VARIANTS,
+    ShowcaseStore,
+    ViewWrite,
+    iso_ms,
+    read_metas,
+    request_rebuild,
+    view_write,
+)
 
 log = get_logger("vitrina.showcase")
 
@@ -69,7 +97,45 @@ BUILD_SECONDS = Histogram("vitrina_showcase_build_seconds", "Time to assemble on
 
 
 def utc_now() -> datetime:
+    """Wall clock: only for queue bookkeeping and ``decided_at`` (when a decision was taken), never for
+    what a view contains."""
     return datetime.now(timezone.utc)
+
+
+def event_ms(value: Any) -> int:
+    """An ``updated_at`` of a Redis record (ISO-8601 text, epoch ms or a datetime) as epoch ms; 0 if absent."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)):
+        return int(value)
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return 0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return iso_ms(moment)
+
+
+def event_time(*candidates_ms: int) -> datetime:
+    """The build time: the latest of the event times given. With no event time at all (an empty
+    catalogue, no history) nothing personal can be built yet; the wall clock stands in."""
+    latest = max((c for c in candidates_ms if c), default=0)
+    if not latest:
+        return utc_now()
+    return datetime.fromtimestamp(latest / 1000, timezone.utc)
+
+
+def catalogue_as_of(titles: Iterable[Any], shelves: Iterable[Any]) -> int:
+    """Latest ``updated_at`` (ms) among catalogue title and shelf records (dicts or parsed records)."""
+    latest = 0
+    for record in (*titles, *shelves):
+        value = record.get("updated_at") if isinstance(record, dict) else getattr(record, "updated_at", None)
+        latest = max(latest, event_ms(value))
+    return latest
 
 
 @dataclass
@@ -119,17 +185,29 @@ class CatalogueCache:
         self._stats: Stats | None = None
         self._stats_at = float("-inf")
         self._fill_day: Any = None
+        self._full = False
+        self.fixed_now: datetime | None = None  # tests/benches: build at this time instead of the event clock
+        self.as_of_ms = 0  # latest event time of the catalogue records the index was built from
+
+    def invalidate(self) -> None:
+        """The next refresh rebuilds the index from scratch: titles, shelves and stats read again,
+        auto-shelves refilled (the settled pass)."""
+        self._full = True
 
     @property
     def ready(self) -> bool:
         return self.index is not None and bool(self.index.shelf_defs)
 
-    async def refresh(self, now: datetime) -> str | None:
-        """Rebuild when due; returns why ("catalogue", "stats", "nightly") or None when the index was kept."""
+    async def refresh(self, clock_ms: int) -> str | None:
+        """Rebuild when due; returns why ("settled", "catalogue", "stats", "nightly") or None when the
+        index was kept. ``clock_ms``: the builder's event clock; the index is built at
+        ``event_time(clock_ms, catalogue as_of)``."""
         mono = time.monotonic()
         version = await catalogue_version(self.redis)
         reason = None
-        if version != self.built_version:
+        if self._full:
+            reason = "settled"
+        elif version != self.built_version:
             if version != self._seen_version:
                 self._seen_version, self._seen_at = version, mono
                 self._pending_since = self._pending_since if self._pending_since is not None else mono
@@ -141,30 +219,37 @@ class CatalogueCache:
             if stats != self._stats and self.index is not None:
                 reason = "stats"
             self._stats = stats
-        if reason is None and self.index is not None and now.date() != self._fill_day:
+        if reason is None and self.index is not None and self.now(clock_ms).date() != self._fill_day:
             reason = "nightly"
         if reason is None:
             return None
-        refill = self.index is None or now.date() != self._fill_day
-        if reason == "catalogue":
-            refill = refill or self.built_version is None or version[1] != self.built_version[1]  # shelves changed
+        if reason in ("catalogue", "settled"):
             titles: list[Any] = await load_titles(self.redis)
             shelves: list[Any] = await load_shelves(self.redis)
-            if self._stats is None:
+            self.as_of_ms = catalogue_as_of(titles, shelves)
+            if self._stats is None or reason == "settled":
                 self._stats, self._stats_at = await load_stats(self.redis), mono
         else:  # same catalogue: reuse the parsed records
             titles, shelves = list(self.index.titles.values()), list(self.index.shelf_defs)
+        now = self.now(clock_ms)
+        refill = self.index is None or now.date() != self._fill_day or reason == "settled"
+        if reason == "catalogue":
+            refill = refill or self.built_version is None or version[1] != self.built_version[1]  # shelves changed
         fills = None if refill or self.index is None else self.index.auto_fills
         self.index = await asyncio.to_thread(
             CatalogueIndex.build, titles, shelves, self._stats, now=now, policy=self.policy, auto_fills=fills)
         if refill:
             self._fill_day = now.date()
-        if reason == "catalogue":
-            self.built_version, self._pending_since = version, None
+        if reason in ("catalogue", "settled"):
+            self.built_version, self._pending_since, self._full = version, None, False
         INDEX_BUILDS.labels(reason=reason).inc()
         log.info("showcase_index_built", reason=reason, titles=len(self.index.titles), shelves=len(self.index.shelf_defs),
                  rejected=len(self.index.rejected), refilled=refill)
         return reason
+
+    def now(self, clock_ms: int) -> datetime:
+        """The build time for the event clock ``clock_ms`` and the catalogue the index was built from."""
+        return self.fixed_now or event_time(clock_ms, self.as_of_ms)
 
 
 class SimilarCache:
@@ -175,6 +260,9 @@ class SimilarCache:
         self.ttl_s = ttl_s
         self.max_items = max_items
         self._lists: dict[str, tuple[float, list[tuple[str, float]]]] = {}
+
+    def clear(self) -> None:
+        self._lists.clear()
 
     async def lists(self, items: Iterable[str]) -> dict[str, list[tuple[str, float]]]:
         now = time.monotonic()
@@ -226,7 +314,8 @@ class _Plan:
 class ShowcaseBuilder:
     def __init__(self, redis: Any, policy: ShowcasePolicy = DEFAULT_POLICY, *, settle_s: float = 2.0,
                  batch_size: int = 200, tick_budget_s: float = 0.8, variants_every_s: float = 600.0,
-                 sweep_every_s: float = 3600.0, catalogue: CatalogueCache | None = None) -> None:
+                 sweep_every_s: float = 3600.0, catalogue: CatalogueCache | None = None,
+                 settled_s: float = 30.0) -> None:
         self.redis = redis
         self.policy = policy
         self.settle_s = settle_s
@@ -237,18 +326,36 @@ class ShowcaseBuilder:
         self.catalogue = catalogue or CatalogueCache(redis, policy)
         self.similar = SimilarCache(redis)
         self.store = ShowcaseStore(redis)
+        self.settled_s = settled_s  # 0 = no settled pass (views at rest then depend on build timing)
         self._variants_at = float("-inf")
         self._swept_at = time.monotonic()
+        self._generation: str | None = None  # the settled generation our caches were built for
+        self._quiet: tuple | None = None     # (fingerprint, since) while the inputs stay the same
+        self._settle_checked_at = float("-inf")
+
+    async def _sync_generation(self) -> bool:
+        """Drop the caches when a settled pass started since we last looked (ours or another worker's)."""
+        generation = await self.redis.hget(SHOWCASE_SETTLED_KEY, "generation")
+        if generation == self._generation:
+            return False
+        self._generation = generation
+        self.catalogue.invalidate()
+        self.similar.clear()
+        return True
 
     async def tick(self, now: datetime | None = None) -> TickReport:
-        now = now or utc_now()
+        """One round; ``now`` overrides the event clock (tests of the pure rules)."""
         report = TickReport()
-        report.index_rebuilt = await self.catalogue.refresh(now)
+        override = self.catalogue.fixed_now = now
+        await self._sync_generation()
+        clock_ms = iso_ms(override) if override is not None else await self.store.clock_ms()
+        report.index_rebuilt = await self.catalogue.refresh(clock_ms)
         if not self.catalogue.ready:
             return report
         mono = time.monotonic()
         if report.index_rebuilt or mono - self._variants_at >= self.variants_every_s:
-            report.merge(await self.build_variants(now))
+            report.merge(await self.build_variants(self.catalogue.now(clock_ms),
+                                                   restamp=report.index_rebuilt == "settled"))
             self._variants_at = mono
         if report.index_rebuilt == "catalogue" or mono - self._swept_at >= self.sweep_every_s:
             # users whose view is a fallback (or a day old) get rebuilt; fresh ones are skipped cheaply
@@ -260,9 +367,69 @@ class ShowcaseBuilder:
             users = await self.store.pop_dirty(self.batch_size, quiet_before)
             if not users:
                 break
-            report.merge(await self.build_users(users, now))
+            if await self._sync_generation():  # a settled pass began: build these from fresh inputs
+                await self.catalogue.refresh(clock_ms)
+                report.merge(await self.build_variants(self.catalogue.now(clock_ms), restamp=True))
+            report.merge(await self.build_users(users, override))
+        if not report.written and not report.users:
+            await self._maybe_settle()
         self._log(report)
         return report
+
+    # -- the settled pass --------------------------------------------------------------------------
+
+    async def fingerprint(self) -> str:
+        """Everything a view is built from, as one digest: catalogue version, stats, event clock, the
+        count of builds asked by new input, and every title's similar list."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        stats = await load_stats(self.redis)
+        version = await catalogue_version(self.redis)
+        changes = await self.redis.hget(SHOWCASE_SETTLED_KEY, "changes")
+        digest.update(json.dumps([version, await self.store.clock_ms(), changes, sorted(stats.popularity.items()),
+                                  sorted(stats.ctr.items())]).encode())
+        titles = sorted(self.catalogue.index.titles) if self.catalogue.index is not None else []
+        for start in range(0, len(titles), 2000):
+            chunk = titles[start:start + 2000]
+            for raw in await self.redis.mget([similar_key(i) for i in chunk]):
+                digest.update((raw or "").encode())
+                digest.update(b"\x00")
+        return digest.hexdigest()
+
+    async def _maybe_settle(self) -> bool:
+        """Start a settled pass when the inputs stayed the same for ``settled_s`` and differ from those of
+        the last pass. Returns whether this worker started one."""
+        mono = time.monotonic()
+        if self.settled_s <= 0 or mono - self._settle_checked_at < min(1.0, self.settled_s / 2):
+            return False
+        self._settle_checked_at = mono
+        if await self.redis.zcard(SHOWCASE_DIRTY_KEY):
+            self._quiet = None
+            return False
+        current = await self.fingerprint()
+        if current == await self.redis.hget(SHOWCASE_SETTLED_KEY, "fingerprint"):
+            self._quiet = None
+            return False
+        if self._quiet is None or self._quiet[0] != current:
+            self._quiet = (current, mono)
+            return False
+        if mono - self._quiet[1] < self.settled_s:
+            return False
+        lock = SHOWCASE_SETTLED_KEY + ":lock"
+        if not await self.redis.set(lock, "1", nx=True, ex=120):
+            return False
+        try:
+            # generation first, users second: whoever pops a user of this pass sees the new generation
+            generation = await self.redis.hincrby(SHOWCASE_SETTLED_KEY, "generation", 1)
+            marked = await self.mark_all_users(force=True)
+            await self.redis.hset(SHOWCASE_SETTLED_KEY, "fingerprint", current)
+        finally:
+            await self.redis.delete(lock)
+        self._quiet = None
+        INDEX_BUILDS.labels(reason="settled_pass").inc()
+        log.info("showcase_settled_pass", generation=generation, users=marked)
+        return True
 
     async def mark_all_users(self, force: bool = False) -> int:
         marked = 0
@@ -283,10 +450,16 @@ class ShowcaseBuilder:
 
     # -- users -------------------------------------------------------------------------------------
 
-    async def build_users(self, users: list[tuple[str, bool]], now: datetime) -> TickReport:
+    async def build_users(self, users: list[tuple[str, bool]], now: datetime | None = None) -> TickReport:
+        """Build these (user, forced) views; ``now`` defaults to the event clock once these users'
+        histories have moved it."""
         report = TickReport(users=len(users))
         index = self.catalogue.index
         raws = await self.redis.mget([history_key(u) for u, _ in users])
+        latest = max((event_ms((_parse_json(raw) or {}).get("updated_at")) for raw in raws), default=0)
+        clock_ms = await self.store.advance_clock(latest) if latest else await self.store.clock_ms()
+        if now is None:
+            now = self.catalogue.now(clock_ms)
         plans: list[_Plan] = []
         for (user, forced), raw in zip(users, raws):
             view = _parse_json(raw)
@@ -333,7 +506,7 @@ class ShowcaseBuilder:
             await request_rebuild(self.redis, [p.user_id for p in raced if not p.forced], force=False)
             await request_rebuild(self.redis, [p.user_id for p in raced if p.forced], force=True)
             report.decisions["raced"] += len(raced)
-        await self.store.record_decisions(kept, iso_ms(utc_now()))
+        await self.store.record_decisions(kept, iso_ms(utc_now()))  # decided_at: wall clock, for ops
         for _, decision in kept:
             report.decisions[decision] += 1
             DECISIONS.labels(kind="user", decision=decision).inc()
@@ -344,7 +517,7 @@ class ShowcaseBuilder:
         writes: list[tuple[ViewWrite, _Plan]] = []
         kept: list[tuple[str, str]] = []
         alarms: list[tuple[str, Alarm]] = []
-        now_ms = iso_ms(now)
+        decided_ms = iso_ms(utc_now())
         for plan in plans:
             try:
                 viewer = Viewer(user_id=plan.user_id, device_type=plan.device_type, now=now,
@@ -354,7 +527,7 @@ class ShowcaseBuilder:
                 viewer = Viewer(user_id=plan.user_id, device_type=plan.device_type, now=now)
             try:
                 showcase = assemble(index, viewer, plan.history, similar=similar)
-            except Exception as err:  # noqa: BLE001 - one user must not stop the batch
+            except Exception as err:
                 alarms.append((plan.view_key, Alarm("build_failed", f"{type(err).__name__}: {err}"[:300], "critical")))
                 kept.append((plan.view_key, "build_failed"))
                 continue
@@ -362,6 +535,8 @@ class ShowcaseBuilder:
             decision = should_replace(plan.previous, now, plan.forced, new_meta=meta,
                                       min_interval=self.policy.min_replace_interval)
             alarms += [(plan.view_key, a) for a in showcase.alarms]
+            if not decision and decision.reason == "unchanged" and plan.forced and _stamp_differs(plan.previous, now):
+                decision = ReplaceDecision(True, "restamped")  # same content, confirmed at the settled clock
             if not decision:
                 kept.append((plan.view_key, decision.reason))
                 if decision.reason == "unchanged" and _older_than(plan.previous, now, self.policy.min_replace_interval):
@@ -372,27 +547,31 @@ class ShowcaseBuilder:
             alarms += [(plan.view_key, a) for a in daily_checks(showcase, index, self.policy)]
             version = (plan.previous or {}).get("version", 0) + 1
             writes.append((view_write(showcase, plan.view_key, index, plan.app_version, version, decision.reason,
-                                      now_ms, user_id=plan.user_id, device_type=plan.device_type), plan))
+                                      decided_ms, user_id=plan.user_id, device_type=plan.device_type), plan))
         return writes, kept, alarms
 
     # -- variants ----------------------------------------------------------------------------------
 
-    async def build_variants(self, now: datetime) -> TickReport:
+    async def build_variants(self, now: datetime, *, restamp: bool = False) -> TickReport:
+        """The editorial variants at ``now``; ``restamp`` (settled pass): an unchanged variant whose
+        ``built_at`` differs from ``now`` is written again with it."""
         report = TickReport()
         index = self.catalogue.index
         built = await asyncio.to_thread(self._variant_showcases, index, now)
         metas = await read_metas(self.redis, [key for key, _, _ in built])
         writes = []
-        now_ms = iso_ms(now)
+        decided_ms = iso_ms(utc_now())
         for key, device, showcase in built:
             previous = metas.get(key)
             report.alarms += [(key, a) for a in showcase.alarms]
-            if previous is not None and previous.get("content_hash") == content_hash(showcase):
-                report.decisions["variant_unchanged"] += 1
-                continue
             decision = "first_build" if previous is None else "catalogue_changed"
+            if previous is not None and previous.get("content_hash") == content_hash(showcase):
+                if not (restamp and _stamp_differs(previous, now)):
+                    report.decisions["variant_unchanged"] += 1
+                    continue
+                decision = "restamped"
             version = (previous or {}).get("version", 0) + 1
-            writes.append(view_write(showcase, key, index, None, version, decision, now_ms, user_id=None,
+            writes.append(view_write(showcase, key, index, None, version, decision, decided_ms, user_id=None,
                                      device_type=device))
         for write, ok in zip(writes, await self.store.write(writes)):
             report.decisions["variant_" + write.decision if ok else "variant_raced"] += 1
@@ -425,6 +604,14 @@ class ShowcaseBuilder:
         if report.written or report.users:
             log.info("showcase_tick", users=report.users, written=len(report.written),
                      decisions=dict(report.decisions), index=report.index_rebuilt)
+
+
+def _stamp_differs(previous: dict | None, now: datetime) -> bool:
+    """Whether a stored view's ``built_at`` is not ``now`` (so a settled pass restamps it)."""
+    try:
+        return datetime.fromisoformat(previous["built_at"]) != now  # type: ignore[index]
+    except (TypeError, ValueError, KeyError):
+        return True
 
 
 def _older_than(previous: dict | None, now: datetime, interval: timedelta) -> bool:

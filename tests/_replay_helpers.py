@@ -4,40 +4,29 @@ These tests flush Redis, restart the broker or kill workers, so they run on a st
 (free ports, own data dir) and their own workers (unique app id, own web port), never on the
 session's shared ``stack``/``worker``.
 
-Snapshot comparison ignores exactly these fields, which legitimately differ between two runs on the
-same input (everything else must be equal):
-
-* ``vitrina:showcase:*`` JSON: ``meta.built_at`` (wall clock of the build), ``version`` and
-  ``meta.version`` (per-key write counter: how many times a view was rewritten depends on batching).
-* ``vitrina:showcase-meta:*`` hash: ``built_at``, ``decided_at``, ``version``, ``decision`` (the
-  reason of the last decision, e.g. first_build / changed / unchanged, depends on how often it was built).
-* ``vitrina:catalogue:version`` hash: write counters bumped once per catalogue batch (batching).
-* ``vitrina:showcase-dirty`` / ``vitrina:showcase-force``: the builder's work queue (empty once settled).
-* ``vitrina:history:*`` JSON: ``updated_at`` at the top level (wall clock of the write).
+Snapshots and their comparison live in bench/_views.py (shared with the fault suite, bench/faults.py);
+the fields it leaves out, and why, are listed there.
 """
 from __future__ import annotations
 
-from _waiting import wait_for as _wait_for
-from processors.pipeline_input import PipelineInput, make_pipeline_input
-
 import dataclasses
-import json
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import redis
+from _waiting import wait_for as _wait_for
 
 from infra import settings as settings_module
 from infra.settings import Settings
 from infra.stack import EmbeddedStack, free_port_env
+from processors.pipeline_input import PipelineInput, make_pipeline_input
 
-IGNORED_JSON_FIELDS = {"showcase": ({"meta": ("built_at", "version")}, "version"),
-                       "history": ((), "updated_at")}
-IGNORED_HASH_FIELDS = {"showcase-meta": {"built_at", "decided_at", "version", "decision"},
-                       "catalogue": {"titles", "shelves"}}
-IGNORED_FAMILIES = {"showcase-dirty", "showcase-force"}
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # bench/ is not an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._views import differences, snapshot  # noqa: F401 - re-exported for the tests
 
 
 def private_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -64,7 +53,7 @@ def private_stack_fixtures(name: str) -> tuple[Any, Any]:
     import pytest
 
     @pytest.fixture(scope="module")
-    def private(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202 - a pytest generator fixture
+    def private(tmp_path_factory: pytest.TempPathFactory):
         stack, settings = start_private_stack(tmp_path_factory.mktemp(name))
         try:
             yield settings
@@ -72,7 +61,7 @@ def private_stack_fixtures(name: str) -> tuple[Any, Any]:
             stack.down()
 
     @pytest.fixture(scope="module")
-    def client(private: Settings):  # noqa: ANN202
+    def client(private: Settings):
         connection = redis.Redis.from_url(private.redis_url, decode_responses=True)
         yield connection
         connection.close()
@@ -168,58 +157,6 @@ def quiet(worker, seconds: float = 6.0, timeout_s: float = 120.0) -> None:
         elif time.monotonic() - since >= seconds:
             return
     raise AssertionError("view writes did not settle")
-
-
-# -- snapshots -------------------------------------------------------------------------------------
-
-def _strip(document: Any, nested: Any, top: str) -> Any:
-    if not isinstance(document, dict):
-        return document
-    document = {k: v for k, v in document.items() if k != top}
-    for field, names in dict(nested).items():
-        if isinstance(document.get(field), dict):
-            document[field] = {k: v for k, v in document[field].items() if k not in names}
-    return document
-
-
-def snapshot(client: redis.Redis, prefix: str = "vitrina:") -> dict[str, Any]:
-    """Every view key under ``prefix`` (without it) -> comparable value (JSON parsed, ignored fields removed)."""
-    out: dict[str, Any] = {}
-    for key in client.scan_iter(match=prefix + "*", count=1000):
-        suffix = key[len(prefix):]
-        fam = suffix.split(":", 1)[0]
-        if fam in IGNORED_FAMILIES:
-            continue
-        kind = client.type(key)
-        if kind == "string":
-            raw = client.get(key)
-            try:
-                value: Any = json.loads(raw)
-            except (TypeError, ValueError):
-                value = raw
-            if fam in IGNORED_JSON_FIELDS:
-                nested, top = IGNORED_JSON_FIELDS[fam]
-                value = _strip(value, nested, top)
-        elif kind == "hash":
-            value = {k: v for k, v in client.hgetall(key).items() if k not in IGNORED_HASH_FIELDS.get(fam, ())}
-        elif kind == "zset":
-            value = sorted(client.zrange(key, 0, -1, withscores=True))
-        elif kind == "set":
-            value = sorted(client.smembers(key))
-        elif kind == "list":
-            value = client.lrange(key, 0, -1)
-        else:
-            continue
-        out[suffix] = value
-    return out
-
-
-def differences(expected: dict[str, Any], actual: dict[str, Any], limit: int = 10) -> list[str]:
-    out = [f"missing {k}" for k in sorted(set(expected) - set(actual))][:limit]
-    out += [f"extra {k}" for k in sorted(set(actual) - set(expected))][:limit]
-    out += [f"differs {k}: {json.dumps(expected[k], default=str)[:300]} != {json.dumps(actual[k], default=str)[:300]}"
-            for k in sorted(set(expected) & set(actual)) if expected[k] != actual[k]][:limit]
-    return out
 
 
 def unique(prefix: str) -> str:

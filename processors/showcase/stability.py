@@ -2,7 +2,8 @@
 
 Decision order for replacing the stored showcase by a freshly built one:
   1. same content hash as the stored one        -> no write ("unchanged"), even when forced
-  2. forced by ops                               -> write ("forced")
+  2. forced by ops                               -> write ("forced"; or the reason given as ``force``,
+                                                    e.g. "settled" for the builder's settled pass)
   3. nothing stored                              -> write ("first_build")
   4. stored meta unreadable / other schema       -> write ("previous_unreadable" / "schema_changed")
   5. new one is a fallback, stored is personal   -> keep the stored one ("keep_previous_over_fallback")
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from .errors import ShowcaseInputError
 from ._fields import as_datetime
+from .errors import ShowcaseInputError
 from .view import VIEW_SCHEMA
 
 DEFAULT_MIN_INTERVAL = timedelta(days=1)
@@ -36,18 +37,20 @@ class ReplaceDecision:
 def should_replace(
     previous_meta: Mapping[str, Any] | None,
     now: datetime,
-    force: bool = False,
+    force: bool | str = False,
     *,
     new_meta: Mapping[str, Any] | None = None,
     min_interval: timedelta = DEFAULT_MIN_INTERVAL,
     max_keep_over_fallback: timedelta = timedelta(days=3),
 ) -> ReplaceDecision:
-    """``previous_meta``/``new_meta`` are ``view_meta(...)`` dicts (``to_view(s)["meta"]``)."""
+    """``previous_meta``/``new_meta`` are ``view_meta(...)`` dicts (``to_view(s)["meta"]``). ``now`` is the
+    build's event time (the builder's input watermark), never the wall clock: the same inputs give the
+    same decisions. ``force`` may be a reason string instead of True."""
     previous_hash = previous_meta.get("content_hash") if isinstance(previous_meta, Mapping) else None
     if new_meta is not None and previous_hash is not None and new_meta.get("content_hash") == previous_hash:
         return ReplaceDecision(False, "unchanged")
     if force:
-        return ReplaceDecision(True, "forced")
+        return ReplaceDecision(True, force if isinstance(force, str) else "forced")
     if previous_meta is None:
         return ReplaceDecision(True, "first_build")
     try:

@@ -2,8 +2,9 @@
 
 * ``build_showcases`` (timer, every VITRINA_SHOWCASE_TICK_S, default 1 s, on every worker): one
   ``ShowcaseBuilder.tick`` - index refresh when the catalogue/stats changed, variants, then the
-  dirty users in batches (see streams/showcase_builder.py). Each view written gives a
-  ``showcase.updated`` event.
+  dirty users in batches (see streams/showcase_builder.py), and the settled pass once the inputs are
+  quiet (VITRINA_SHOWCASE_SETTLED_S, default 30 s). Each view written with new content gives a
+  ``showcase.updated`` event (a restamp of unchanged content does not).
 * ``showcase-rebuild-requests``: ``showcase.rebuild`` records from ops queue a user (or everyone) for
   the next tick, forced or not.
 * ``showcase-impressions``: ranking.impressions -> impressions per title in Redis (the CTR
@@ -34,6 +35,8 @@ REBUILD = spec("showcase.rebuild")
 IMPRESSIONS = spec("ranking.impressions")
 TICK_S = float(os.environ.get("VITRINA_SHOWCASE_TICK_S", "1.0"))
 SETTLE_S = float(os.environ.get("VITRINA_SHOWCASE_SETTLE_S", "2.0"))
+# quiet seconds of unchanged inputs before a settled pass rebuilds every view from them (0 = never)
+SETTLED_S = float(os.environ.get("VITRINA_SHOWCASE_SETTLED_S", "30.0"))
 
 updated_topic = raw_topic(app, UPDATED)
 rebuild_topic = raw_topic(app, REBUILD)
@@ -45,7 +48,7 @@ _builder: ShowcaseBuilder | None = None
 def builder() -> ShowcaseBuilder:
     global _builder
     if _builder is None:
-        _builder = ShowcaseBuilder(async_client(settings), settle_s=SETTLE_S)
+        _builder = ShowcaseBuilder(async_client(settings), settle_s=SETTLE_S, settled_s=SETTLED_S)
     return _builder
 
 
@@ -73,9 +76,11 @@ async def _tick() -> bool:
         report = await builder().tick()
         codec = default_codec()
         for write in report.written:
+            if write.decision == "restamped":  # same content, only built_at moved: nothing for clients
+                continue
             await updated_topic.send(key=write.view_key.encode(),
                                      value=codec.encode(UPDATED.schema, updated_event(write)))
-    except Exception as exc:  # noqa: BLE001 - Redis or broker hiccup, or a bug: log it, try again later
+    except Exception as exc:
         log.exception("showcase_tick_failed", error=repr(exc))
         return False
     if report.written:
@@ -94,7 +99,7 @@ async def rebuild_requests(stream):
                     queued = await request_rebuild(builder().redis, [request["user_id"]], force=request["force"])
                 else:
                     queued = await builder().mark_all_users(force=request["force"])
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await dead_letter_failed(app, event, "showcase-rebuild-requests", exc)
                 continue
             log.info("showcase_rebuild_requested", request_id=request["request_id"], user_id=request["user_id"],
