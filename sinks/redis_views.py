@@ -31,7 +31,7 @@ Showcase capability (appended):
 | ``vitrina:showcase-dirty`` | zset user_id -> ms when last marked (rebuilt once quiet for a moment) |
 | ``vitrina:showcase-force`` | set of user ids whose next rebuild is forced (ops) |
 | ``vitrina:showcase-users`` | set of user ids with a history (daily sweep) |
-| ``vitrina:impressions`` / ``vitrina:impressions-hwm`` | hash item -> impressions; hash partition -> last counted offset |
+| ``vitrina:impressions`` / ``vitrina:impressions-hwm`` | hash item -> impressions; hash partition -> offset up to which all are counted (``impressions-hwm:{partition}``: zset of counted offsets above it) |
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+from processors.counters import IMPRESSION_BOUNDS, OffsetBounds
 from processors.showcase import CatalogueIndex, Showcase, to_view
 from processors.showcase.config import DEFAULT_POLICY, ShowcasePolicy
 from processors.showcase.rules import effective_age_limit, min_items
@@ -290,42 +291,75 @@ def iso_ms(moment: datetime) -> int:
 
 # -- impressions (the CTR denominator) -------------------------------------------------------------
 
-# KEYS = impressions hash, high-water-mark hash; ARGV = partition, expected mark, new mark, item, n, item, n...
+# Exactly once per (partition, offset) in any delivery order: processors/counters.py, contiguous variant.
+# KEYS = impressions hash, marks hash (partition -> floor), this partition's zset of counted offsets above
+# the floor; ARGV = partition, window, max_seen, then offset, item pairs. Returns how many were new.
 IMPRESSIONS_SCRIPT = """
-local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
-if current ~= tonumber(ARGV[2]) then return current end
-for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return -2
+local floor = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+local window, max_seen = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function absorb()
+  while true do
+    local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+    if #first == 0 or tonumber(first[1]) ~= floor + 1 then return end
+    floor = floor + 1
+    redis.call('ZREM', KEYS[3], first[1])
+  end
+end
+local function raise(to)
+  if to > floor then
+    floor = to
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', floor)
+  end
+  absorb()
+end
+local counts, counted = {}, 0
+for i = 4, #ARGV, 2 do
+  local offset = tonumber(ARGV[i])
+  if offset > floor and not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
+    counts[ARGV[i + 1]] = (counts[ARGV[i + 1]] or 0) + 1
+    counted = counted + 1
+    if offset == floor + 1 then
+      floor = offset
+      absorb()
+    else
+      redis.call('ZADD', KEYS[3], offset, ARGV[i])
+      raise(tonumber(redis.call('ZRANGE', KEYS[3], -1, -1)[1]) - window)
+      local extra = redis.call('ZCARD', KEYS[3]) - max_seen
+      if extra > 0 then raise(tonumber(redis.call('ZRANGE', KEYS[3], extra - 1, extra - 1)[1])) end
+    end
+  end
+end
+for item, n in pairs(counts) do redis.call('HINCRBY', KEYS[1], item, n) end
+if counted > 0 then redis.call('HSET', KEYS[2], ARGV[1], floor) end
+return counted
 """
 
 
-class ImpressionCounter:
-    """Impressions per title, counted once per (partition, offset): a redelivered record is skipped
-    because its offset is at or below the partition's high-water mark, and counts and mark move
-    together in one script (compare-and-set on the mark, retried if another consumer moved it)."""
+def impressions_seen_key(partition: int) -> str:
+    """Counted offsets above the floor of one partition. In the family of the marks hash
+    (``impressions-hwm``), so a rebuild's swap replaces or deletes them together with it."""
+    return f"{IMPRESSIONS_HWM_KEY}:{partition}"
 
-    def __init__(self, redis: Any) -> None:
+
+class ImpressionCounter:
+    """Impressions per title, counted exactly once per (partition, offset) whatever the delivery order
+    (a redelivery, or an earlier stretch of the partition arriving after a later one around a
+    rebalance): per partition a floor (every offset at/below it counted) and the set of counted
+    offsets above it, bounded (processors/counters.py IMPRESSION_BOUNDS). Counts and marks move
+    together in one script. The marks live next to the counts in the view namespace: a rebuild into a
+    shadow namespace starts from empty marks and swaps them in with the counts."""
+
+    def __init__(self, redis: Any, bounds: OffsetBounds = IMPRESSION_BOUNDS) -> None:
         self.redis = redis
-        self.keys = [IMPRESSIONS_KEY, IMPRESSIONS_HWM_KEY]
+        self.bounds = bounds
         self._script = redis.register_script(IMPRESSIONS_SCRIPT)
 
     async def add(self, partition: int, records: list[tuple[int, str]]) -> int:
         """records = (offset, item_id) of one partition; returns how many were new."""
-        expected = await self.redis.hget(self.keys[1], str(partition))
-        for _ in range(10):
-            mark = int(expected) if expected is not None else -1
-            fresh = [(offset, item) for offset, item in records if offset > mark]
-            if not fresh:
-                return 0
-            counts: dict[str, int] = {}
-            for _, item in fresh:
-                counts[item] = counts.get(item, 0) + 1
-            args: list[Any] = [partition, mark, max(offset for offset, _ in fresh)]
-            for item, n in counts.items():
-                args += [item, n]
-            result = await self._script(keys=self.keys, args=args)
-            if int(result) == -2:
-                return len(fresh)
-            expected = result
-        raise RuntimeError(f"impression high-water mark of partition {partition} keeps moving")
+        if not records:
+            return 0
+        args: list[Any] = [partition, self.bounds.window, self.bounds.max_seen]
+        for offset, item in records:
+            args += [offset, item]
+        keys = [IMPRESSIONS_KEY, IMPRESSIONS_HWM_KEY, impressions_seen_key(partition)]
+        return int(await self._script(keys=keys, args=args))

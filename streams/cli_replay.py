@@ -1,4 +1,21 @@
-"""`vitrina replay` (a topic range through chosen agents) and `vitrina rebuild` (every view from the topics)."""
+"""`vitrina replay` (a topic range through chosen agents) and `vitrina rebuild` (every view from the topics).
+
+Recovery after a Redis loss (FLUSHALL, a restart without persistence, a new empty instance): run
+``vitrina rebuild``. The workers may be running or stopped, both are supported:
+
+* a rebuild always builds into a fresh shadow namespace (``vitrina-shadow-<id>:``), so it starts from
+  empty derived marks (the impression counter's per-partition marks live next to the counts), never
+  from marks a running worker wrote after the loss; the catalogue is replayed first and applied before
+  the events that join it (streams/replay.py, phases); showcases are rebuilt from the final inputs;
+  then the views AND their marks are swapped over the live ones in one MULTI/EXEC.
+* a worker that kept running keeps its state in its tables (changelogs), not in Redis: after the swap
+  it counts on top of the rebuilt marks (records the rebuild counted are skipped, exactly once per
+  partition and offset) and writes whole views from its tables.
+* records that arrive while the shadow is built are applied to the live views after the swap (a
+  catch-up under the rebuild's app id, streams/replay.py), so traffic may go on during a rebuild.
+  Limit: a key a running worker updates with a record arriving during the catch-up itself may keep
+  the catch-up's value (one record older) until its next update; counters are exact regardless.
+"""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +55,7 @@ def _rebuild_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", default=None, help="only these agent modules (default: all but "
                                                  "the ones REBUILD_SKIP names, see --dry-run)")
     _common_args(p)
+    p.set_defaults(shadow=True)  # always: fresh marks, swapped in with the views (see the module docstring)
 
 
 def _progress(line: str) -> None:
@@ -70,7 +88,9 @@ def _execute(plan, args) -> int:
         print(json.dumps(summary))
     else:
         swapped = (f"; shadow {plan.view_prefix} left in place" if args.no_swap else
-                   f"; swapped {result.swapped} key(s), deleted {result.deleted} stale") if plan.shadow else ""
+                   f"; swapped {result.swapped} key(s), deleted {result.deleted} stale"
+                   + (f"; caught up {result.caught_up} record(s) that arrived meanwhile" if result.caught_up else "")
+                   ) if plan.shadow else ""
         print(f"replayed {result.plan.total} record(s) in {result.processing_seconds:.1f}s "
               f"({result.events_per_s:.0f}/s){swapped}")
     return 0
@@ -100,14 +120,15 @@ def run_replay(args: argparse.Namespace) -> int:
     return _execute(replay_plan, args)
 
 
-@command("rebuild", "rebuild every Redis view from the topics (all agents, earliest offsets); --shadow swaps atomically")(_rebuild_args)
+@command("rebuild", "rebuild every Redis view from the topics (all agents, earliest offsets) in a shadow namespace, "
+                    "swapped in atomically; the recovery after a Redis loss, workers running or not")(_rebuild_args)
 def run_rebuild(args: argparse.Namespace) -> int:
     from streams.replay import REBUILD_SKIP, ReplayError, plan, rebuild_modules, restore_models
 
     settings = load()
     modules = rebuild_modules(args.agent.split(",") if args.agent else None)
     try:
-        replay_plan = plan(settings, modules, None, shadow=args.shadow, emit=args.emit)
+        replay_plan = plan(settings, modules, None, shadow=True, emit=args.emit)
     except ReplayError as exc:
         return _fail(exc)
     for module, reason in REBUILD_SKIP.items():

@@ -9,13 +9,23 @@ How a replay runs (``vitrina replay`` / ``vitrina rebuild``, streams/cli_replay.
    with ``--topic`` get the requested range (offsets or times; end = the verified end of the log by
    default); the agents' other input topics get an empty range at their end, so only the chosen
    topics are reprocessed. A dry run prints this plan and stops.
-3. **Run** one replay worker (``streams.supervisor.start_worker``) under a fresh Faust app id
+3. **Run** a replay worker (``streams.supervisor.start_worker``) under a fresh Faust app id
    ``vitrina-replay-<id>`` (so a fresh consumer group and fresh changelog topics: table state is
    rebuilt from the range), only the chosen modules registered, a fresh local data dir, the range's
    start offsets committed for the new group before it starts, the ends passed in
    ``VITRINA_REPLAY_UNTIL`` (records past them are skipped), outputs and dead letters muted unless
    ``emit`` (streams/replay_mode.py), internal repartition topics private to the replay, and views
    written under ``VITRINA_VIEW_PREFIX`` (the live ``vitrina:`` or a shadow ``vitrina-shadow-<id>:``).
+   **Lookups first** (``LOOKUP_MODULES``): agents join views of other agents (the history agent reads
+   episode metadata from the catalogue's title views). Replaying every topic at once let the history
+   run ahead of the catalogue (issue 18: 27 of 52 histories without their series progress; with a 4k
+   title catalogue the first history view was written before most titles). A Kafka Streams user
+   expects global-table semantics: a global table is restored to the end of its topic before any
+   stream task processes a record. So a replay that includes a lookup module and others runs in two
+   phases under the same app id and namespace: phase 1 the lookup modules alone on their topics until
+   committed (a record is committed after its batch is written), phase 2 every module on the other
+   topics (the lookup ranges already done). Lookup records arriving after the plan was made are not
+   part of it (a live worker applies them).
 4. **Watch** the group's committed offsets against the ends (a progress line), then wait until the
    worker's view writes have been quiet for ``settle_s`` and nothing is queued in the namespace's
    work queues (e.g. users waiting for a showcase build); then stop the worker.
@@ -24,13 +34,24 @@ How a replay runs (``vitrina replay`` / ``vitrina rebuild``, streams/cli_replay.
 5. **Swap** (shadow only): in ONE MULTI/EXEC every shadow key is RENAMEd over its live key and the live
    keys of the same view families (``plays``, ``history``, ``showcase``...: the part of the key after
    the prefix up to the first ``:``) that the replay did not produce are deleted. Readers see the old
-   views or the new ones, never a mix.
+   views or the new ones, never a mix. **Catch-up**: records that arrived in the replayed topics
+   while the shadow was built (live workers applied them to live keys the swap just replaced) are then
+   replayed once more, from the plan's ends to the new ends, into the live namespace under the same
+   app id (tables go on from the replayed state), and derived views are refreshed again
+   (``catch_up_plan``).
 6. **Clean up**: the replay's private topics and changelogs are deleted (best effort), and its data dir.
+
+Derived marks live with their namespace: the impression counter's per-partition marks
+(``impressions-hwm``, sinks/showcase_views.py) sit next to the counts, so a shadow build starts from
+empty marks and its marks replace the live ones in the swap (same family); play counters keep their
+marks in their table state, which a replay rebuilds under its own app id. ``vitrina rebuild`` always
+builds into a shadow namespace (the recovery after a Redis loss: streams/cli_replay.py).
 
 What a replay cannot do: state is rebuilt from the range only, so a range that does not start at the
 beginning of the log gives aggregates (play counts, histories) of that range alone; the plan says so
-for agents with tables. Keys the live workers update between the range's end and the swap keep the
-replayed value until their next update.
+for agents with tables. A key a live worker updates with a record that arrives during the catch-up
+itself may be overwritten by the catch-up's (one record older) value until its next update; counters
+are not affected (exact per partition and offset).
 """
 from __future__ import annotations
 
@@ -41,7 +62,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -52,6 +73,12 @@ log = get_logger("vitrina.replay")
 
 LIVE_PREFIX_DEFAULT = "vitrina:"
 SHADOW_PREFIX = "vitrina-shadow-"
+# Modules whose views other agents read while they process their own records (joins: the history agent
+# reads episode metadata from the catalogue's title views). Like Kafka Streams' global tables they are
+# brought up to date first: a replay that includes them and other modules runs them alone on their
+# topics until applied, then the rest. Their topics must be read by them only: the second phase starts
+# those topics at the end of the first.
+LOOKUP_MODULES = ("catalogue",)
 # Modules a full rebuild leaves out, with the reason (shown by `vitrina rebuild --dry-run`).
 REBUILD_SKIP = {
     "ranking": "trains and publishes model versions (S3 registry, models.published): not a view; "
@@ -175,6 +202,7 @@ class ReplayPlan:
     emit: bool
     live_prefix: str = LIVE_PREFIX_DEFAULT
     warnings: list[str] = field(default_factory=list)
+    lookups: AgentSet | None = None      # the LOOKUP_MODULES among the modules, replayed first (phase 1)
 
     @property
     def app_id(self) -> str:
@@ -197,11 +225,27 @@ class ReplayPlan:
             bounds.setdefault(r.topic, {})[str(r.partition)] = r.end
         return bounds
 
+    def phases(self) -> list[ReplayPlan]:
+        """The plan in the order it runs: the lookup (global table) topics first, on their own, then
+        every other topic with the lookup ranges already done. One phase when there is nothing to order."""
+        if self.lookups is None:
+            return [self]
+        tables = set(self.lookups.sources)
+        first = [r for r in self.ranges if r.topic in tables]
+        if not any(r.count for r in first) or not any(r.count for r in self.ranges if r.topic not in tables):
+            return [self]
+        rest = [r if r.topic not in tables else PartitionRange(r.topic, r.partition, r.end, r.end, r.log_end)
+                for r in self.ranges]
+        return [replace(self, agents=self.lookups, topics=tuple(t for t in self.topics if t in tables),
+                        ranges=first, lookups=None),
+                replace(self, ranges=rest, lookups=None)]
+
     def as_dict(self) -> dict:
         return {"replay_id": self.replay_id, "app_id": self.app_id, "modules": list(self.agents.modules),
                 "agents": list(self.agents.agents), "tables": list(self.agents.tables), "topics": list(self.topics),
                 "shadow": self.shadow, "view_prefix": self.view_prefix, "emit": self.emit, "total": self.total,
                 "warnings": self.warnings,
+                "phases": [list(p.agents.modules) for p in self.phases()],
                 "ranges": [{"topic": r.topic, "partition": r.partition, "start": r.start, "end": r.end,
                             "log_end": r.log_end, "count": r.count} for r in self.ranges]}
 
@@ -217,6 +261,10 @@ class ReplayPlan:
         idle = sorted({r.topic for r in self.ranges if r.topic not in self.topics})
         if idle:
             lines.append(f"  not replayed (other inputs of these agents, start at their end): {', '.join(idle)}")
+        phases = self.phases()
+        if len(phases) > 1:
+            lines.append(f"  in two phases: first {', '.join(phases[0].topics)} ({','.join(phases[0].agents.modules)}) "
+                         "until applied, then the other topics (lookups before the events that join them)")
         lines.append(f"  total {self.total} record(s)")
         lines += [f"  warning: {w}" for w in self.warnings]
         return lines
@@ -273,7 +321,12 @@ def plan(settings: Settings, modules: Iterable[str], topics: Iterable[str] | Non
                 ranges.append(PartitionRange(topic, partition, start, end, log_end))
     finally:
         consumer.close()
-    result = ReplayPlan(replay_id or uuid.uuid4().hex[:8], agents, chosen, ranges, shadow, emit, live_prefix=PREFIX)
+    lookup_modules = [m for m in agents.modules if m in LOOKUP_MODULES]
+    lookups = None
+    if lookup_modules and len(lookup_modules) < len(agents.modules):
+        lookups = describe(settings, lookup_modules)
+    result = ReplayPlan(replay_id or uuid.uuid4().hex[:8], agents, chosen, ranges, shadow, emit, live_prefix=PREFIX,
+                        lookups=lookups)
     partial = [r for r in ranges if r.topic in chosen and r.start > 0]
     if agents.tables and partial:
         result.warnings.append(f"tables {', '.join(agents.tables)} are rebuilt from the range only: it does not "
@@ -294,6 +347,7 @@ class ReplayResult:
     swapped: int = 0
     deleted: int = 0
     view_keys: int = 0
+    caught_up: int = 0           # records that arrived during a shadow build, applied after the swap
 
     @property
     def events_per_s(self) -> float:
@@ -302,7 +356,8 @@ class ReplayResult:
     def as_dict(self) -> dict:
         return {"replay_id": self.plan.replay_id, "records": self.plan.total, "seconds": round(self.seconds, 2),
                 "processing_seconds": round(self.processing_seconds, 2), "events_per_s": round(self.events_per_s, 1),
-                "swapped": self.swapped, "deleted": self.deleted, "view_keys": self.view_keys}
+                "swapped": self.swapped, "deleted": self.deleted, "view_keys": self.view_keys,
+                "caught_up": self.caught_up}
 
 
 def _commit_starts(settings: Settings, plan: ReplayPlan) -> None:
@@ -378,16 +433,92 @@ def run(settings: Settings, plan: ReplayPlan, *, timeout_s: float = 3600.0, sett
         progress: Callable[[str], None] | None = None, keep: bool = False, swap: bool = True) -> ReplayResult:
     """Run the plan; ``swap=False`` leaves a shadow build in its namespace (inspect it, then
     ``swap_namespace`` or delete it). ``keep`` keeps the replay's topics and data dir (debugging)."""
-    from infra.ports import pick_free_ports
     from sinks.redis_views import sync_client
-    from streams.supervisor import start_worker
 
     say = progress or (lambda line: None)
     started = time.monotonic()
-    _commit_starts(settings, plan)
+    deadline = started + timeout_s
     private = _create_private_topics(settings, plan)
     data_dir = settings.data_dir / "replay" / plan.replay_id
     data_dir.mkdir(parents=True, exist_ok=True)
+    redis = sync_client(settings)
+    done, processing = _run_phases(settings, plan, data_dir, deadline, settle_s, say)
+    if DERIVED_VIEWS.intersection(plan.agents.modules):
+        say(f"refreshing derived views: {refresh_derived_views(settings, plan.view_prefix)}")
+    result = ReplayResult(plan, done, 0.0, processing)
+    if plan.shadow and swap:
+        result.swapped, result.deleted = swap_namespace(redis, plan.view_prefix, plan.live_prefix)
+        catch_up = catch_up_plan(settings, plan)
+        if catch_up is not None:
+            say(f"catching up: {catch_up.total} record(s) arrived during the replay, applied to the live views")
+            result.caught_up, _ = _run_phases(settings, catch_up, data_dir, deadline, settle_s, say)
+            if DERIVED_VIEWS.intersection(plan.agents.modules):
+                say(f"refreshing derived views: {refresh_derived_views(settings, plan.live_prefix)}")
+    result.view_keys = sum(1 for _ in redis.scan_iter(match=plan.live_prefix + "*", count=1000))
+    if not keep:
+        cleanup(settings, plan, private, data_dir)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _run_phases(settings: Settings, plan: ReplayPlan, data_dir: Path, deadline: float, settle_s: float,
+                say: Callable[[str], None]) -> tuple[int, float]:
+    done, processing = 0, 0.0
+    phases = plan.phases()
+    for number, phase in enumerate(phases, 1):
+        if len(phases) > 1:
+            say(f"replay {plan.replay_id}: phase {number}/{len(phases)}: {','.join(phase.agents.modules)} "
+                f"on {', '.join(sorted({r.topic for r in phase.ranges if r.count}))}")
+        # a lookup phase ends once committed: a record is committed after its batch was written
+        quiet_s = settle_s if number == len(phases) else min(settle_s, 1.0)
+        phase_done, phase_seconds = _run_phase(settings, phase, data_dir, deadline, quiet_s, say)
+        done += phase_done
+        processing += phase_seconds
+    return done, processing
+
+
+def catch_up_plan(settings: Settings, plan: ReplayPlan) -> ReplayPlan | None:
+    """After a shadow build was swapped in: the records that arrived in its topics since the plan was
+    made, as a plan into the LIVE namespace under the same app id (the tables go on from the replayed
+    state, so the views it writes are whole; counters are exact per partition and offset, so records a
+    live worker counted too are counted once). The live workers applied these records to the old live
+    keys, which the swap replaced: without this they would be missing until their keys' next update.
+    None when nothing arrived, or when the plan did not run to the end of its topics (a bounded range)."""
+    from streams.offsets import end_offsets, probe_consumer
+    from streams.topics import full_name
+
+    if any(r.end != r.log_end for r in plan.ranges if r.topic in plan.topics):
+        return None
+    consumer = probe_consumer(settings)
+    try:
+        ends = end_offsets(consumer, [(full_name(settings, r.topic), r.partition) for r in plan.ranges])
+    finally:
+        consumer.close()
+    ranges = []
+    for r in plan.ranges:
+        now = max(r.end, ends[(full_name(settings, r.topic), r.partition)])
+        ranges.append(PartitionRange(r.topic, r.partition, r.end if r.topic in plan.topics else now, now, now))
+    caught = replace(plan, ranges=ranges, shadow=False, warnings=[])
+    return caught if caught.total else None
+
+
+def _run_phase(settings: Settings, plan: ReplayPlan, data_dir: Path, deadline: float, settle_s: float,
+               say: Callable[[str], None]) -> tuple[int, float]:
+    """One replay worker over the plan's ranges until they are committed and its views settled;
+    returns (records, seconds from the worker being ready until the ranges were committed)."""
+    from infra.ports import pick_free_ports
+    from sinks.redis_views import sync_client
+    from streams.group_offsets import GroupActiveError
+    from streams.supervisor import start_worker
+
+    for attempt in range(30):  # the previous phase's worker may take a moment to leave the group
+        try:
+            _commit_starts(settings, plan)
+            break
+        except GroupActiveError:
+            if attempt == 29 or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
     env = {"VITRINA_APP_ID": plan.app_id, "VITRINA_AGENTS": ",".join(plan.agents.modules),
            "VITRINA_REPLAY_ID": plan.replay_id, "VITRINA_REPLAY_UNTIL": json.dumps(plan.until()),
            "VITRINA_REPLAY_EMIT": "1" if plan.emit else "0", "VITRINA_VIEW_PREFIX": plan.view_prefix,
@@ -396,13 +527,12 @@ def run(settings: Settings, plan: ReplayPlan, *, timeout_s: float = 3600.0, sett
     worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=plan.app_id, extra_env=env)
     try:
         ready = time.monotonic()
-        deadline = ready + timeout_s
         done, finished = 0, plan.total == 0
         while not finished:
             if not worker.alive():
                 raise ReplayError("REPLAY_WORKER_DIED", f"the replay worker exited:\n{worker.log_tail()}")
             if time.monotonic() > deadline:
-                raise ReplayError("REPLAY_TIMEOUT", f"{done}/{plan.total} records after {timeout_s:.0f}s")
+                raise ReplayError("REPLAY_TIMEOUT", f"{done}/{plan.total} records before the deadline")
             time.sleep(1.0)
             done, finished = committed_progress(settings, plan)
             rate = done / max(1e-6, time.monotonic() - ready)
@@ -412,16 +542,7 @@ def run(settings: Settings, plan: ReplayPlan, *, timeout_s: float = 3600.0, sett
         _settle(worker, redis, plan.view_prefix, settle_s, deadline, say)
     finally:
         worker.stop()
-    if DERIVED_VIEWS.intersection(plan.agents.modules):
-        say(f"refreshing derived views: {refresh_derived_views(settings, plan.view_prefix)}")
-    result = ReplayResult(plan, done, 0.0, processed_at - ready)
-    if plan.shadow and swap:
-        result.swapped, result.deleted = swap_namespace(redis, plan.view_prefix, plan.live_prefix)
-    result.view_keys = sum(1 for _ in redis.scan_iter(match=plan.live_prefix + "*", count=1000))
-    if not keep:
-        cleanup(settings, plan, private, data_dir)
-    result.seconds = time.monotonic() - started
-    return result
+    return done, processed_at - ready
 
 
 def _settle(worker, redis, prefix: str, settle_s: float, deadline: float, say: Callable[[str], None]) -> None:

@@ -75,6 +75,18 @@ def test_dry_run_prints_the_plan_and_changes_nothing(private, client, first_pass
     assert snapshot(client) == views
 
 
+def test_a_rebuild_replays_the_catalogue_first_in_a_shadow_namespace(private, client, first_pass):
+    """Lookups before the events that join them (streams/replay.py LOOKUP_MODULES), and always a shadow
+    namespace (fresh derived marks, swapped in with the views)."""
+    data, views, _ = first_pass
+    done = vitrina(private, "rebuild", "--agent", ",".join(exact_modules()), "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plan["phases"] == [["catalogue"], sorted(exact_modules())], plan["phases"]
+    assert plan["shadow"] and plan["view_prefix"].startswith("vitrina-shadow-")
+    assert snapshot(client) == views
+
+
 def test_bad_arguments_give_machine_readable_errors(private):
     unknown = vitrina(private, "replay", "--agent", "nope", "--dry-run")
     assert unknown.returncode == 2 and json.loads(unknown.stderr.strip().splitlines()[-1])["error"] == "UNKNOWN_AGENT"

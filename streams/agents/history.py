@@ -6,8 +6,15 @@ once per batch, not once per heartbeat. The merge is idempotent, so a redelivere
 table as it is; its viewers' views are still written again, because a crash between the table write
 (local store and changelog) and the Redis write leaves the table ahead of Redis. Logged-in viewers
 whose history was written are queued for a showcase rebuild (the builder waits until they are quiet
-for a moment). Series progress needs the catalogue: episode
-metadata is read from ``vitrina:title:{item}`` once per title and cached.
+for a moment).
+
+Series progress joins the catalogue: episode metadata is read from ``vitrina:title:{item}`` and cached
+until the catalogue changes (``SeriesCache``). Like a stream-table join in Kafka Streams, the join
+sees the catalogue as it is when the playback is processed: the catalogue is a "global table" that
+must be complete before the events that refer to it. In a live system titles exist before anyone
+plays them; a rebuild replays the catalogue topics first and waits until they are applied before the
+event topics (streams/replay.py). A view written while a title was still unknown is written again at
+the viewer's next event.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import time
 from infra.logs import get_logger
 from infra.settings import load
 from processors.history import apply_events, history_view
-from sinks.catalogue_views import fetch_series
+from sinks.catalogue_views import catalogue_version, fetch_series
 from sinks.redis_views import async_client, history_key
 from sinks.showcase_views import mark_dirty
 from streams.app import app
@@ -36,18 +43,27 @@ history_table = json_table(app, "viewer-history", PLAYBACK.partitions)
 
 
 class SeriesCache:
-    """item -> (series_id, season, episode) or None (not an episode); titles not in Redis yet are retried."""
+    """item -> (series_id, season, episode) or None (not an episode), read from the catalogue views.
+
+    Only what Redis answered is cached: a title not in Redis yet is asked again at the next lookup (it
+    is never remembered as "not an episode"). The whole cache is dropped when the catalogue's title
+    counter (``vitrina:catalogue:version``, bumped on every title write) moves or disappears (a title
+    was written or corrected; Redis was flushed and a rebuild wrote the titles again), so a cached
+    answer is never older than the catalogue views."""
 
     def __init__(self, redis, max_items: int = 200_000) -> None:
         self.redis = redis
         self.max_items = max_items
         self.known: dict[str, tuple[str, int, int] | None] = {}
+        self.version: int | None = None
 
     async def lookup(self, items: set[str]) -> dict[str, tuple[str, int, int] | None]:
+        version, _ = await catalogue_version(self.redis)
+        if version != self.version or len(self.known) > self.max_items:
+            self.known.clear()
+            self.version = version
         missing = [i for i in items if i not in self.known]
         if missing:
-            if len(self.known) > self.max_items:
-                self.known.clear()
             self.known.update(await fetch_series(self.redis, missing))
         return self.known
 

@@ -3,6 +3,13 @@
 Playback is keyed by viewer, counts by title, so the first agent repartitions
 (an explicit group_by that forwards the original bytes) and the second keeps a
 changelog-backed table keyed by title.
+
+Each play is counted once per (playback partition, offset) — the origin kept across the repartition —
+in whatever order the repartitioned records arrive: around a rebalance the old owner of a playback
+partition may still forward its batch in flight while the new owner forwards again from the last
+commit, so an earlier stretch can follow a later one (processors/counters.py). The marks are part of
+the title's table state (one changelog record: count and marks move together), never in Redis, so a
+Redis loss does not touch them: the Redis view is always written whole from the table.
 """
 from __future__ import annotations
 
