@@ -75,6 +75,28 @@ def committed(admin: AdminClient, group: str, topic: str, partitions: list[int])
     return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions}
 
 
+def committed_by_consumer(settings: Settings, group: str, topic: str, partitions: list[int],
+                          timeout_s: float = 10.0) -> dict[int, int | None]:
+    """``committed`` without the admin client: an OffsetFetch by a consumer of ``group`` that never joins
+    it (no subscribe, no commit), as kafka-consumer-groups.sh would ask. For callers inside a worker.
+
+    librdkafka's coordinator-targeted admin requests (DescribeConsumerGroups, ListConsumerGroupOffsets)
+    abort the whole process when the broker goes away with one in flight:
+    ``rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0 failed`` (confluentinc/librdkafka#4605;
+    seen with confluent-kafka 2.16.2 when a worker's lag probe ran during a broker kill -9, and at the first
+    kill in tests/faults/test_lag_probe_outage.py). The consumer's committed() takes the consumer-group
+    path, which reports a vanished broker as an error (``KafkaException`` after ``timeout_s``) instead."""
+    consumer = probe_consumer(settings, **{"group.id": group})
+    try:
+        result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+    finally:
+        consumer.close()
+    failed = [tp for tp in result if tp.error is not None]
+    if failed:
+        raise KafkaException(failed[0].error)
+    return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result}
+
+
 def group_state(admin: AdminClient, group: str) -> tuple[str, int]:
     description = admin.describe_consumer_groups([group])[group].result(timeout=10)
     return description.state.name, len(description.members)

@@ -45,12 +45,13 @@ def group_lag(settings: Settings, group: str, topics: Iterable[str],
               partitions: dict[str, list[int]] | None = None, only_committed: bool = False,
               known_ends: dict[tuple[str, int], int] | None = None) -> list[LagRow]:
     """Lag of ``group`` on registry ``topics`` (all partitions unless ``partitions`` names them).
-    ``known_ends`` (full topic name, partition) -> an end verified earlier; updated with the new ends."""
-    from streams.group_offsets import committed
+    ``known_ends`` (full topic name, partition) -> an end verified earlier; updated with the new ends.
+    No admin client: the worker measures this every few seconds, through broker outages too, and
+    librdkafka's group admin requests abort the process then (``group_offsets.committed_by_consumer``)."""
+    from streams.group_offsets import committed_by_consumer
     from streams.offsets import end_offsets, partitions_of, probe_consumer
-    from streams.topics import admin_client, full_name
+    from streams.topics import full_name
 
-    admin = admin_client(settings)
     consumer = probe_consumer(settings)
     wanted: list[tuple[str, str, int, int | None]] = []
     try:
@@ -60,7 +61,7 @@ def group_lag(settings: Settings, group: str, topics: Iterable[str],
                 parts = (partitions or {}).get(topic) or partitions_of(consumer, name)
             except KeyError:
                 continue
-            done = committed(admin, group, name, parts)
+            done = committed_by_consumer(settings, group, name, parts)
             if only_committed and all(v is None for v in done.values()):
                 continue
             wanted += [(topic, name, p, done.get(p)) for p in parts]

@@ -177,17 +177,29 @@ def snapshot_differences(expected: dict, got: dict, limit: int = 6) -> list[str]
         want, have = expected[part], got[part]
         out += [f"{part}: missing {k}" for k in sorted(set(want) - set(have))][:limit]
         out += [f"{part}: extra {k}" for k in sorted(set(have) - set(want))][:limit]
-        out += [f"{part}: {k}: {str(want[k])[:240]} != {str(have[k])[:240]}"
+        out += [f"{part}: {k}: {_differing(want[k], have[k])}"
                 for k in sorted(set(want) & set(have)) if want[k] != have[k]][:limit]
     return out
 
 
-def wait_for_counts(client, prefix: str, expected: dict[str, str], timeout_s: float = 150.0) -> float:
-    """Wait until the counts hash equals ``expected``; seconds waited. On a timeout the error says how it differs."""
+def _differing(want, have) -> str:
+    """Two values that differ, shortened: for dicts only the fields that differ."""
+    if isinstance(want, dict) and isinstance(have, dict):
+        fields = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        return "; ".join(f"{k}: {str(want.get(k))[:200]} != {str(have.get(k))[:200]}" for k in fields)
+    return f"{str(want)[:240]} != {str(have)[:240]}"
+
+
+def wait_for_counts(client, prefix: str, expected: dict[str, str], timeout_s: float = 150.0,
+                    check=None) -> float:
+    """Wait until the counts hash equals ``expected``; seconds waited. On a timeout the error says how it differs.
+    ``check()``, if given, runs at every poll and may raise to stop waiting (e.g. a worker died)."""
     import time
 
     started = time.monotonic()
     while True:
+        if check is not None:
+            check()
         got = client.hgetall(f"{prefix}coview-counts")
         if got == expected:
             return time.monotonic() - started

@@ -15,7 +15,7 @@ per source partition, at-least-once input, state changes applied once.
    version bumped on every applied change. Changed titles are marked dirty.
 3. Every ``VITRINA_COVIEW_FLUSH_S`` the title stage writes the dirty titles' lists: top-K by the
    core's measure, blended with the catalogue-metadata list while support is low (cold start),
-   to ``vitrina:similar:{item}`` in one pipeline only if the list changed, plus one
+   to ``vitrina:similar:{item}`` in one pipeline only if the list (or its ``updated_at``) changed, plus one
    ``similar.updated`` event per changed title.
 
 "Now" for decay is the title's latest view (event time), not the wall clock, so a replayed log
@@ -256,7 +256,7 @@ class Flusher:
 
     def __init__(self, max_signatures: int = 200_000) -> None:
         self.dirty: dict[str, int] = {}  # item -> earliest produced_ms of its pending updates
-        # item -> (signature, version) of the last list written
+        # item -> (signature, version) of the last list written (``written_signature``)
         self.written: OrderedDict[str, tuple[tuple, int]] = OrderedDict()
         self.max_signatures = max_signatures
         self.last_flush = 0.0
@@ -399,7 +399,7 @@ class Flusher:
             meta = self.metadata_similar(item)
             items, source = blend(coview, meta, support, BLEND_PRIOR, SIMILARITY.k)
             view = similar_view(item, entry["v"], state["t"], source, support, items)
-            signature = list_signature(view)
+            signature = written_signature(view)
             last = self.written.get(item)
             if last is not None and last[0] == signature:
                 continue
@@ -420,7 +420,7 @@ class Flusher:
         wall_ms = time.time() * 1000
         for view in views:
             item = view["item_id"]
-            self.written[item] = (list_signature(view), view["version"])
+            self.written[item] = (written_signature(view), view["version"])
             self.written.move_to_end(item)
             produced = pending.get(item) or 0
             if produced:
@@ -435,6 +435,14 @@ class Flusher:
             VIEW_WRITES.labels(view="similar").inc(len(views))
             LISTS.inc(len(views))
         return len(views)
+
+
+def written_signature(view: dict) -> tuple:
+    """What a list is rewritten for: what readers rank by (``list_signature``) and its ``updated_at`` (the
+    title's latest view, event time). A list whose items did not move but whose title was viewed again is
+    written too, else the stored ``updated_at`` would be the one of whichever flush last changed the items,
+    which depends on how the input was batched (a broker outage, a restart) and not on the input."""
+    return list_signature(view), view["updated_at"]
 
 
 flusher = Flusher()
