@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.errors import BadRequest  # noqa: F401 - the routes' import point
 from infra.logs import get_logger
 from infra.settings import Settings, load
-from streams.plugins import import_all
+from streams.runtime.plugins import import_all
 
 REDIS = web.AppKey("redis", Any)
 SETTINGS = web.AppKey("settings", Settings)

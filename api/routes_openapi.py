@@ -1,8 +1,8 @@
 """The read API's OpenAPI 3 description, served at GET /openapi.json.
 
-Written by hand next to the routes (aiohttp has no schema generation): tests/test_api_security.py
+Written by hand next to the routes (aiohttp has no schema generation): tests/integration/test_api_security.py
 checks that every route the application serves is described here and nothing else, and a
-schemathesis run (tests/test_api_fuzz.py) sends generated requests to every operation and checks the
+schemathesis run (tests/integration/test_api_fuzz.py) sends generated requests to every operation and checks the
 answers against it: no 5xx, only documented status codes, bodies matching their schemas.
 """
 from __future__ import annotations

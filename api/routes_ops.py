@@ -1,7 +1,7 @@
 """Ops status (ops key, an ops token or Basic auth with the ops key; api/auth.py): GET /ops/status (a self-contained HTML page) and GET /ops/status.json (what it shows).
 
 The JSON has the stack's health (broker metadata, Redis PING, S3 buckets), the consumer lag of the
-app's group per topic and partition (verified ends, see streams/lag.py), the last dead letters of each
+app's group per topic and partition (verified ends, see streams/ops/lag.py), the last dead letters of each
 dead-letter topic, and the ranking model's Production manifest and registry. Unlike the /v1 routes this
 reads Kafka and S3, so the blocking calls run in a thread and the answer is cached for a few seconds.
 The page's showcase preview calls /v1/showcase from the browser.
@@ -45,7 +45,7 @@ def problem(component: str, exc: BaseException) -> str:
 
 
 def broker_health(settings: Settings) -> dict:
-    from streams.topics import admin_client
+    from streams.kafka.topics import admin_client
 
     try:
         metadata = admin_client(settings).list_topics(timeout=5)
@@ -105,8 +105,8 @@ def worker_metrics(url: str) -> dict:
 
 
 def lag_rows(settings: Settings, group: str) -> list[dict]:
-    from streams.lag import group_lag
-    from streams.topics import TOPICS
+    from streams.ops.lag import group_lag
+    from streams.kafka.topics import TOPICS
 
     return [row.as_dict() for row in group_lag(settings, group, [t.name for t in TOPICS], only_committed=True)]
 
@@ -115,10 +115,10 @@ def recent_dead_letters(settings: Settings, per_topic: int) -> dict[str, list[di
     """The last ``per_topic`` letters of every dead-letter topic that has any (newest first)."""
     from confluent_kafka import TopicPartition
 
-    from streams.codec import DecodeError, default_codec
-    from streams.dlq import dlq_topics
-    from streams.offsets import end_offsets, probe_consumer
-    from streams.topics import full_name
+    from streams.kafka.codec import DecodeError, default_codec
+    from streams.ops.dlq import dlq_topics
+    from streams.kafka.offsets import end_offsets, probe_consumer
+    from streams.kafka.topics import full_name
 
     codec = default_codec()
     consumer = probe_consumer(settings)

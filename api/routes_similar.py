@@ -29,7 +29,7 @@ from processors.coview.coldstart import MetadataIndex
 from sinks.catalogue_views import catalogue_version, load_titles
 from sinks.redis_views import history_key, similar_key
 from sinks.similar_views import parse_view
-from streams.topics import viewer_key
+from streams.kafka.topics import viewer_key
 
 DEVICE_TYPES = ("TV", "MOBILE", "TABLET", "WEB", "STB")
 AGE_LIMITS = (0, 6, 12, 16, 18)

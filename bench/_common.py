@@ -106,7 +106,7 @@ def running_stack(settings: Settings | None = None, *, die_with_parent: bool = F
     """Use the configured stack if it is up; otherwise start the embedded one and stop it after
     (``die_with_parent``: its processes also end when the bench is killed)."""
     from infra.stack import EmbeddedStack
-    from streams.topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
 
     settings = settings or load()
     stack = EmbeddedStack(settings, die_with_parent=die_with_parent)

@@ -1,5 +1,5 @@
 """Snapshots of every Redis view of one namespace, and their differences: what the fault suite
-(bench/faults.py, tests/faults/) and the replay/crash tests (tests/_replay_helpers.py) compare.
+(bench/faults.py, tests/faults/) and the replay/crash tests (tests/support/replay.py) compare.
 
 A snapshot maps every key under a view prefix (without the prefix) to a comparable value: JSON
 parsed, hashes as dicts, sorted sets/sets sorted. Only these parts are left out, each because it is
@@ -19,7 +19,7 @@ two runs on the same input, faults or not):
 * ``vitrina:showcase-settled``: the builder's settled-pass bookkeeping (a generation counter, a count
   of builds, a lock).
 
-``built_at`` of showcases is compared: it is the event-time clock of the inputs (streams/showcase_builder.py).
+``built_at`` of showcases is compared: it is the event-time clock of the inputs (streams/capabilities/showcase/builder.py).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ processors (VITRINA_AGENTS=coview), started and idle BEFORE the input is publish
 starts consuming as soon as its partitions are assigned, so a backlog would be half gone before the
 first measurement):
 
-* ``generated``: the built-in generator's player stream (processors/eventgen.py: sessions of 1-6
+* ``generated``: the built-in generator's player stream (demo/eventgen.py: sessions of 1-6
   titles, START / HEARTBEAT every 60 s / PAUSE / SEEK / STOP / COMPLETE) - what a live service sends;
 * ``movielens``: MovieLens ratings as START + COMPLETE pairs (every second event completes a view,
   sessions of hundreds of views with a 20-view window): the co-view-heaviest input, ~20 title updates
@@ -49,7 +49,7 @@ def _fresh_env() -> Path:
 
 
 def movielens_events(limit: int) -> list[dict]:
-    from streams.demo_coview import movielens_playback
+    from demo.stage_coview import movielens_playback
     return movielens_playback(limit)
 
 
@@ -123,7 +123,7 @@ def probe_events(user: str, first: str, second: str) -> list[dict]:
 
 def freshness(settings, producer, probes: int) -> list[float]:
     from sinks.redis_views import sync_client
-    from streams.topics import spec
+    from streams.kafka.topics import spec
     redis = sync_client(settings)
     delays = []
     for i in range(probes):
@@ -149,8 +149,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def generated_events(limit: int, seed: int = 7) -> list[dict]:
-    from processors.catalogue import synthetic_titles
-    from processors.eventgen import StreamConfig, generate
+    from demo.catalogue import synthetic_titles
+    from demo.eventgen import StreamConfig, generate
     titles = synthetic_titles(2000, seed)
     events: list[dict] = []
     for topic, event in generate(titles, StreamConfig(viewers=max(100, limit // 40)), seed):
@@ -166,9 +166,9 @@ def measure(settings, label: str, events: list[dict]) -> dict:
     from dataclasses import replace
 
     from infra.ports import pick_free_ports
-    from streams.producer import EventProducer
-    from streams.supervisor import start_worker
-    from streams.topics import ensure_topics, full_name, spec
+    from streams.kafka.producer import EventProducer
+    from streams.ops.supervisor import start_worker
+    from streams.kafka.topics import ensure_topics, full_name, spec
 
     settings = replace(settings, topic_prefix=f"bench-{label}.")
     ensure_topics(settings)
@@ -276,7 +276,7 @@ def main() -> None:
             "goal_events_per_s": 20_000,
             "inputs": results,
             "input_descriptions": {
-                "generated": "built-in generator player stream (processors/eventgen.py), playback topic only",
+                "generated": "built-in generator player stream (demo/eventgen.py), playback topic only",
                 "movielens": "MovieLens ratings as START+COMPLETE pairs (one view per 2 events, window 20)"},
             "freshness_p50_s": round(p50, 3),
             "freshness_p95_s": round(p95, 3),

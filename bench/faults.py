@@ -1,7 +1,7 @@
 """The fault suite: each fault on the same generated stream, every view compared with an uninterrupted run.
 
 On a private embedded stack (or one the caller passes in): one input is generated (catalogue, shelves,
-playback and ranking impressions: ``processors.pipeline_input``), then
+playback and ranking impressions: ``demo.pipeline_input``), then
 
   * the **reference**: a worker with every view module (catalogue, co-view, history, plays, showcase)
     consumes the input uninterrupted until its views are at rest; its snapshot (bench/_views.py) is the
@@ -52,7 +52,7 @@ from infra.settings import Settings
 
 FAULTS = ("worker_kill9", "broker_kill9", "redis_loss_worker_stopped", "redis_loss_worker_running",
           "rebalance_kill", "oversized_record", "forged_header")
-VIEW_MODULES_SKIPPED = {"ranking"}  # trains models, not a view (streams/replay.py REBUILD_SKIP)
+VIEW_MODULES_SKIPPED = {"ranking"}  # trains models, not a view (streams/ops/replay.py REBUILD_SKIP)
 OVERSIZED_BYTES = 1_500_000
 SETTLED_S = 3.0  # the showcase builder's settled pass after this many quiet seconds (VITRINA_SHOWCASE_SETTLED_S)
 
@@ -84,14 +84,14 @@ class FaultResult:
 def make_input(events: int, seed: int = 7):
     """About ``events`` playback events (plus as many impressions) over a small catalogue. The
     synthetic stream gives ~7.5 playback events per ranking request."""
-    from processors.pipeline_input import make_pipeline_input
+    from demo.pipeline_input import make_pipeline_input
 
     requests = max(50, round(events / 7.5))
     return make_pipeline_input(120, requests, seed, users=40, items=60, clusters=4)
 
 
 def view_modules() -> list[str]:
-    from streams.replay import rebuild_modules
+    from streams.ops.replay import rebuild_modules
     return [m for m in rebuild_modules() if m not in VIEW_MODULES_SKIPPED]
 
 
@@ -111,7 +111,7 @@ class Run:
 
     def start_worker(self, tag: str = "1", store: str = "w1"):
         from infra.ports import pick_free_ports
-        from streams.supervisor import start_worker
+        from streams.ops.supervisor import start_worker
 
         local = self.data_dir / store
         local.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ class Run:
 
 
 def new_run(base: Settings, name: str, root: Path) -> Run:
-    from streams.topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
 
     tag = uuid.uuid4().hex[:6]
     settings = dataclasses.replace(base, topic_prefix=f"f{tag}.")
@@ -141,8 +141,8 @@ def publish(settings: Settings, data, *, middle: Callable[[Any], None] | None = 
             headers: Callable[[int], list[tuple[str, bytes]] | None] | None = None) -> None:
     """The input on the run's topics. ``middle(producer)`` is called half way through the playback
     events; ``headers(i)`` gives extra headers for playback event ``i`` (a producer forging them)."""
-    from streams.producer import EventProducer
-    from streams.topics import full_name, key_of, spec
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import full_name, key_of, spec
 
     producer = EventProducer(settings, **{"message.max.bytes": 4_000_000})
     producer.publish_many(spec("catalogue.titles"), data.titles)
@@ -424,7 +424,7 @@ def run_suite(names: Iterable[str], events: int, timeout_s: float, say: Callable
     """A private stack, the input, the reference and each fault; (results, facts about the run)."""
     from bench.replay import private_settings
     from infra.stack import EmbeddedStack
-    from streams.topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
 
     names = list(names)
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:

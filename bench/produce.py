@@ -18,12 +18,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
 from bench._common import add_broker_argument, broker_name, run_per_broker, running_stack, write_result
-from processors.catalogue import synthetic_titles
-from processors.eventgen import StreamConfig, generate
-from streams.codec import SingleObjectCodec
-from streams.offsets import probe_consumer
-from streams.producer import EventProducer, producer_config
-from streams.topics import TopicSpec, admin_client
+from demo.catalogue import synthetic_titles
+from demo.eventgen import StreamConfig, generate
+from streams.kafka.codec import SingleObjectCodec
+from streams.kafka.offsets import probe_consumer
+from streams.kafka.producer import EventProducer, producer_config
+from streams.kafka.topics import TopicSpec, admin_client
 
 
 def playback_events(n: int) -> list[dict]:

@@ -2,7 +2,7 @@
 
 Run from the repo root:  /work/venv/bin/python bench/ranking.py  [--requests N]
 Writes bench/results/ranking.json. Data: the seeded synthetic stream
-(processors/ranking/synthetic.py) labelled by the real LabelJoiner; trained online in
+(demo/ranking_synthetic.py) labelled by the real LabelJoiner; trained online in
 time order on the first 80 % of the time range, evaluated on the last 20 % (never
 trained on), against the server's pxtr alone (GRF Table 4 comparison). The real
 KuaiRand sample (200 rows) is too small to train on; its label counts are reported.
@@ -40,7 +40,7 @@ from processors.ranking.gate import (  # noqa: E402
 from processors.ranking.labels import LabelJoiner, label_watch  # noqa: E402
 from processors.ranking.metrics import pxtr_matrix, task_aucs  # noqa: E402
 from processors.ranking.model import ModelConfig, parameter_count  # noqa: E402
-from processors.ranking.synthetic import SyntheticConfig, generate  # noqa: E402
+from demo.ranking_synthetic import SyntheticConfig, generate  # noqa: E402
 from processors.ranking.tasks import TASKS  # noqa: E402
 from processors.ranking.trainer import OnlineTrainer, TrainerConfig  # noqa: E402
 
@@ -264,7 +264,7 @@ def main() -> None:
         "label_join_events_per_s": round(events / join_s, 1),
         "label_join_stats": join_stats,
         "dataset": {
-            "kind": "synthetic (processors/ranking/synthetic.py), labelled by LabelJoiner",
+            "kind": "synthetic (demo/ranking_synthetic.py), labelled by LabelJoiner",
             "config": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in vars(cfg).items()},
             "impressions": len(stream.impressions),
             "playback_events": len(stream.playbacks),

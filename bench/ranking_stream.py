@@ -19,13 +19,13 @@ from tempfile import mkdtemp
 
 from bench._common import running_stack, write_result
 from infra.ports import pick_free_ports
-from processors.catalogue import synthetic_titles
-from processors.eventgen import StreamConfig, generate
+from demo.catalogue import synthetic_titles
+from demo.eventgen import StreamConfig, generate
 from sinks.model_store import ModelStore
-from streams.demo import SIZES
-from streams.producer import EventProducer
-from streams.supervisor import start_worker
-from streams.topics import ensure_topics, spec
+from demo.main import SIZES
+from streams.kafka.producer import EventProducer
+from streams.ops.supervisor import start_worker
+from streams.kafka.topics import ensure_topics, spec
 
 
 def _wait(predicate, timeout_s: float, poll_s: float = 0.5) -> float:

@@ -5,7 +5,7 @@ Run from the repo root:  .venv/bin/python -m bench.read_api  [--users 2000] [--s
 Writes bench/results/read_api.json.
 
 Setup: a private redis-server on a free loopback port (the stack's binary, no persistence); the
-sample world of processors/showcase/sample.py (5,000 catalogue entries -> ~14k titles with episodes,
+sample world of demo/showcase_sample.py (5,000 catalogue entries -> ~14k titles with episodes,
 ~40 shelves, similar lists) written to it; histories for ``--users`` users on TV; the real builder
 (``ShowcaseBuilder.tick``) writes their views and the editorial variants.
 
@@ -43,12 +43,12 @@ from bench._common import write_result
 from infra.ports import pick_free_ports
 from infra.settings import load
 from processors.showcase import assemble, to_view
-from processors.showcase.sample import generate_history, sample_world
+from demo.showcase_sample import generate_history, sample_world
 from sinks.catalogue_views import write_shelves, write_titles
 from sinks.redis_views import async_client, history_key, showcase_key, similar_key
 from sinks.showcase_views import dumps, mark_dirty
-from streams.showcase_builder import ShowcaseBuilder
-from streams.supervisor import start_api
+from streams.capabilities.showcase.builder import ShowcaseBuilder
+from streams.ops.supervisor import start_api
 
 CONCURRENCY = (1, 8, 32, 64)
 GOAL_P99_MS = 10.0

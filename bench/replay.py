@@ -5,7 +5,7 @@ then
   1. first pass: a normal worker with the view agents (catalogue, history, plays, showcase and the
      co-view agent when it exists) consumes everything under a fresh group; events/s = records of the
      input topics / seconds from "worker ready" until the group's committed offsets reach the ends;
-  2. replay: ``streams.replay`` rebuilds the same views from offset 0 into a shadow namespace (fresh
+  2. replay: ``streams.ops.replay`` rebuilds the same views from offset 0 into a shadow namespace (fresh
      group, fresh changelogs, outputs muted) and swaps it in; events/s measured the same way.
 Both runs read the same records with the same agents, so replay_to_first_pass_ratio compares the two
 paths (a replay skips output events and dead letters).
@@ -39,9 +39,9 @@ def private_settings(data_dir: Path) -> Settings:
 
 
 def publish_input(settings: Settings, requests: int, seed: int = 5) -> dict[str, int]:
-    from processors.pipeline_input import make_pipeline_input
-    from streams.producer import EventProducer
-    from streams.topics import spec
+    from demo.pipeline_input import make_pipeline_input
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import spec
 
     data = make_pipeline_input(300, requests, seed, users=400, items=120, clusters=6)
     producer = EventProducer(settings)
@@ -57,8 +57,8 @@ def publish_input(settings: Settings, requests: int, seed: int = 5) -> dict[str,
 def first_pass(settings: Settings, replay_plan, modules: list[str]) -> float:
     """Seconds from worker ready until a normal worker's group committed every record of the plan's ranges."""
     from infra.ports import pick_free_ports
-    from streams.replay import committed_progress
-    from streams.supervisor import start_worker
+    from streams.ops.replay import committed_progress
+    from streams.ops.supervisor import start_worker
 
     worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=replay_plan.app_id,
                           extra_env={"VITRINA_APP_ID": replay_plan.app_id, "VITRINA_AGENTS": ",".join(modules)})
@@ -77,8 +77,8 @@ def first_pass(settings: Settings, replay_plan, modules: list[str]) -> float:
 
 def main() -> int:
     from infra.stack import EmbeddedStack
-    from streams.replay import agent_modules, plan, run
-    from streams.topics import ensure_topics
+    from streams.ops.replay import agent_modules, plan, run
+    from streams.kafka.topics import ensure_topics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="ranking requests of the synthetic stream")

@@ -7,7 +7,7 @@ group and the engine processors' groups) and its own view namespace (VITRINA_VIE
   1. start the workers side by side: full ``vitrina worker`` processes (every agent module and the
      co-view engine, default settings), and wait until every consumer group of the app is STABLE with
      that many members (so no worker starts alone with every partition);
-  2. publish one generated input, the same records in both configurations (processors/pipeline_input.py:
+  2. publish one generated input, the same records in both configurations (demo/pipeline_input.py:
      catalogue titles, shelves, the synthetic stream's playback and ranking impressions);
   3. clock from the first record published to consumer lag 0 on every group of the app: the committed
      offsets of every group (AdminClient.list_consumer_groups, topics from the members' assignments,
@@ -61,7 +61,7 @@ def broker_details(settings: Settings) -> str:
 
 
 def make_records(requests: int, seed: int) -> dict[str, list[dict]]:
-    from processors.pipeline_input import make_pipeline_input
+    from demo.pipeline_input import make_pipeline_input
 
     data = make_pipeline_input(300, requests, seed, users=400, items=120, clusters=6)
     return {"catalogue.titles": data.titles, "catalogue.shelves": data.shelves, "playback": data.playback,
@@ -72,7 +72,7 @@ class GroupWatch:
     """Committed offsets of every consumer group of an app against the ends of their topics."""
 
     def __init__(self, settings: Settings, app_id: str) -> None:
-        from streams.topics import admin_client, all_specs, full_name
+        from streams.kafka.topics import admin_client, all_specs, full_name
 
         self.settings = settings
         self.app_id = app_id
@@ -110,8 +110,8 @@ class GroupWatch:
         return all(state == "STABLE" and count == members for state, count in self.describe(groups).values())
 
     def ends(self) -> dict[tuple[str, int], int]:
-        """End offsets as streams.offsets reads them (the high watermark; verified by reading on Tansu)."""
-        from streams.offsets import end_offsets, probe_consumer
+        """End offsets as streams.kafka.offsets reads them (the high watermark; verified by reading on Tansu)."""
+        from streams.kafka.offsets import end_offsets, probe_consumer
 
         if self.probe is None:
             self.probe = probe_consumer(self.settings)
@@ -154,7 +154,7 @@ def worker_group(settings: Settings, count: int, prefix: str, root: Path, port_b
     """``count`` full workers of ``settings.app_id`` (one local data dir each), started side by side; web
     ports from ``port_base`` + 30 when given."""
     from infra.ports import pick_free_ports
-    from streams.supervisor import start_worker
+    from streams.ops.supervisor import start_worker
 
     ports = ([port_base + 30 + n for n in range(count)] if port_base else
              pick_free_ports(count, avoid={settings.s3_port, settings.broker_port, settings.redis_port}))
@@ -182,8 +182,8 @@ def worker_group(settings: Settings, count: int, prefix: str, root: Path, port_b
 
 
 def publish(settings: Settings, records: dict[str, list[dict]]) -> float:
-    from streams.producer import EventProducer
-    from streams.topics import spec
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import spec
 
     producer = EventProducer(settings)
     for topic, values in records.items():
@@ -196,7 +196,7 @@ def measure(base: Settings, count: int, records: dict[str, list[dict]], root: Pa
             progress: bool, port_base: int | None = None) -> dict:
     from tqdm import tqdm
 
-    from streams.topics import ensure_topics, full_name
+    from streams.kafka.topics import ensure_topics, full_name
 
     tag = uuid.uuid4().hex[:6]
     settings = dataclasses.replace(base, topic_prefix=f"scale{count}-{tag}.", app_id=f"bench-scale{count}-{tag}")

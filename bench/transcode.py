@@ -33,11 +33,11 @@ from processors.media import EncodeSettings, Limits, MediaTools, ProcessResult, 
 from processors.media.content_key import content_key_of_path
 from processors.media.encode import partial_path
 from processors.media.pipeline import process_upload
-from streams.producer import EventProducer
-from streams.supervisor import start_worker
-from streams.topics import admin_client, all_specs, ensure_topics, full_name
-from streams.upload_samples import video
-from streams.uploads_client import ResultFollower, new_upload_id, put_original, publish_request, upload_request
+from streams.kafka.producer import EventProducer
+from streams.ops.supervisor import start_worker
+from streams.kafka.topics import admin_client, all_specs, ensure_topics, full_name
+from demo.upload_samples import video
+from streams.capabilities.uploads.client import ResultFollower, new_upload_id, put_original, publish_request, upload_request
 
 BBB = Path("/work/shared/data/media/moviepy__big_buck_bunny_0_30.webm")
 

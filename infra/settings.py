@@ -28,7 +28,7 @@ class Settings:
     brokers: int = field(default_factory=lambda: int(_env("VITRINA_BROKERS", "1")))
     kafka_bootstrap: str = field(default_factory=lambda: _env("VITRINA_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     schema_registry_url: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_REGISTRY_URL", ""))
-    # with a registry (Confluent wire format, streams/schema_registry.py): subjects are named after the
+    # with a registry (Confluent wire format, streams/kafka/schema_registry.py): subjects are named after the
     # topic ("topic": "<topic>-value", Confluent's TopicNameStrategy) or the record ("record": e.g.
     # "vitrina.PlaybackEvent", RecordNameStrategy)
     schema_subject_strategy: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_SUBJECT_STRATEGY", "topic").strip().lower())
@@ -50,7 +50,7 @@ class Settings:
     topic_prefix: str = field(default_factory=lambda: _env("VITRINA_TOPIC_PREFIX", ""))
     # 0: chosen from the cluster size (3 with three or more brokers, else 1)
     replication_factor: int = field(default_factory=lambda: int(_env("VITRINA_REPLICATION_FACTOR", "0")))
-    # per-topic compaction settings of compacted topics (streams/topics.py COMPACTION_PROFILES):
+    # per-topic compaction settings of compacted topics (streams/kafka/topics.py COMPACTION_PROFILES):
     # "production" (the default) or "fast" (dev/test stacks: superseded versions gone within seconds)
     compaction: str = field(default_factory=lambda: _env("VITRINA_COMPACTION", "production").strip().lower())
     app_id: str = field(default_factory=lambda: _env("VITRINA_APP_ID", "vitrina"))

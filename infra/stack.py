@@ -63,7 +63,7 @@ _KAFKA_PROGRAM = "java"
 _START_TIMEOUT = {"s3": 90.0, "broker": 90.0, "redis": 20.0}
 # weed's graceful stop first blocks ~15 s in the filer on an in-process gRPC stream that never
 # ends, so waiting longer buys nothing: its volume and filer stores write through on every
-# acknowledged request (a SIGKILL loses nothing acknowledged; see tests/test_stack.py).
+# acknowledged request (a SIGKILL loses nothing acknowledged; see tests/integration/test_stack.py).
 # Kafka's controlled shutdown moves partition leadership away first: a few seconds in a cluster.
 _STOP_TIMEOUT = {"s3": 1.0, "broker": 20.0, "redis": 20.0}
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}

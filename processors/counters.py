@@ -18,7 +18,7 @@ So the marks of one source partition are ``{"f": floor, "s": [offsets above the 
   offsets (the smallest are folded into the floor). A record that arrives later than that (more than
   ``window`` offsets, or ``max_seen`` counted records, behind) is taken as already applied: exactness
   holds for reorderings within the bounds, which are far above what a rebalance produces (a batch in
-  flight: at most 2000 records, streams/inbound.py).
+  flight: at most 2000 records, streams/runtime/inbound.py).
 
 The old format (one int per partition: the highest offset applied) reads as a floor with no set.
 sinks/showcase_views.py runs the contiguous variant in a Redis script (same rules, same bounds).

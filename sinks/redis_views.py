@@ -44,7 +44,7 @@ from infra.settings import Settings
 
 # ``VITRINA_VIEW_PREFIX`` moves every key of this layout into another namespace: ``vitrina replay
 # --shadow`` / ``vitrina rebuild --shadow`` build views under ``vitrina-shadow-<id>:`` and then rename
-# them over the live ``vitrina:`` keys in one transaction (streams/replay.py). Writers must build keys
+# them over the live ``vitrina:`` keys in one transaction (streams/ops/replay.py). Writers must build keys
 # with the functions and constants below, never by hand.
 PREFIX = os.environ.get("VITRINA_VIEW_PREFIX", "").strip() or "vitrina:"
 POPULAR_KEY = f"{PREFIX}popular"

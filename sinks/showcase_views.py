@@ -36,7 +36,7 @@ from sinks.redis_views import (
 )
 
 # The builder's event clock: the latest event time (ms) of the user histories it has read (a max, so
-# the same inputs give the same clock whatever the order of the reads); see streams/showcase_builder.py.
+# the same inputs give the same clock whatever the order of the reads); see streams/capabilities/showcase/builder.py.
 SHOWCASE_CLOCK_KEY = f"{PREFIX}showcase-clock"
 # The builder's settled-pass bookkeeping (hash): ``changes`` counts user builds requested by new input,
 # ``fingerprint`` is the inputs of the last settled pass, ``generation`` bumps with every pass.

@@ -108,7 +108,7 @@ def redis_client(stack: Settings) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def topics(stack: Settings) -> Settings:
     """The stack with every registry topic created."""
-    from streams.topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
 
     ensure_topics(stack)
     return stack
@@ -118,7 +118,7 @@ def topics(stack: Settings) -> Settings:
 def worker(topics: Settings, tmp_path_factory: pytest.TempPathFactory):
     """One running ``vitrina worker`` (all agents) shared by the session; stopped at the end."""
     from infra.ports import pick_free_ports
-    from streams.supervisor import start_worker
+    from streams.ops.supervisor import start_worker
 
     process = start_worker(topics, web_port=pick_free_ports(1)[0])
     try:

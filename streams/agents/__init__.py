@@ -1,4 +1,4 @@
-"""Every module in this package defines agents on ``streams.app.app``; ``register_all`` imports them.
+"""Every module in this package defines agents on ``streams.runtime.app.app``; ``register_all`` imports them.
 
 ``VITRINA_AGENTS`` (comma-separated module names, e.g. ``uploads``) limits a worker to some
 modules: a dedicated transcoding worker, or a replay under a new consumer group that must not
@@ -9,7 +9,7 @@ import os
 
 
 def register_all() -> None:
-    from streams.plugins import import_all
+    from streams.runtime.plugins import import_all
     only = [name.strip() for name in os.environ.get("VITRINA_AGENTS", "").split(",") if name.strip()]
     if not only:
         import_all("streams.agents")

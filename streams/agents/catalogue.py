@@ -10,11 +10,11 @@ from __future__ import annotations
 from processors.showcase import ShelfDef, ShowcaseInputError, Title
 from sinks.catalogue_views import write_shelves, write_titles
 from sinks.redis_views import async_client
-from streams.app import app
-from streams.inbound import dead_letter_failed, decoded_batches, raw_topic
-from streams.metrics import VIEW_WRITES
+from streams.runtime.app import app
+from streams.runtime.inbound import dead_letter_failed, decoded_batches, raw_topic
+from streams.runtime.metrics import VIEW_WRITES
 from infra.settings import load
-from streams.topics import spec
+from streams.kafka.topics import spec
 
 settings = load()
 TITLES = spec("catalogue.titles")

@@ -1,6 +1,6 @@
 """Session co-view "similar" lists: playback/sessions -> sessions -> per-title co-view -> Redis.
 
-Both stages run on the engine (streams/engine/): a Faust agent tops out near 11k events/s here,
+Both stages run on the engine (streams/runtime/engine/): a Faust agent tops out near 11k events/s here,
 the engine's loop carries the co-view pipeline's >= 20k/s. Same contract: changelog-backed state
 per source partition, at-least-once input, state changes applied once.
 
@@ -61,13 +61,13 @@ from sinks.catalogue_views import catalogue_version, load_titles
 from sinks.redis_views import async_client
 from sinks.similar_views import (count_field, fetch_counts, list_signature, queue_counts, queue_views, similar_view,
                                  updated_event)
-from streams.codec import default_codec
-from streams.engine.runner import Output
-from streams.engine.service import register
-from streams.engine.store import PartitionStore
-from streams.inbound import Inbound
-from streams.metrics import VIEW_WRITES
-from streams.topics import spec
+from streams.kafka.codec import default_codec
+from streams.runtime.engine.runner import Output
+from streams.runtime.engine.service import register
+from streams.runtime.engine.store import PartitionStore
+from streams.runtime.inbound import Inbound
+from streams.runtime.metrics import VIEW_WRITES
+from streams.kafka.topics import spec
 
 settings = load()
 log = get_logger("vitrina.agent.coview")

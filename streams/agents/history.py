@@ -13,7 +13,7 @@ until the catalogue changes (``SeriesCache``). Like a stream-table join in Kafka
 sees the catalogue as it is when the playback is processed: the catalogue is a "global table" that
 must be complete before the events that refer to it. In a live system titles exist before anyone
 plays them; a rebuild replays the catalogue topics first and waits until they are applied before the
-event topics (streams/replay.py). A view written while a title was still unknown is written again at
+event topics (streams/ops/replay.py). A view written while a title was still unknown is written again at
 the viewer's next event.
 """
 from __future__ import annotations
@@ -27,11 +27,11 @@ from processors.history import apply_events, history_view
 from sinks.catalogue_views import catalogue_version, fetch_series
 from sinks.redis_views import async_client, history_key
 from sinks.showcase_views import mark_dirty
-from streams.app import app
-from streams.inbound import Inbound, dead_letter_failed, decoded_batches, raw_topic
-from streams.metrics import VIEW_WRITES
-from streams.tables import json_table
-from streams.topics import spec, viewer_key
+from streams.runtime.app import app
+from streams.runtime.inbound import Inbound, dead_letter_failed, decoded_batches, raw_topic
+from streams.runtime.metrics import VIEW_WRITES
+from streams.runtime.tables import json_table
+from streams.kafka.topics import spec, viewer_key
 
 settings = load()
 log = get_logger("vitrina.agent.history")

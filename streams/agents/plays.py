@@ -19,12 +19,12 @@ from infra.logs import get_logger
 from infra.settings import load
 from processors.counters import apply_playback
 from sinks.redis_views import POPULAR_KEY, async_client, plays_key
-from streams.app import app
-from streams.codec import default_codec
-from streams.inbound import dead_letter_failed, decoded_batches, forward, raw_topic
-from streams.metrics import EVENTS_OUT, VIEW_WRITES
-from streams.tables import json_table
-from streams.topics import spec
+from streams.runtime.app import app
+from streams.kafka.codec import default_codec
+from streams.runtime.inbound import dead_letter_failed, decoded_batches, forward, raw_topic
+from streams.runtime.metrics import EVENTS_OUT, VIEW_WRITES
+from streams.runtime.tables import json_table
+from streams.kafka.topics import spec
 
 settings = load()
 log = get_logger("vitrina.agent.plays")

@@ -8,7 +8,7 @@
                                 TFLite export, S3 + registry + Redis pointer) --> models.published
 
 The label join's state lives in the changelog-backed table ``ranking-label-join`` (see
-streams/ranking_join.py); the trainer singleton comes from the one-partition topic (only the
+streams/capabilities/ranking/join.py); the trainer singleton comes from the one-partition topic (only the
 worker holding it trains; on a rebalance the new holder restores the last checkpoint from S3).
 """
 from __future__ import annotations
@@ -21,16 +21,16 @@ from infra.logs import get_logger
 from infra.settings import load
 from sinks.model_store import PublishOutcome, published_event
 from sinks.redis_views import async_client, model_checkpoint_request_key
-from streams.app import app
-from streams.codec import default_codec
-from streams.inbound import Inbound, dead_letter_failed, decoded_batches, forward, raw_topic
-from streams.metrics import EVENTS_OUT
-from streams.ranking_join import LabelJoinState
-from streams.ranking_metrics import JOIN_PENDING, JOIN_REDELIVERED, JOIN_WATERMARK, LABELLED, TRAIN_SAMPLES
-from streams.ranking_settings import load_ranking_settings
-from streams.ranking_training import TrainingService, sample_problem
-from streams.tables import json_table
-from streams.topics import full_name, key_of, spec
+from streams.runtime.app import app
+from streams.kafka.codec import default_codec
+from streams.runtime.inbound import Inbound, dead_letter_failed, decoded_batches, forward, raw_topic
+from streams.runtime.metrics import EVENTS_OUT
+from streams.capabilities.ranking.join import LabelJoinState
+from streams.capabilities.ranking.metrics import JOIN_PENDING, JOIN_REDELIVERED, JOIN_WATERMARK, LABELLED, TRAIN_SAMPLES
+from streams.capabilities.ranking.settings import load_ranking_settings
+from streams.capabilities.ranking.training import TrainingService, sample_problem
+from streams.runtime.tables import json_table
+from streams.kafka.topics import full_name, key_of, spec
 
 settings = load()
 ranking = load_ranking_settings()

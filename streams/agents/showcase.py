@@ -2,7 +2,7 @@
 
 * ``build_showcases`` (timer, every VITRINA_SHOWCASE_TICK_S, default 1 s, on every worker): one
   ``ShowcaseBuilder.tick`` - index refresh when the catalogue/stats changed, variants, then the
-  dirty users in batches (see streams/showcase_builder.py), and the settled pass once the inputs are
+  dirty users in batches (see streams/capabilities/showcase/builder.py), and the settled pass once the inputs are
   quiet (VITRINA_SHOWCASE_SETTLED_S, default 30 s). Each view written with new content gives a
   ``showcase.updated`` event (a restamp of unchanged content does not).
 * ``showcase-rebuild-requests``: ``showcase.rebuild`` records from ops queue a user (or everyone) for
@@ -21,12 +21,12 @@ from infra.logs import get_logger
 from infra.settings import load
 from sinks.redis_views import async_client
 from sinks.showcase_views import ImpressionCounter, ViewWrite, request_rebuild
-from streams.app import app
-from streams.codec import default_codec
-from streams.inbound import dead_letter_failed, decoded_batches, raw_topic
-from streams.metrics import EVENTS_OUT, VIEW_WRITES
-from streams.showcase_builder import ShowcaseBuilder
-from streams.topics import spec
+from streams.runtime.app import app
+from streams.kafka.codec import default_codec
+from streams.runtime.inbound import dead_letter_failed, decoded_batches, raw_topic
+from streams.runtime.metrics import EVENTS_OUT, VIEW_WRITES
+from streams.capabilities.showcase.builder import ShowcaseBuilder
+from streams.kafka.topics import spec
 
 settings = load()
 log = get_logger("vitrina.agent.showcase")

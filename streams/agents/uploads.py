@@ -43,12 +43,12 @@ from processors.upload_dedupe import (ENCODE_FAILED, IN_PROGRESS, Decision, Uplo
 from sinks.media_store import MediaStore, MissingObject, safe_file_name
 from sinks.redis_views import async_client
 from sinks.upload_views import asset_view, processed_status, rejected_status, write_upload_views
-from streams.app import app
-from streams.codec import default_codec
-from streams.inbound import ORIGIN_HEADER, Inbound, dead_letter_failed, decoded_batches, raw_topic
-from streams.metrics import EVENTS_OUT
-from streams.tables import json_table
-from streams.topics import spec
+from streams.runtime.app import app
+from streams.kafka.codec import default_codec
+from streams.runtime.inbound import ORIGIN_HEADER, Inbound, dead_letter_failed, decoded_batches, raw_topic
+from streams.runtime.metrics import EVENTS_OUT
+from streams.runtime.tables import json_table
+from streams.kafka.topics import spec
 
 settings = load()
 log = get_logger("vitrina.agent.uploads")

@@ -12,9 +12,9 @@ import time
 import pytest
 import redis
 
-from _coview_helpers import (PacedPublisher, coview_env, coview_snapshot, reference_state, run_namespace,
+from support.coview import (PacedPublisher, coview_env, coview_snapshot, reference_state, run_namespace,
                              snapshot_differences, wait_for_counts)
-from _replay_helpers import make_input, quiet, start_private_stack, start_pipeline_worker, wait_for
+from support.replay import make_input, quiet, start_private_stack, start_pipeline_worker, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ its views to equal the reference; a failure prints the differing keys by family 
 from __future__ import annotations
 
 import pytest
-from _replay_helpers import start_private_stack
+from support.replay import start_private_stack
 
 from bench.faults import FAULTS, FaultSuite, make_input
 

@@ -1,6 +1,6 @@
 """The worker's lag probe survives a broker kill -9.
 
-Every worker measures consumer lag in a thread (streams/lag.py) every ``VITRINA_LAG_EVERY_S``, through
+Every worker measures consumer lag in a thread (streams/ops/lag.py) every ``VITRINA_LAG_EVERY_S``, through
 broker outages too. It used librdkafka's admin client (DescribeConsumerGroups, ListConsumerGroupOffsets),
 whose coordinator requests abort the whole process when the broker goes away with one in flight
 (``rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0 failed``, confluentinc/librdkafka#4605):
@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from _replay_helpers import start_private_stack, wait_for
+from support.replay import start_private_stack, wait_for
 from confluent_kafka import Consumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "lag-probe-group"
 PROBE = """
 import pickle, sys, threading, time
-from streams.lag import group_lag
+from streams.ops.lag import group_lag
 settings = pickle.loads(bytes.fromhex(sys.argv[1]))
 measured = [0]
 def loop():
@@ -53,7 +53,7 @@ def stack(tmp_path):
 
 
 def test_lag_probe_rides_out_a_broker_kill(stack, tmp_path):
-    from streams.topics import full_name
+    from streams.kafka.topics import full_name
 
     embedded, settings = stack
     committer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": GROUP,

@@ -2,7 +2,7 @@
 of an uninterrupted run on the same input, with the worker stopped (a) or still running (b).
 
 On a private stack, the reference is one uninterrupted run of the view modules (all of a rebuild but
-co-view: tests/_replay_helpers.py TIMING_DEPENDENT) on an input where viewers also play episodes of
+co-view: tests/support/replay.py TIMING_DEPENDENT) on an input where viewers also play episodes of
 series (the generated pipeline input plays films only: some films are mapped onto episodes, so the
 history's series progress and its one-entry-per-series continue watching depend on the catalogue).
 The catalogue is published and applied before the events, as in production (titles exist before
@@ -37,7 +37,7 @@ import pytest
 
 from infra.settings import to_env
 from sinks.redis_views import PREFIX
-from _replay_helpers import (Input, differences, exact_modules, make_input, pipeline_done, quiet, snapshot,
+from support.replay import (Input, differences, exact_modules, make_input, pipeline_done, quiet, snapshot,
                              private_stack_fixtures, start_pipeline_worker, unique, wait_for)
 
 pytestmark = pytest.mark.slow
@@ -72,8 +72,8 @@ def episode_input() -> Input:
 
 
 def publish_catalogue(settings, data: Input) -> None:
-    from streams.producer import EventProducer
-    from streams.topics import spec
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import spec
 
     producer = EventProducer(settings)
     producer.publish_many(spec("catalogue.titles"), data.titles)
@@ -82,8 +82,8 @@ def publish_catalogue(settings, data: Input) -> None:
 
 
 def publish_events(settings, data: Input, part: slice = slice(None), garbage: bool = True) -> None:
-    from streams.producer import EventProducer
-    from streams.topics import spec
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import spec
 
     producer = EventProducer(settings)
     producer.publish_many(spec("playback"), data.playback[part])
@@ -172,7 +172,7 @@ def reference(private, client):
         quiet(worker, seconds=4.0)
     finally:
         worker.stop()
-    from streams.replay import refresh_derived_views
+    from streams.ops.replay import refresh_derived_views
     refresh_derived_views(private, PREFIX)
     views = snapshot(client)
     with_series = [k for k, v in views.items() if k.startswith("history:") and v.get("series")]
@@ -206,8 +206,8 @@ def running_worker_case(private, client, data: Input, views: dict, tmp_path, tra
     """Half the events processed, the loss, the other half processed by the same running worker, then
     ``vitrina rebuild`` next to it (with ``traffic``: the last TAIL events of each topic published once
     the rebuild has started); the views must converge to the reference. Returns a timing line."""
-    from streams.producer import EventProducer
-    from streams.topics import ensure_topics, spec
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import ensure_topics, spec
 
     client.flushall()
     app_id = unique("running")

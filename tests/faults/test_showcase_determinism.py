@@ -3,7 +3,7 @@ showcases - content, ``built_at`` and meta - with no rebuild from the final inpu
 
 The build time is event time: ``built_at`` of every view is the latest event time of the inputs the
 builder saw (catalogue records and user histories), never the wall clock. Both runs read the same
-topics under their own app ids and view namespaces (tests/_replay_helpers.py), but with different
+topics under their own app ids and view namespaces (tests/support/replay.py), but with different
 timing: the first run builds showcases from the first half of the playback before the second half is
 even published (so its users get a first build that the once-a-day rule then keeps), the second run
 starts once everything is there. Co-view runs in no namespace here (its similar lists are compared by
@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from _replay_helpers import (
+from support.replay import (
     differences,
     make_input,
     start_pipeline_worker,
@@ -47,8 +47,8 @@ def data():
 
 def publish_part(settings, data, part: int) -> None:
     """Catalogue and the first half of the playback and impressions (part 0), or the rest (part 1)."""
-    from streams.producer import EventProducer
-    from streams.topics import spec
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import spec
 
     producer = EventProducer(settings)
     if part == 0:

@@ -1,0 +1,1 @@
+"""Online ranking: label join, trainer, settings, metrics."""

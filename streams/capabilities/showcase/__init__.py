@@ -1,0 +1,1 @@
+"""The showcase builder."""

@@ -1,0 +1,1 @@
+"""The client side of uploads (CLI, main job, tests, benchmark)."""

@@ -1,0 +1,6 @@
+"""``python -m streams.cli``: the ``vitrina`` command."""
+import sys
+
+from streams.cli import main
+
+sys.exit(main())

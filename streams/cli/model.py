@@ -1,0 +1,94 @@
+"""``vitrina model``: the persisted model registry (list, show, promote, rollback) and forced checkpoints.
+
+Exit codes: 0 ok, 2 a registry rule refused the operation (unknown version, illegal
+transition, nothing to roll back to); the error is printed as ``error <code>: <message>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+
+from streams.cli import command
+
+ACTIONS = ("list", "show", "promote", "rollback", "checkpoint")
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=ACTIONS, help="list versions | show VERSION | promote VERSION | "
+                   "rollback [VERSION] (default: the previous Production version) | checkpoint (ask the trainer "
+                   "to checkpoint + export now)")
+    p.add_argument("version", nargs="?", help="model version id (see `vitrina model list`)")
+    p.add_argument("--name", default=None, help="model name (default VITRINA_RANKING_MODEL_NAME or 'ranking')")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
+
+
+def _print_list(registry, as_json: bool) -> None:
+    from processors.ranking.tasks import TASKS
+    if as_json:
+        print(json.dumps(registry.to_dict(), indent=2))
+        return
+    if not registry.versions:
+        print("no versions registered")
+        return
+    print(f"{'version':<28} {'state':<11} {'created (UTC)':<20} " + " ".join(f"{t:>5}" for t in TASKS) + "  evals")
+    for record in sorted(registry.versions, key=lambda v: v.created_at):
+        print(f"{record.version:<28} {record.state.value:<11} {record.created_at:%Y-%m-%d %H:%M:%S} "
+              + " ".join(f"{_fmt(record.metrics.get(t)):>5}" for t in TASKS) + f"  {len(record.evaluations):>5}")
+
+
+def _announce(store, version: str) -> None:
+    """models.published for an operator's promotion / rollback (devices and dashboards follow it)."""
+    from sinks.model_store import published_event
+    from streams.kafka.producer import EventProducer
+    from streams.kafka.topics import spec
+    manifest = store.manifest(version)
+    with EventProducer(store.settings) as producer:
+        producer.publish(spec("models.published"),
+                         published_event(store.name, manifest, "PRODUCTION", datetime.now(timezone.utc)))
+
+
+@command("model", "model registry: list | show VERSION | promote VERSION | rollback [VERSION] | checkpoint")(_args)
+def run_model(args: argparse.Namespace) -> int:
+    import os
+
+    from infra.settings import load
+    from processors.ranking.errors import RegistryError
+    from sinks.model_store import ModelStore
+    from processors.ranking.registry import model_name_ok
+
+    name = args.name or os.environ.get("VITRINA_RANKING_MODEL_NAME", "ranking")
+    if not model_name_ok(name):
+        print(f"error bad_model_name: {name!r}", file=sys.stderr)
+        return 2
+    if args.action in ("show", "promote") and not args.version:
+        print(f"error missing_version: `vitrina model {args.action}` needs a VERSION", file=sys.stderr)
+        return 2
+    store = ModelStore(load(), name)
+    try:
+        if args.action == "list":
+            _print_list(store.load(), args.json)
+        elif args.action == "show":
+            record = store.load().get(args.version)
+            print(json.dumps({"record": record.to_dict(), "manifest": store.manifest(args.version)}, indent=2))
+        elif args.action == "promote":
+            registry = store.promote(args.version)
+            _announce(store, args.version)
+            print(f"{name} {args.version} is now {registry.get(args.version).state.value}")
+        elif args.action == "rollback":
+            _, target = store.rollback(args.version)
+            _announce(store, target)
+            print(f"{name} rolled back to {target}")
+        elif args.action == "checkpoint":
+            at = store.request_checkpoint()
+            print(f"checkpoint of {name} requested at {at}; the worker holding the trainer exports within seconds "
+                  "(the request expires after 10 minutes if no worker takes it)")
+    except RegistryError as exc:
+        print(f"error {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,1 @@
+"""Ops: replay and rebuild, the worker supervisor, consumer lag, dead-letter re-drive, group offsets."""
