@@ -16,7 +16,7 @@ import pytest
 from infra.ports import pick_free_ports
 from infra.stack import free_port_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("Publishing a generated stream", "Shelf definitions", "Play counts per title", "Uploads: transcode",
           "Similar titles from session co-views", "Online ranking model", "Showcase: playback -> history")
 

@@ -174,10 +174,10 @@ def test_asymmetric_tokens_by_configuration(secured: Settings, tmp_path: Path) -
 def test_vitrina_token_mints_what_the_api_accepts(secured: Settings) -> None:
     env = {"VITRINA_DATA_DIR": str(secured.data_dir), "PATH": "/usr/bin:/bin"}
     token = subprocess.run([sys.executable, "-m", "streams.cli", "token", ALICE], env=env, capture_output=True,
-                           text=True, check=True, cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+                           text=True, check=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip()
     assert TokenConfig.from_settings(secured).verify(token).user_id == ALICE
     refused = subprocess.run([sys.executable, "-m", "streams.cli", "token", "bad id"], env=env, capture_output=True,
-                             text=True, cwd=Path(__file__).resolve().parent.parent)
+                             text=True, cwd=Path(__file__).resolve().parents[2])
     assert refused.returncode == 2 and "user id" in refused.stderr
 
 
@@ -243,7 +243,7 @@ def test_production_refuses_dev_secrets_naming_each_setting(secured: Settings) -
     env = {"VITRINA_ENV": "production", "VITRINA_DATA_DIR": str(secured.data_dir), "PATH": "/usr/bin:/bin",
            "VITRINA_REDIS_URL": secured.redis_url}
     run = subprocess.run([sys.executable, "-m", "streams.cli", "api"], env=env, capture_output=True, text=True,
-                         timeout=60, cwd=Path(__file__).resolve().parent.parent)
+                         timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 2 and "VITRINA_URL_SIGNING_KEY" in run.stderr and "VITRINA_JWT_KEY" in run.stderr
 
 

@@ -18,7 +18,7 @@ from processors.ranking.export import FLOAT_KIND, QUANT_KIND, ExportConfig, expo
 from processors.ranking.features import candidate_impressions
 from processors.ranking.scoring import final_scores
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2024, 3, 20, 12, 0, tzinfo=timezone.utc)
 
 

@@ -23,7 +23,7 @@ from processors.ranking.features import (
     stable_bucket,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sample(**patch):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BROKER_SENSITIVE = [
     "tests/integration/test_stack.py",
     "tests/integration/test_produce_consume.py",

@@ -19,7 +19,7 @@ def vitrina(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
     # not `-m streams.cli`: plugin commands register on the imported streams.cli module
     code = "import sys; from streams.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout_s,
-                          env={**os.environ, "VITRINA_LOG_JSON": "1"}, cwd=Path(__file__).parent.parent)
+                          env={**os.environ, "VITRINA_LOG_JSON": "1"}, cwd=Path(__file__).resolve().parents[2])
 
 
 def json_lines(stdout: str) -> list[dict]:

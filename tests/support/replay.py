@@ -24,8 +24,8 @@ from infra.settings import Settings
 from infra.stack import EmbeddedStack, free_port_env
 from demo.pipeline_input import PipelineInput, make_pipeline_input
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if str(Path(__file__).resolve().parents[2]) not in sys.path:  # bench/ is not an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench._views import differences, snapshot  # noqa: F401 - re-exported for the tests
 
 
