@@ -33,6 +33,7 @@ SYMMETRIC = ("HS256", "HS384", "HS512")
 ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
 MAX_TOKEN_CHARS = 8192
 MAX_USER_ID = 128
+VERIFIED_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class TokenConfig:
     leeway_s: int
     ops_key: str
     signing_key: str | None = None   # HS*: the shared secret; RS/ES: the private key, only where minting
+    # verified tokens -> (principal, exp): a client sends the same token with every request, and checking
+    # its signature again costs more than serving the view; entries end at the token's expiry
+    _verified: dict[str, tuple[Principal, float]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, private_key: str | None = None) -> "TokenConfig":
@@ -110,7 +114,20 @@ class TokenConfig:
         return jwt.encode(claims, self.signing_key, algorithm=self.algorithm)
 
     def verify(self, token: str) -> Principal:
-        """The principal of a valid token; AuthError(401) for anything else."""
+        """The principal of a valid token; AuthError(401) for anything else. A token verified before is
+        answered from a bounded cache until its ``exp`` (plus the leeway, as PyJWT would accept it)."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() < hit[1] + self.leeway_s:
+                return hit[0]
+            del self._verified[token]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))  # the oldest entry
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError(401, "INVALID_TOKEN", f"the bearer token is longer than {MAX_TOKEN_CHARS} characters")
         try:
@@ -128,7 +145,7 @@ class TokenConfig:
             roles = roles.split()
         if not isinstance(roles, (list, tuple)) or not all(isinstance(r, str) for r in roles):
             raise AuthError(401, "INVALID_TOKEN", "'roles' must be a list of strings")
-        return Principal(subject, frozenset(roles))
+        return Principal(subject, frozenset(roles)), float(claims["exp"])
 
     def ops_key_matches(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self.ops_key.encode("utf-8"))

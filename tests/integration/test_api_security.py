@@ -316,3 +316,17 @@ def test_openapi_describes_exactly_the_served_routes(secured: Settings) -> None:
         described = {(method, path) for path, item in document["paths"].items() for method in item}
         assert described == served
     _run(secured, scenario)
+
+
+def test_a_cached_verification_ends_with_the_token(secured: Settings) -> None:
+    from dataclasses import replace as dc_replace
+
+    from api.auth import AuthError
+
+    tokens = dc_replace(TokenConfig.from_settings(secured), leeway_s=0)
+    short = tokens.mint(ALICE, ttl_s=1)
+    assert tokens.verify(short).user_id == ALICE
+    assert tokens.verify(short).user_id == ALICE          # answered from the cache
+    time.sleep(1.2)
+    with pytest.raises(AuthError):
+        tokens.verify(short)                               # expired: the cache does not outlive the token
