@@ -63,9 +63,9 @@ def main() -> None:
             publish_s = time.monotonic() - started
 
             def consumed() -> bool:
-                return (worker.counter("vitrina_events_in_total", agent="ranking-label-impressions")
+                return (worker.counter("vitrina_events_in_total", agent="ranking-label-join", topic="ranking.impressions")
                         >= counts["ranking.impressions"]
-                        and worker.counter("vitrina_events_in_total", agent="ranking-label-playback")
+                        and worker.counter("vitrina_events_in_total", agent="ranking-label-join", topic="playback")
                         >= counts["playback"])
 
             join_s = _wait(consumed, 900) + publish_s  # from the first published event

@@ -181,6 +181,13 @@ def worker_group(settings: Settings, count: int, prefix: str, root: Path, port_b
             worker.stop()
 
 
+def expected_groups(settings: Settings) -> int:
+    """Consumer groups of a full worker: the Faust app's and one per engine processor."""
+    from streams.ops.replay import agent_modules, describe
+
+    return len(describe(settings, agent_modules()).group_topics())
+
+
 def publish(settings: Settings, records: dict[str, list[dict]]) -> float:
     from streams.kafka.producer import EventProducer
     from streams.kafka.topics import spec
@@ -205,9 +212,10 @@ def measure(base: Settings, count: int, records: dict[str, list[dict]], root: Pa
     inputs = {full_name(settings, topic) for topic in records}
     total = sum(len(values) for values in records.values())
     watch = GroupWatch(settings, settings.app_id)
+    groups = expected_groups(settings)
     with worker_group(settings, count, prefix, root / settings.app_id, port_base) as workers:
         deadline = time.monotonic() + 120
-        while not watch.stable(count, expected_groups=3):  # the Faust app's group and two engine groups
+        while not watch.stable(count, expected_groups=groups):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{count} worker(s): the groups did not settle: {watch.describe(watch.groups())}")
             time.sleep(0.5)

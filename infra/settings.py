@@ -90,6 +90,16 @@ class Settings:
     api_rate_per_s: str = field(default_factory=lambda: _env("VITRINA_API_RATE_PER_S", "").strip())
     api_rate_burst: int = field(default_factory=lambda: int(_env("VITRINA_API_RATE_BURST", "400")))
     log_level: str = field(default_factory=lambda: _env("VITRINA_LOG_LEVEL", "info"))
+    # stream runtime (streams/runtime/): consumer groups of the Faust app and of the engine processors.
+    # Fetch wait: 100 ms, so a hop between stages costs ~0.1 s ("0" keeps the client's default);
+    # Tansu completes a JoinGroup after about half the session timeout, so it is kept short.
+    fetch_max_wait_ms: int = field(default_factory=lambda: int(_env("VITRINA_FETCH_MAX_WAIT_MS", "100").strip() or "0"))
+    session_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_SESSION_TIMEOUT_S", "10")))
+    rebalance_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_REBALANCE_TIMEOUT_S", "20")))
+    # engine processors: records per poll, and seconds between checkpoints (outputs acked -> changelog ->
+    # commit; a crash replays at most one period, applied once)
+    engine_max_records: int = field(default_factory=lambda: int(_env("VITRINA_ENGINE_MAX_RECORDS", "5000")))
+    engine_commit_s: float = field(default_factory=lambda: float(_env("VITRINA_ENGINE_COMMIT_S", "1.0")))
 
     def __post_init__(self) -> None:
         # an embedded cluster is reachable through every node: one bootstrap port names them all

@@ -65,7 +65,7 @@ from streams.kafka.codec import default_codec
 from streams.runtime.engine.runner import Output
 from streams.runtime.engine.service import register
 from streams.runtime.engine.store import PartitionStore
-from streams.runtime.inbound import Inbound
+from streams.runtime.records import Inbound
 from streams.runtime.metrics import VIEW_WRITES
 from streams.kafka.topics import spec
 

@@ -1,10 +1,11 @@
-"""Viewer history: playback -> per-viewer state (changelog table) -> ``vitrina:history:{viewer}``.
+"""Viewer history: playback -> per-viewer state (engine store) -> ``vitrina:history:{viewer}``.
 
-Playback is keyed by viewer, so no repartition is needed. Per batch the events are grouped by viewer
-and merged in one go (processors/history.py), so a viewer's table entry and Redis view are written
-once per batch, not once per heartbeat. The merge is idempotent, so a redelivered batch leaves the
-table as it is; its viewers' views are still written again, because a crash between the table write
-(local store and changelog) and the Redis write leaves the table ahead of Redis. Logged-in viewers
+Playback is keyed by viewer, so no repartition is needed. An engine processor (streams/runtime/engine/)
+keeps each viewer's state in its partition's store, written to the changelog at each checkpoint. Per
+batch the events are grouped by viewer and merged in one go (processors/history.py), so a viewer's
+state and Redis view are written once per batch, not once per heartbeat. The merge is idempotent, so
+a batch applied again (after a crash between a changelog write and the offset commit) leaves the
+state as it is; its viewers' views are still written again, in case the state got ahead of Redis. Logged-in viewers
 whose history was written are queued for a showcase rebuild (the builder waits until they are quiet
 for a moment).
 
@@ -21,25 +22,19 @@ from __future__ import annotations
 import json
 import time
 
-from infra.logs import get_logger
-from infra.settings import load
 from processors.history import apply_events, history_view
 from sinks.catalogue_views import catalogue_version, fetch_series
 from sinks.redis_views import async_client, history_key
 from sinks.showcase_views import mark_dirty
-from streams.runtime.app import app
-from streams.runtime.inbound import Inbound, dead_letter_failed, decoded_batches, raw_topic
-from streams.runtime.metrics import VIEW_WRITES
-from streams.runtime.tables import json_table
 from streams.kafka.topics import spec, viewer_key
+from streams.runtime.engine.runner import Output, sink_write
+from streams.runtime.engine.service import register
+from streams.runtime.engine.store import PartitionStore
+from streams.runtime.metrics import VIEW_WRITES
+from streams.runtime.records import Inbound
 
-settings = load()
-log = get_logger("vitrina.agent.history")
 PLAYBACK = spec("playback")
 AGENT = "viewer-history"
-
-playback_topic = raw_topic(app, PLAYBACK)
-history_table = json_table(app, "viewer-history", PLAYBACK.partitions)
 
 
 class SeriesCache:
@@ -68,42 +63,62 @@ class SeriesCache:
         return self.known
 
 
-@app.agent(playback_topic, name=AGENT)
-async def track_history(stream):
-    redis = async_client(settings)
-    series = SeriesCache(redis)
-    async for batch in decoded_batches(app, stream, PLAYBACK, AGENT):
+class ViewerHistory:
+    """playback -> per-viewer history state -> ``vitrina:history:{viewer}``; logged-in viewers whose
+    history changed are queued for a showcase rebuild."""
+
+    name = AGENT
+    sources = (PLAYBACK,)
+
+    def __init__(self) -> None:
+        self._redis = None
+        self.series: SeriesCache | None = None
+
+    def redis(self, out: Output):
+        if self._redis is None:
+            self._redis = async_client(out.settings)
+            self.series = SeriesCache(self._redis)
+        return self._redis
+
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
+        redis = self.redis(out)
         groups: dict[str, list[Inbound]] = {}
         users: set[str] = set()
-        for event in batch:
+        for event in events:
             viewer = viewer_key(event.value)
             groups.setdefault(viewer, []).append(event)
             if event.value.get("user_id"):
                 users.add(viewer)
         changed: dict[str, dict] = {}
         touched: dict[str, dict] = {}  # views to write: changed ones and redelivered ones
-        for viewer, events in groups.items():
-            events[-1].bind()  # table writes go to this viewer's partition
+        for viewer, viewer_events in groups.items():
             try:
-                update = apply_events(history_table.get(viewer), [e.value for e in events])
-            except Exception as exc:  # noqa: BLE001 - a bug on one viewer must not stop the agent
-                for event in events:
-                    await dead_letter_failed(app, event, AGENT, exc)
+                update = apply_events(store.get(viewer), [e.value for e in viewer_events])
+            except Exception as exc:  # noqa: BLE001 - a bug on one viewer must not stop the partition
+                for event in viewer_events:
+                    await out.failed(event, exc)
                 continue
             for index, err in update.rejected:
-                await dead_letter_failed(app, events[index], AGENT, err)
+                await out.failed(viewer_events[index], err)
             if update.changed:
-                history_table[viewer] = update.state
+                store[viewer] = update.state
                 changed[viewer] = update.state
-            elif len(update.rejected) < len(events):
+            elif len(update.rejected) < len(viewer_events):
                 touched[viewer] = update.state
         touched.update(changed)
         if not touched:
-            continue
-        known = await series.lookup({item for state in touched.values() for item in state["items"]})
-        async with redis.pipeline(transaction=False) as pipe:
-            for viewer, state in touched.items():
-                pipe.set(history_key(viewer), json.dumps(history_view(state, known.get), separators=(",", ":")))
-            mark_dirty(pipe, [v for v in touched if v in users], int(time.time() * 1000))
-            await pipe.execute()
+            return
+        async with sink_write("history"):
+            known = await self.series.lookup({item for state in touched.values() for item in state["items"]})
+            async with redis.pipeline(transaction=False) as pipe:
+                for viewer, state in touched.items():
+                    pipe.set(history_key(viewer), json.dumps(history_view(state, known.get), separators=(",", ":")))
+                mark_dirty(pipe, [v for v in touched if v in users], int(time.time() * 1000))
+                await pipe.execute()
         VIEW_WRITES.labels(view="history").inc(len(touched))
+
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        return None
+
+
+register(ViewerHistory())

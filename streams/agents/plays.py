@@ -1,75 +1,88 @@
-"""Example agent of the foundation: playback -> per-title play counts (table, Redis, stats.plays).
+"""Play counts per title: playback -> playback.by-item -> per-title counts (engine state, Redis, stats.plays).
 
-Playback is keyed by viewer, counts by title, so the first agent repartitions
-(an explicit group_by that forwards the original bytes) and the second keeps a
-changelog-backed table keyed by title.
+Playback is keyed by viewer, counts by title, so the first processor repartitions (forwards the
+original bytes keyed by title, with the origin position in a header) and the second keeps the counts
+in engine state keyed by title (streams/runtime/engine/: changelog-backed, restored on assignment).
 
-Each play is counted once per (playback partition, offset) — the origin kept across the repartition —
-in whatever order the repartitioned records arrive: around a rebalance the old owner of a playback
-partition may still forward its batch in flight while the new owner forwards again from the last
-commit, so an earlier stretch can follow a later one (processors/counters.py). The marks are part of
-the title's table state (one changelog record: count and marks move together), never in Redis, so a
-Redis loss does not touch them: the Redis view is always written whole from the table.
+Each play is counted once per (playback partition, offset), the origin kept across the repartition, in
+whatever order the repartitioned records arrive: a forwarder restarted from its last checkpoint sends
+a stretch again, and around a rebalance the old owner's last batch may land after the new owner's
+(processors/counters.py keeps the marks in the title's own state, so count and marks are one
+changelog record and move together). The runtime's applied markers skip redelivered by-item records;
+the origin marks skip re-forwarded copies, which carry new by-item offsets. The Redis view is always
+written whole from the state, so a Redis loss never touches the marks.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from infra.logs import get_logger
-from infra.settings import load
 from processors.counters import apply_playback
 from sinks.redis_views import POPULAR_KEY, async_client, plays_key
-from streams.runtime.app import app
 from streams.kafka.codec import default_codec
-from streams.runtime.inbound import dead_letter_failed, decoded_batches, forward, raw_topic
-from streams.runtime.metrics import EVENTS_OUT, VIEW_WRITES
-from streams.runtime.tables import json_table
 from streams.kafka.topics import spec
+from streams.runtime.engine.runner import Output, sink_write
+from streams.runtime.engine.service import register
+from streams.runtime.engine.store import PartitionStore
+from streams.runtime.metrics import VIEW_WRITES
+from streams.runtime.records import Inbound
 
-settings = load()
-log = get_logger("vitrina.agent.plays")
 PLAYBACK = spec("playback")
 BY_ITEM = spec("playback.by-item")
 STATS = spec("stats.plays")
 
-playback_topic = raw_topic(app, PLAYBACK)
-by_item_topic = raw_topic(app, BY_ITEM, partitions=BY_ITEM.partitions)
-stats_topic = raw_topic(app, STATS)
-plays_table = json_table(app, "plays", BY_ITEM.partitions)
+
+class PlaybackByItem:
+    """playback (keyed by viewer) -> playback.by-item (keyed by title), same bytes, origin in a header."""
+
+    name = "playback-by-item"
+    sources = (PLAYBACK,)
+
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
+        for event in events:
+            await out.send(BY_ITEM.name, event.raw, key=event.value["item_id"].encode(),
+                           headers=[event.origin_header()])
+
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        return None
 
 
-@app.agent(playback_topic, name="playback-by-item")
-async def repartition_playback(stream):
-    async for batch in decoded_batches(app, stream, PLAYBACK, "playback-by-item"):
-        for event in batch:
-            await forward(by_item_topic, event.value["item_id"].encode(), event)
-        EVENTS_OUT.labels(topic=BY_ITEM.name, agent="playback-by-item").inc(len(batch))
+class PlayCounter:
+    """playback.by-item -> per-title counts -> ``vitrina:plays:{item}``, the popular set, stats.plays."""
 
+    name = "play-counter"
+    sources = (BY_ITEM,)
 
-@app.agent(by_item_topic, name="play-counter")
-async def count_plays(stream):
-    codec = default_codec()
-    redis = async_client(settings)
-    async for batch in decoded_batches(app, stream, BY_ITEM, "play-counter"):
+    def __init__(self) -> None:
+        self.codec = default_codec()
+        self._redis = None
+
+    def redis(self, out: Output):
+        if self._redis is None:
+            self._redis = async_client(out.settings)
+        return self._redis
+
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
         changed: dict[str, dict] = {}
         touched: dict[str, dict] = {}  # views to write: changed ones and redelivered ones
-        for event in batch:
+        for event in events:
             item = event.value["item_id"]
-            event.bind()  # table reads and writes go to this event's partition
             try:
-                state, did_change = apply_playback(plays_table.get(item), event.value, event.origin_partition, event.origin_offset)
-            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
-                await dead_letter_failed(app, event, "play-counter", exc)
+                state, did_change = apply_playback(store.get(item), event.value, event.origin_partition,
+                                                   event.origin_offset)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the partition
+                await out.failed(event, exc)
                 continue
             if did_change:
-                plays_table[item] = state
+                store[item] = state
                 changed[item] = state
-            else:  # redelivered after a crash: the changelog may be ahead of Redis, so write the view again
+            else:  # a re-forwarded copy: the state may be ahead of Redis (crash after the checkpoint), write again
                 touched[item] = state
         touched.update(changed)
         if not touched:
-            continue
-        async with redis.pipeline(transaction=False) as pipe:
+            return
+        # the view is written before the checkpoint that commits these records (the runner checkpoints
+        # after process returns): a crash in between re-applies nothing and writes the view again
+        async with sink_write("plays"), self.redis(out).pipeline(transaction=False) as pipe:
             for item, state in touched.items():
                 pipe.hset(plays_key(item), mapping={"plays": state["plays"], "events": state["events"],
                                                     "updated_ms": state["updated_ms"]})
@@ -77,8 +90,14 @@ async def count_plays(stream):
             await pipe.execute()
         VIEW_WRITES.labels(view="plays").inc(len(touched))
         for item, state in changed.items():
-            value = codec.encode(STATS.schema, {
+            value = self.codec.encode(STATS.schema, {
                 "item_id": item, "plays": state["plays"], "events": state["events"],
                 "updated_at": datetime.fromtimestamp(state["updated_ms"] / 1000, timezone.utc)})
-            await stats_topic.send(key=item.encode(), value=value)
-        EVENTS_OUT.labels(topic=STATS.name, agent="play-counter").inc(len(changed))
+            await out.send(STATS.name, value, key=item.encode())
+
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        return None
+
+
+register(PlaybackByItem())
+register(PlayCounter())

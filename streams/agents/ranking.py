@@ -1,14 +1,15 @@
 """Online training of the multi-task ranking model (GRF) from the event stream (issue 5).
 
     ranking.impressions --+
-                          +--> label join (two agents, one state, per partition) --> ranking.samples
+                          +--> label join (engine processor, one store per partition) --> ranking.samples
     playback -------------+
     ranking.samples --> forward (key 'ranking') --> ranking.samples.trainer (1 partition)
     ranking.samples.trainer --> trainer (SampleBuffer, train_step in a thread, checkpoints,
                                 TFLite export, S3 + registry + Redis pointer) --> models.published
 
-The label join's state lives in the changelog-backed table ``ranking-label-join`` (see
-streams/capabilities/ranking/join.py); the trainer singleton comes from the one-partition topic (only the
+The label join runs on the engine (streams/runtime/engine/): both inputs are co-partitioned sources of
+one processor whose per-partition store holds the joiner state (streams/capabilities/ranking/join.py);
+the trainer and its funnel stay Faust agents (low volume, one partition). The trainer singleton comes from the one-partition topic (only the
 worker holding it trains; on a rebalance the new holder restores the last checkpoint from S3).
 """
 from __future__ import annotations
@@ -23,13 +24,16 @@ from sinks.model_store import PublishOutcome, published_event
 from sinks.redis_views import async_client, model_checkpoint_request_key
 from streams.runtime.app import app
 from streams.kafka.codec import default_codec
-from streams.runtime.inbound import Inbound, dead_letter_failed, decoded_batches, forward, raw_topic
+from streams.runtime.engine.runner import Output
+from streams.runtime.engine.service import register
+from streams.runtime.engine.store import PartitionStore
+from streams.runtime.inbound import dead_letter_failed, decoded_batches, forward, raw_topic
 from streams.runtime.metrics import EVENTS_OUT
-from streams.capabilities.ranking.join import LabelJoinState
+from streams.runtime.records import Inbound
+from streams.capabilities.ranking.join import PartitionJoin
 from streams.capabilities.ranking.metrics import JOIN_PENDING, JOIN_REDELIVERED, JOIN_WATERMARK, LABELLED, TRAIN_SAMPLES
 from streams.capabilities.ranking.settings import load_ranking_settings
 from streams.capabilities.ranking.training import TrainingService, sample_problem
-from streams.runtime.tables import json_table
 from streams.kafka.topics import full_name, key_of, spec
 
 settings = load()
@@ -44,13 +48,9 @@ TRAINER = spec("ranking.samples.trainer")
 PUBLISHED = spec("models.published")
 TRAINER_KEY = b"ranking"
 
-impressions_topic = raw_topic(app, IMPRESSIONS)
-playback_topic = raw_topic(app, PLAYBACK)
 samples_topic = raw_topic(app, SAMPLES)
 trainer_topic = raw_topic(app, TRAINER, partitions=TRAINER.partitions)
 published_topic = raw_topic(app, PUBLISHED)
-join_table = json_table(app, "ranking-label-join", IMPRESSIONS.partitions)
-join = LabelJoinState(ranking.joiner, ranking.lateness, join_table)
 
 
 async def _announce(outcome: PublishOutcome) -> None:
@@ -62,49 +62,56 @@ async def _announce(outcome: PublishOutcome) -> None:
 training = TrainingService(settings, ranking, _announce)
 
 
-async def _join_batch(kind: str, agent: str, batch: list[Inbound]) -> None:
-    last_event: dict[int, Inbound] = {}
-    for event in batch:
-        event.bind()
-        try:
-            applied = join.add(kind, event.partition, event.offset, event.value)
-        except Exception as exc:  # noqa: BLE001 - RankingInputError mostly; one bad event must not stop the agent
-            await dead_letter_failed(app, event, agent, exc)
-            applied = True
-        join.mark_applied(kind, event.partition, event.offset)
-        if not applied:
-            JOIN_REDELIVERED.labels(input=kind).inc()
-        last_event[event.partition] = event
-    for partition, event in last_event.items():
-        samples = join.expire(partition)
+class LabelJoin:
+    """ranking.impressions + playback (co-partitioned by viewer) -> labelled samples on ranking.samples."""
+
+    name = "ranking-label-join"
+    sources = (IMPRESSIONS, PLAYBACK)
+
+    def __init__(self) -> None:
+        self.joins: dict[int, PartitionJoin] = {}
+
+    def assigned(self, partitions: list[int], stores: dict[int, PartitionStore]) -> None:
+        for partition in partitions:
+            self.joins[partition] = PartitionJoin.restore(partition, ranking.joiner, stores[partition].items())
+
+    def revoked(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self.joins.pop(partition, None)
+
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
+        join = self.joins.get(partition)
+        if join is None:
+            join = self.joins[partition] = PartitionJoin.restore(partition, ranking.joiner, store.items())
+        kind = "impression" if events[0].topic == IMPRESSIONS.name else "playback"
+        for event in events:
+            try:
+                applied = join.add(kind, event.offset, event.value)
+            except Exception as exc:  # noqa: BLE001 - RankingInputError mostly; one bad event must not stop the join
+                await out.failed(event, exc)
+                applied = True
+            join.mark_applied(kind, event.offset)
+            if not applied:
+                JOIN_REDELIVERED.labels(input=kind).inc()
+        samples = join.expire(ranking.lateness)
         for sample in samples:
             impression = sample.impression
             impression["labels"] = {**impression["labels"], "watch_ms": int(sample.watched_ms)}
-            # same partition as the impression (Faust's murmur2 partitioner differs from librdkafka's)
-            await samples_topic.send(key=key_of(SAMPLES, impression), value=codec.encode(SAMPLES.schema, impression),
-                                     partition=partition)
+            # same partition as the impression (keyed by viewer like both inputs)
+            await out.send(SAMPLES.name, codec.encode(SAMPLES.schema, impression), key=key_of(SAMPLES, impression),
+                           partition=partition)
             LABELLED.labels(played=str(sample.played).lower()).inc()
-        if samples:
-            EVENTS_OUT.labels(topic=SAMPLES.name, agent=agent).inc(len(samples))
-        event.bind()  # table writes go to this partition's changelog
-        join.persist(partition)
-        state = join.partition(partition)
-        JOIN_PENDING.labels(partition=str(partition)).set(state.joiner.pending_impressions)
-        watermark = state.watermark(join.lateness)
+        join.persist(store)
+        JOIN_PENDING.labels(partition=str(partition)).set(join.joiner.pending_impressions)
+        watermark = join.watermark(ranking.lateness)
         if watermark is not None:
             JOIN_WATERMARK.labels(partition=str(partition)).set(watermark.timestamp())
 
-
-@app.agent(impressions_topic, name="ranking-label-impressions")
-async def join_impressions(stream):
-    async for batch in decoded_batches(app, stream, IMPRESSIONS, "ranking-label-impressions"):
-        await _join_batch("impression", "ranking-label-impressions", batch)
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        return None
 
 
-@app.agent(playback_topic, name="ranking-label-playback")
-async def join_playback(stream):
-    async for batch in decoded_batches(app, stream, PLAYBACK, "ranking-label-playback"):
-        await _join_batch("playback", "ranking-label-playback", batch)
+register(LabelJoin())
 
 
 @app.agent(samples_topic, name="ranking-samples-to-trainer")
@@ -154,18 +161,15 @@ def _redis():
     return _redis_client
 
 
-_JOIN_TOPICS = {full_name(settings, IMPRESSIONS.name), full_name(settings, PLAYBACK.name)}
 _TRAINER_TOPIC = full_name(settings, TRAINER.name)
 
 
 @app.on_partitions_assigned.connect
 async def _on_assigned(sender, assigned: set[TP], **kwargs) -> None:
     training.active = any(tp.topic == _TRAINER_TOPIC for tp in assigned)
-    join.forget(set())  # newly assigned partitions are restored from the table on their first event
 
 
 @app.on_partitions_revoked.connect
 async def _on_revoked(sender, revoked: set[TP], **kwargs) -> None:
-    join.forget({tp.partition for tp in revoked if tp.topic in _JOIN_TOPICS})
     if any(tp.topic == _TRAINER_TOPIC for tp in revoked):
         training.active = False

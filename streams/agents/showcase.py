@@ -7,8 +7,9 @@
   ``showcase.updated`` event (a restamp of unchanged content does not).
 * ``showcase-rebuild-requests``: ``showcase.rebuild`` records from ops queue a user (or everyone) for
   the next tick, forced or not.
-* ``showcase-impressions``: ranking.impressions -> impressions per title in Redis (the CTR
-  denominator; plays come from the play counter), counted once per record.
+* ``showcase-impressions`` (an engine processor: half of the input volume): ranking.impressions ->
+  impressions per title in Redis (the CTR denominator; plays come from the play counter), counted once
+  per record by the marks kept next to the counts in Redis (sinks/showcase_views.py ``ImpressionCounter``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ from sinks.redis_views import async_client
 from sinks.showcase_views import ImpressionCounter, ViewWrite, request_rebuild
 from streams.runtime.app import app
 from streams.kafka.codec import default_codec
+from streams.runtime.engine.runner import Output, sink_write
+from streams.runtime.engine.service import register
+from streams.runtime.engine.store import PartitionStore
 from streams.runtime.inbound import dead_letter_failed, decoded_batches, raw_topic
+from streams.runtime.records import Inbound
 from streams.runtime.metrics import EVENTS_OUT, VIEW_WRITES
 from streams.capabilities.showcase.builder import ShowcaseBuilder
 from streams.kafka.topics import spec
@@ -40,7 +45,6 @@ SETTLED_S = float(os.environ.get("VITRINA_SHOWCASE_SETTLED_S", "30.0"))
 
 updated_topic = raw_topic(app, UPDATED)
 rebuild_topic = raw_topic(app, REBUILD)
-impressions_topic = raw_topic(app, IMPRESSIONS)
 
 _builder: ShowcaseBuilder | None = None
 
@@ -106,14 +110,24 @@ async def rebuild_requests(stream):
                      force=request["force"], reason=request["reason"], queued=queued)
 
 
-@app.agent(impressions_topic, name="showcase-impressions")
-async def count_impressions(stream):
-    counter = ImpressionCounter(async_client(settings))
-    async for batch in decoded_batches(app, stream, IMPRESSIONS, "showcase-impressions"):
-        by_partition: dict[int, list[tuple[int, str]]] = {}
-        for event in batch:
-            by_partition.setdefault(event.partition, []).append((event.offset, event.value["item_id"]))
-        counted = 0
-        for partition, records in by_partition.items():
-            counted += await counter.add(partition, records)
+class ImpressionCounts:
+    """ranking.impressions -> per-title impression counts (exact per partition and offset, in Redis)."""
+
+    name = "showcase-impressions"
+    sources = (IMPRESSIONS,)
+
+    def __init__(self) -> None:
+        self.counter: ImpressionCounter | None = None
+
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
+        if self.counter is None:
+            self.counter = ImpressionCounter(async_client(out.settings))
+        async with sink_write("impressions"):
+            counted = await self.counter.add(partition, [(event.offset, event.value["item_id"]) for event in events])
         VIEW_WRITES.labels(view="impressions").inc(counted)
+
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        return None
+
+
+register(ImpressionCounts())

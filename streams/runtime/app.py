@@ -6,7 +6,6 @@ malformed record becomes a dead letter instead of killing an agent.
 """
 from __future__ import annotations
 
-import os
 
 import faust
 
@@ -35,15 +34,14 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_with_wait
 
 
-def apply_broker_workarounds(broker: BrokerCapabilities) -> None:
+def apply_broker_workarounds(broker: BrokerCapabilities, settings: Settings) -> None:
     """Patch Faust's driver for a broker that needs it (Tansu); Apache Kafka gets Faust as it is."""
     if broker.early_fetch_answers:
         return
     # 100 ms by default: an agent hop then costs ~0.1 s instead of up to 1.5 s on Tansu, for ~2 % of a
-    # core of idle fetches per worker; "0" or "" keeps Faust's 1.5 s.
-    wait_ms = os.environ.get("VITRINA_FETCH_MAX_WAIT_MS", "100").strip()
-    if wait_ms not in ("", "0"):
-        limit_fetch_wait(int(wait_ms))
+    # core of idle fetches per worker; 0 keeps Faust's 1.5 s.
+    if settings.fetch_max_wait_ms > 0:
+        limit_fetch_wait(settings.fetch_max_wait_ms)
     if broker.verify_ends_by_reading:
         faust_highwaters.activate()  # verified changelog highwaters: full table recovery on Tansu
 
@@ -111,14 +109,14 @@ def create_app(settings: Settings) -> faust.App:
         worker_redirect_stdouts=False,
         # Tansu completes a JoinGroup after about half the session timeout, so a short
         # timeout means a fast start; heartbeats run off the agents' event-loop work.
-        broker_session_timeout=float(os.environ.get("VITRINA_SESSION_TIMEOUT_S", "10")),
+        broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=float(os.environ.get("VITRINA_REBALANCE_TIMEOUT_S", "20")),
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
     )
 
 
 _settings = load()
-apply_broker_workarounds(capabilities(_settings))
+apply_broker_workarounds(capabilities(_settings), _settings)
 check_changelog_partitions_once_known()
 faust_flush.activate()  # commits wait for the table changelog writes before them
 faust_seek.activate()  # partitions never committed are read from their beginning after a rebalance

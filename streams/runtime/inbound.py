@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 import weakref
@@ -13,11 +11,13 @@ import faust
 from faust.streams import _current_event
 
 from infra.logs import get_logger
-from streams.kafka.codec import Codec, DecodeError, default_codec
-from streams.kafka.deadletter import (BAD_HEADER, OVERSIZED, UPSTREAM_OF_INTERNAL, dead_letter, dlq_topic_for,
-                                encode_dead_letter, oversized)
+from streams.kafka.codec import Codec, default_codec
+from streams.kafka.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
 from streams.runtime import faust_offsets, replay_mode
-from streams.runtime.metrics import BATCH_SECONDS, DEAD_LETTER_WRITE_FAILURES, DEAD_LETTERS, EVENTS_IN, UNTRUSTED_HEADERS
+from streams.runtime.metrics import BATCH_SECONDS, DEAD_LETTER_WRITE_FAILURES, DEAD_LETTERS, EVENTS_IN
+# the record model and the one decode path, shared with the engine (re-exported for the agents)
+from streams.runtime.records import (INTERNAL_TOPICS, ORIGIN_HEADER, BadHeader, Inbound, Refused,  # noqa: F401
+                                     attempts_of, decode_record, origin_of)
 from streams.kafka.topics import TopicSpec, explain_invalid_record, full_name, is_compacted, require_key
 from infra.settings import load
 
@@ -25,29 +25,12 @@ explain_invalid_record()  # a batch Kafka refuses is reported as INVALID_RECORD 
 faust_offsets.activate()  # commits pass a compaction gap right after offset 0
 
 
-
-@dataclass(frozen=True)
-class Inbound:
-    key: bytes | None
-    value: dict
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    raw: bytes
-    source: Any = None  # the Faust event: table writes need it as the "current event"
-    origin: tuple[int, int] | None = None  # (partition, offset) in the original topic, kept across repartitions
-
-    @property
-    def origin_partition(self) -> int:
-        return self.origin[0] if self.origin else self.partition
-
-    @property
-    def origin_offset(self) -> int:
-        return self.origin[1] if self.origin else self.offset
+class FaustInbound(Inbound):
+    """An ``Inbound`` read by a Faust agent: ``source`` is the Faust event."""
 
     def bind(self) -> None:
-        """Make this the current event so Faust tables write to its partition's changelog."""
+        """Make this the current event so a Faust table writes to its partition's changelog (the one
+        agent that keeps a Faust table: uploads' dedupe state)."""
         _current_event.set(weakref.ref(self.source))
 
 
@@ -74,64 +57,13 @@ def require_keys(channel: faust.TopicT, name: str) -> faust.TopicT:
     return channel
 
 
-ORIGIN_HEADER = "vitrina-origin"
-ATTEMPTS_HEADER = "vitrina-attempts"  # set by `vitrina dlq redrive`
-
-# Topics only vitrina's own stages write (repartitions, hand-offs): the internal headers it sets
-# (vitrina-origin) are trusted there and nowhere else. Anyone who can produce to an input topic can
-# set any header; trusting vitrina-origin there let a forged "0:0" make the play counter drop 19 of
-# 20 events as "already applied". Internal topics are kept apart by access control (only the workers
-# write them), which an HMAC would not replace: a producer with write access to an internal topic
-# can replay any signed header it has read.
-INTERNAL_TOPICS = frozenset(UPSTREAM_OF_INTERNAL)
-_ORIGIN = re.compile(rb"(\d{1,9}):(\d{1,18})")
-
-
-class BadHeader(ValueError):
-    """A vitrina header on an internal topic that does not parse: the record is dead-lettered."""
-
-    code = BAD_HEADER
-
-
-def _header(headers: Any, wanted: str) -> bytes | None:
-    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
-        if name == wanted:
-            return value
-    return None
-
-
-def origin_of(topic: str, headers: Any) -> tuple[int, int] | None:
-    """(partition, offset) of the original record a repartitioned one carries in ``vitrina-origin``.
-
-    Read on internal topics only; elsewhere the header is ignored (``vitrina_untrusted_headers_total``)
-    and the record is its own origin. On an internal topic a malformed value raises ``BadHeader``."""
-    value = _header(headers, ORIGIN_HEADER)
-    if value is None:
-        return None
-    if topic not in INTERNAL_TOPICS:
-        UNTRUSTED_HEADERS.labels(topic=topic, header=ORIGIN_HEADER).inc()
-        return None
-    match = _ORIGIN.fullmatch(value) if isinstance(value, bytes) else None
-    if match is None:
-        raise BadHeader(f"{ORIGIN_HEADER} header {bytes(value or b'')[:64]!r} is not '<partition>:<offset>'")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _attempts(headers: Any) -> int:
-    """The redrive count (informational, only ever written into a dead letter): anything that is not a
-    plain number of at most 9 digits counts as a first attempt."""
-    value = _header(headers, ATTEMPTS_HEADER)
-    return max(1, int(value)) if isinstance(value, bytes) and value.isdigit() and len(value) <= 9 else 1
-
-
 async def forward(topic: faust.TopicT, key: bytes, event: Inbound) -> None:
     """Repartition (explicit group_by): same bytes, new key, origin position in a header.
 
     The origin lets downstream state apply each original record once even when
     a restarted forwarder sends it again (at-least-once repartitioning).
     """
-    origin = f"{event.origin_partition}:{event.origin_offset}".encode()
-    await topic.send(key=key, value=event.raw, headers=[(ORIGIN_HEADER, origin)])
+    await topic.send(key=key, value=event.raw, headers=[event.origin_header()])
 
 
 async def send_dead_letter(app: faust.App, codec: Codec, source: str, partition: int, offset: int, agent: str,
@@ -187,7 +119,6 @@ async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSp
     codec = codec or default_codec()
     log = get_logger("vitrina.agent", agent=agent, topic=source.name)
     bounded = replay_mode.active()
-    limit_size = source.name not in INTERNAL_TOPICS
     async for events in stream.take_events(max_batch, within=within_s):
         started = time.perf_counter()
         hold_back(events)  # until the agent asks for the next batch, i.e. it is done with this one
@@ -197,21 +128,16 @@ async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSp
             if bounded and replay_mode.beyond_bound(source.name, message.partition, message.offset):
                 replay_mode.REPLAY_DROPPED.labels(topic=source.name).inc()
                 continue
-            raw = event.value
             try:
-                too_big = oversized(event.key, raw) if limit_size else None
-                if too_big is not None:
-                    raise DecodeError(OVERSIZED, too_big)
-                value = codec.decode(raw, source.schema)
-                origin = origin_of(source.name, message.headers)
-            except (DecodeError, BadHeader) as exc:
-                reason, text = exc.code, (exc.message if isinstance(exc, DecodeError) else str(exc))
-                log.warning("dead_letter", partition=message.partition, offset=message.offset, reason=reason, error=text)
+                good.append(decode_record(codec, source, event.key, event.value, message.headers, message.partition,
+                                          message.offset, int((message.timestamp or 0) * 1000), event,
+                                          FaustInbound))
+            except Refused as refused:
+                log.warning("dead_letter", partition=message.partition, offset=message.offset,
+                            reason=refused.code, error=refused.text)
                 await send_dead_letter(app, codec, source.name, message.partition, message.offset, agent,
-                                       reason, text, event.key, raw, _attempts(message.headers))
-                continue
-            good.append(Inbound(event.key, value, source.name, message.partition, message.offset,
-                                int((message.timestamp or 0) * 1000), raw, event, origin))
+                                       refused.code, refused.text, event.key, event.value,
+                                       attempts_of(message.headers))
         EVENTS_IN.labels(topic=source.name, agent=agent).inc(len(events))
         if good:
             log.debug("batch", partition=good[-1].partition, offset=good[-1].offset, size=len(good))
@@ -225,6 +151,5 @@ async def dead_letter_failed(app: faust.App, event: Inbound, agent: str, exc: Ba
     """A decoded event whose processing raised: keep it (original bytes) with the error, go on."""
     get_logger("vitrina.agent", agent=agent, topic=event.topic).error(
         "processing_failed", partition=event.partition, offset=event.offset, error=repr(exc))
-    headers = event.source.message.headers if event.source is not None else None
     await send_dead_letter(app, codec or default_codec(), event.topic, event.partition, event.offset, agent,
-                           "PROCESSING_FAILED", f"{type(exc).__name__}: {exc}", event.key, event.raw, _attempts(headers))
+                           "PROCESSING_FAILED", f"{type(exc).__name__}: {exc}", event.key, event.raw, event.attempts)

@@ -32,9 +32,6 @@ SOURCE_DIRS = ("streams", "api", "infra", "sinks", "processors")
 RUNTIME_ONLY = {
     "VITRINA_LOG_JSON": "infra/logs.py: 1 forces JSON log lines",
     "VITRINA_AGENTS": "streams/agents: the agent modules a worker runs",
-    "VITRINA_SESSION_TIMEOUT_S": "streams/runtime/app.py: consumer group session timeout",
-    "VITRINA_REBALANCE_TIMEOUT_S": "streams/runtime/app.py: consumer group rebalance timeout",
-    "VITRINA_FETCH_MAX_WAIT_MS": "streams/runtime/app.py, engine: consumer fetch wait",
     "VITRINA_GC_THRESHOLD": "streams/ops/worker.py: CPython GC thresholds of a worker",
     "VITRINA_STATUS_WORKERS": "api/routes_ops.py: workers' web servers shown on /ops/status",
     "VITRINA_API_REUSE_PORT": "api/app.py: SO_REUSEPORT for several API processes",

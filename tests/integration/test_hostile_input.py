@@ -34,7 +34,7 @@ from streams.kafka.topics import TOPICS, full_name
 T0 = datetime.now(timezone.utc) - timedelta(hours=6)
 MIN = 60_000
 DURATION_MS = 90 * MIN
-PLAYBACK_AGENTS = {"playback-by-item", "viewer-history", "ranking-label-playback", "coview-sessions"}
+PLAYBACK_AGENTS = {"playback-by-item", "viewer-history", "ranking-label-join", "coview-sessions"}
 CRASH_MARKS = ("Crashed reason", "Restarting dead", "engine_restart", "engine_failed", "dead_letter_write_failed",
                "engine_checkpoint_failed")
 
@@ -193,7 +193,7 @@ def test_one_oversized_record_among_good_events_loses_none_of_them(worker, views
 
 SIZES = (943_718, 1_500_000, 3_000_000, 5_000_000)  # 0.9 MiB .. 5 MB
 READERS = {"playback": PLAYBACK_AGENTS, "sessions": {"coview-sessions"}, "uploads.requested": {"upload-hasher"},
-           "ranking.impressions": {"showcase-impressions", "ranking-label-impressions"}}
+           "ranking.impressions": {"showcase-impressions", "ranking-label-join"}}
 
 
 def test_oversized_values_on_every_input_topic_each_leave_one_dead_letter_per_reader(worker, topics):
@@ -379,17 +379,28 @@ def set_max_message_bytes(settings, topic: str, value: int) -> None:
     Deadline(30).wait(applied, f"max.message.bytes={value} on {topic}", poll_s=0.2)
 
 
-@pytest.mark.parametrize("module, group_suffix, agent", [
-    ("plays", "", "playback-by-item"),
-    ("coview", ".coview-sessions", "coview-sessions"),
+def catalogue_title(item: str) -> dict:
+    from demo.catalogue import synthetic_titles
+
+    return {**synthetic_titles(1)[0], "item_id": item, "title": f"Title {item}"}
+
+
+@pytest.mark.parametrize("module, source, agent", [
+    ("plays", "playback", "playback-by-item"),        # engine processors (the runtime contract)
+    ("coview", "playback", "coview-sessions"),
+    ("catalogue", "catalogue.titles", "catalogue-titles"),  # a Faust agent (streams/runtime/inbound.py)
 ])
 def test_a_dead_letter_the_broker_refuses_keeps_its_record_uncommitted_until_written(
-        private_topics, module, group_suffix, agent):
-    """dlq.playback refuses every letter (max.message.bytes 1024): the agent (Faust) or the processor
-    (engine) retries and commits nothing past the bad record, later events wait; once the topic takes
-    the letter, it is written once and everything after it is processed. (Before: Faust logged the
-    failed send and committed; the engine's changelog marked the record applied, so the restarted
+        private_topics, module, source, agent):
+    """dlq.<topic> refuses every letter (max.message.bytes 1024): the agent (Faust) or the processor
+    (engine) retries and commits nothing past the bad record; once the topic takes the letter, it is
+    written once and everything around it is in the views exactly once. A Faust agent holds the later
+    events back; an engine processor goes on processing them, fails its checkpoint, restarts from the
+    last one and applies them once (outputs deduplicated downstream by origin). (Before: Faust logged
+    the failed send and committed; the engine's changelog marked the record applied, so the restarted
     processor skipped it: the letter was lost either way.)"""
+    import redis
+
     from infra.ports import pick_free_ports
     from streams.ops.group_offsets import committed
     from streams.ops.supervisor import start_worker
@@ -398,22 +409,27 @@ def test_a_dead_letter_the_broker_refuses_keeps_its_record_uncommitted_until_wri
     settings, codec = private_topics, default_codec()
     tag = uuid.uuid4().hex[:6]
     app_id, prefix = f"hi-{tag}", f"hi-{tag}:"
+    engine = module != "catalogue"
     worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=app_id, ready_timeout_s=80, extra_env={
         "VITRINA_APP_ID": app_id, "VITRINA_AGENTS": module, "VITRINA_VIEW_PREFIX": prefix})
     try:
         deadline = Deadline(85)
         watch = WorkerWatch(worker)
-        set_max_message_bytes(settings, "dlq.playback", 1024)
-        viewer, first, second = f"{tag}-u", f"{tag}-first", f"{tag}-second"
+        set_max_message_bytes(settings, f"dlq.{source}", 1024)
+        key, first, second = f"{tag}-u", f"{tag}-first", f"{tag}-second"
         producer = RawProducer(settings)
-        producer.send("playback", codec.encode("vitrina.PlaybackEvent", playback(viewer, first, "START", 0, T0)),
-                      viewer.encode())
-        bad = producer.send("playback", junk(4096), viewer.encode())
-        producer.send("playback", codec.encode("vitrina.PlaybackEvent", playback(viewer, second, "START", 0, T0)),
-                      viewer.encode())
+        if source == "playback":
+            values = [codec.encode("vitrina.PlaybackEvent", playback(key, item, "START", 0, T0)) for item in (first, second)]
+        else:
+            values = [codec.encode("vitrina.CatalogueTitle", catalogue_title(item)) for item in (first, second)]
+        # one key: the three records in one partition, in this order
+        producer.send(source, values[0], key.encode())
+        bad = producer.send(source, junk(4096), key.encode())
+        producer.send(source, values[1], key.encode())
         producer.flush()
         partition, bad_offset = producer.positions[bad]
-        group, topic = app_id + group_suffix, full_name(settings, "playback")
+        group = app_id + (f".{agent}" if engine else "")
+        topic = full_name(settings, source)
 
         def at() -> int:
             return committed(admin_client(settings), group, topic, [partition])[partition] or 0
@@ -421,20 +437,23 @@ def test_a_dead_letter_the_broker_refuses_keeps_its_record_uncommitted_until_wri
         deadline.wait(lambda: "MessageSizeTooLarge" in watch.new_log(), "the broker refusing the dead letter")
         time.sleep(3)  # anything that would commit past the record has had the time to
         assert at() <= bad_offset, "committed past a record whose dead letter was not written"
-        assert not letters(settings, "playback", {viewer.encode()})
-        if module == "plays":
-            assert not views_plays(settings, prefix, second), "an event after the bad record was processed"
-        retried = ("vitrina_dead_letter_write_failures_total" if module == "plays"
-                   else "vitrina_engine_restarts_total")  # the engine's failed checkpoint restarts the processor
-        deadline.wait(lambda: worker.counter(retried) > 0, retried)
+        assert not letters(settings, source, {key.encode()})
+        retried = "vitrina_engine_restarts_total" if engine else "vitrina_dead_letter_write_failures_total"
+        deadline.wait(lambda: worker.counter(retried) > 0, retried)  # a failed checkpoint restarts a processor
 
-        set_max_message_bytes(settings, "dlq.playback", 8 * 1024 * 1024)
-        deadline.wait(lambda: letters(settings, "playback", {viewer.encode()}), "the dead letter, once accepted")
+        set_max_message_bytes(settings, f"dlq.{source}", 8 * 1024 * 1024)
+        deadline.wait(lambda: letters(settings, source, {key.encode()}), "the dead letter, once accepted")
         deadline.wait(lambda: at() > bad_offset + 1, "the commit past the bad record")
-        found = letters(settings, "playback", {viewer.encode()})
+        found = letters(settings, source, {key.encode()})
         assert [(l["agent"], l["source_offset"]) for l in found] == [(agent, bad_offset)]
         if module == "plays":
+            deadline.wait(lambda: views_plays(settings, prefix, second) == 1, "the play after the bad record")
+            time.sleep(2)  # a double count would show now
             assert views_plays(settings, prefix, first) == 1 and views_plays(settings, prefix, second) == 1
+        if module == "catalogue":
+            client = redis.Redis.from_url(settings.redis_url)
+            deadline.wait(lambda: client.exists(f"{prefix}title:{second}"), "the title after the bad record")
+            assert client.exists(f"{prefix}title:{first}")
     except AssertionError:
         print(worker.log_tail(80))
         raise

@@ -129,7 +129,7 @@ def left_every_isr(admin: AdminClient, node: int, names: list[str]) -> bool:
 
 
 def worker_topics(app_id: str) -> list[str]:
-    return ["playback", "playback.by-item", "stats.plays", f"{app_id}-plays-changelog"]
+    return ["playback", "playback.by-item", "stats.plays", f"{app_id}.play-counter-changelog"]
 
 
 def generated_stream(tag: str, count: int) -> list[dict]:

@@ -201,8 +201,8 @@ def test_hand_made_labels_survive_a_worker_crash(pipeline):
     pipeline.producer.publish_many(spec("ranking.impressions"), list(shown.values()))
     pipeline.producer.publish_many(spec("playback"), plays)
     pipeline.producer.flush()
-    wait_for(lambda: pipeline.counter("vitrina_events_in_total", agent="ranking-label-playback") >= len(plays)
-             and pipeline.counter("vitrina_events_in_total", agent="ranking-label-impressions") >= len(shown),
+    wait_for(lambda: pipeline.counter("vitrina_events_in_total", agent="ranking-label-join", topic="playback") >= len(plays)
+             and pipeline.counter("vitrina_events_in_total", agent="ranking-label-join", topic="ranking.impressions") >= len(shown),
              90, "the join to consume the hand-made events")
     time.sleep(2)
     assert pipeline.counter("vitrina_ranking_labelled_total") == 0  # window still open at the watermark

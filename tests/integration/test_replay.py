@@ -70,7 +70,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(private, client, first_pass
     assert sum(r["log_end"] for r in playback) == len(data.playback) + 1  # + the garbage record
     assert all(r["start"] == min(5, r["log_end"]) and r["end"] == r["log_end"] for r in playback)
     assert plan["total"] == sum(r["log_end"] - r["start"] for r in playback)
-    assert plan["agents"] == ["play-counter", "playback-by-item"] and plan["tables"] == ["plays"]
+    assert plan["agents"] == ["play-counter", "playback-by-item"] and plan["tables"] == ["play-counter (engine state)", "playback-by-item (engine state)"]
     assert any("rebuilt from the range only" in w for w in plan["warnings"])
     assert snapshot(client) == views
 

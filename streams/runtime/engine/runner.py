@@ -1,8 +1,8 @@
 """One processor on one source topic: an aiokafka consumer-group member with changelog-backed state.
 
-Loop: poll a batch (up to ``VITRINA_ENGINE_MAX_RECORDS``) -> decode (bad records to ``dlq.<topic>``)
+Loop: poll a batch (up to ``Settings.engine_max_records``) -> decode (bad records to ``dlq.<topic>``)
 -> ``processor.process(partition, store, events, out)`` per partition -> ``processor.tick(out)``
-(timers) -> every ``VITRINA_ENGINE_COMMIT_S`` a checkpoint: changed state keys to the changelog,
+(timers) -> every ``Settings.engine_commit_s`` a checkpoint: changed state keys to the changelog,
 then wait for every send of the period (outputs and changelog) to be acknowledged, then commit the
 source offsets. A crash replays at most one period; the ``applied`` marker in the changelog makes
 the replayed records no-ops for the state, and outputs carry their origin offsets so downstream state
@@ -11,8 +11,9 @@ skips them too.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -26,18 +27,13 @@ from prometheus_client import Counter, Gauge
 from infra.logs import get_logger
 from infra.settings import Settings, load
 from streams.runtime import replay_mode
-from streams.kafka.codec import Codec, DecodeError, default_codec
-from streams.kafka.deadletter import OVERSIZED, dead_letter, dlq_topic_for, encode_dead_letter, oversized
+from streams.kafka.codec import Codec, default_codec
+from streams.kafka.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
 from streams.runtime.engine.store import PartitionStore
-from streams.runtime.inbound import INTERNAL_TOPICS, BadHeader, Inbound, _attempts, origin_of
+from streams.runtime.records import Inbound, Refused, attempts_of, decode_record
 from streams.runtime.metrics import BATCH_SECONDS, DEAD_LETTERS, EVENTS_IN, EVENTS_OUT
 from streams.kafka.topics import TopicSpec, explain_invalid_record, full_name, require_key
 
-MAX_RECORDS = int(os.environ.get("VITRINA_ENGINE_MAX_RECORDS", "5000"))
-COMMIT_S = float(os.environ.get("VITRINA_ENGINE_COMMIT_S", "1.0"))
-FETCH_WAIT_MS = int(os.environ.get("VITRINA_FETCH_MAX_WAIT_MS", "100") or "100")
-# Tansu completes a JoinGroup after about half the session timeout: 10 s joins in ~5 s (as for Faust)
-SESSION_TIMEOUT_MS = int(float(os.environ.get("VITRINA_SESSION_TIMEOUT_S", "10")) * 1000)
 
 explain_invalid_record()  # a refused batch fails the checkpoint as INVALID_RECORD with its cause, not UnknownError()
 
@@ -71,6 +67,23 @@ class OutputFailed(RuntimeError):
     """A send could not even be queued (e.g. the broker is away). Not a problem of the record being
     processed: the runner stops and its successor replays from the last checkpoint, instead of keeping
     the state the batch changed while its outputs (co-view contributions) were lost."""
+
+
+class SinkFailed(OutputFailed):
+    """A view write (Redis, S3) failed: like a failed send, the batch is not the records' fault. The
+    runner stops, and its successor restores the state of the last checkpoint and processes the records
+    since then again once the sink answers (the supervisor backs off up to 30 s between attempts)."""
+
+
+@asynccontextmanager
+async def sink_write(sink: str) -> AsyncIterator[None]:
+    """Wrap a processor's view write: any failure in it becomes ``SinkFailed`` (never a dead letter)."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the client raises, the sink is what failed
+        raise SinkFailed(f"writing {sink} failed: {exc!r}") from exc
 
 
 class Output:
@@ -113,7 +126,7 @@ class Output:
         get_logger("vitrina.engine", agent=self.agent, topic=event.topic).error(
             "processing_failed", partition=event.partition, offset=event.offset, error=repr(exc))
         await self.dead_letter(event.topic, event.partition, event.offset, "PROCESSING_FAILED",
-                               f"{type(exc).__name__}: {exc}", event.key, event.raw)
+                               f"{type(exc).__name__}: {exc}", event.key, event.raw, event.attempts)
 
     async def drain(self) -> list[Any]:
         pending, self.pending = self.pending, []
@@ -197,7 +210,7 @@ class Runner:
         self.changelog_pending: list[tuple[int, asyncio.Future]] = []
         self.committed: dict[tuple[str, int], int] = {}
         self.last_checkpoint = time.monotonic()
-        self.commit_interval_s = float(getattr(processor, "commit_interval_s", COMMIT_S))
+        self.commit_interval_s = float(getattr(processor, "commit_interval_s", self.settings.engine_commit_s))
         self.stopping = False
         self.failure: BaseException | None = None  # a checkpoint that failed inside a rebalance callback
         self.done = asyncio.Event()
@@ -226,11 +239,14 @@ class Runner:
                                          client_id=f"{self.group}-producer")
         await self.producer.start()
         self.out = Output(self.producer, self.settings, self.name, self.codec)
+        # Tansu completes a JoinGroup after about half the session timeout: 10 s joins in ~5 s (as for Faust)
+        session_timeout_ms = int(self.settings.session_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=self.group, client_id=self.group,
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_WAIT_MS,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms or 100,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
-            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=max(1_000, SESSION_TIMEOUT_MS // 5),
+            session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
             max_poll_interval_ms=600_000,
             partition_assignment_strategy=(RangePartitionAssignor,))
         self.consumer.subscribe(sorted(self.sources), listener=_Rebalance(self))
@@ -243,7 +259,7 @@ class Runner:
             while not self.stopping:
                 if self.failure is not None:
                     raise self.failure
-                batches = await self.consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.engine_max_records)
                 for tp, records in batches.items():
                     await self._process(tp.topic, tp.partition, records)
                 await self.processor.tick(self.out, self.stores)
@@ -293,8 +309,7 @@ class Runner:
         EVENTS_IN.labels(topic=topic, agent=self.name).inc(len(records))
         started = time.perf_counter()
         bounded = replay_mode.active()
-        decode, schema, out = self.codec.decode, source.schema, self.out
-        limit_size = topic not in INTERNAL_TOPICS
+        codec, out = self.codec, self.out
         events: list[Inbound] = []
         skipped = 0
         applied = store.applied_offset(topic)
@@ -306,21 +321,14 @@ class Runner:
             if bounded and replay_mode.beyond_bound(topic, partition, offset):
                 replay_mode.REPLAY_DROPPED.labels(topic=topic).inc()
                 continue
-            raw = record.value
             try:
-                too_big = oversized(record.key, raw) if limit_size else None
-                if too_big is not None:
-                    raise DecodeError(OVERSIZED, too_big)
-                value = decode(raw, schema)
-                origin = origin_of(topic, record.headers) if record.headers else None
-            except (DecodeError, BadHeader) as exc:
-                reason, text = exc.code, (exc.message if isinstance(exc, DecodeError) else str(exc))
-                self.log.warning("dead_letter", partition=partition, offset=offset, reason=reason, error=text)
-                await out.dead_letter(topic, partition, offset, reason, text, record.key, raw,
-                                      _attempts(record.headers))
-                continue
-            events.append(Inbound(record.key, value, topic, partition, offset, record.timestamp or 0,
-                                  raw, None, origin))
+                events.append(decode_record(codec, source, record.key, record.value, record.headers, partition,
+                                            offset, record.timestamp or 0))
+            except Refused as refused:
+                self.log.warning("dead_letter", partition=partition, offset=offset, reason=refused.code,
+                                 error=refused.text)
+                await out.dead_letter(topic, partition, offset, refused.code, refused.text, record.key,
+                                      record.value, attempts_of(record.headers))
         if skipped:
             REDELIVERED.labels(processor=self.name).inc(skipped)
         if events:

@@ -1,0 +1,131 @@
+"""Records as every processor sees them, and the one way a raw record becomes one.
+
+Both hosts of stream processing (the engine's runner and the Faust agents' ``decoded_batches``) turn a
+raw Kafka record into an ``Inbound`` here, with the same checks in the same order:
+
+1. size: a key or value over the dead-letter keep limit (``streams/kafka/deadletter.py``) is refused as
+   ``OVERSIZED`` on input topics (internal topics only carry what vitrina wrote itself);
+2. decoding against the topic's Avro schema (``DecodeError`` with a machine-readable code);
+3. the ``vitrina-origin`` header, trusted on internal topics only (``BadHeader`` when it does not parse).
+
+A refusal is a ``Refused`` (reason code + text) that the host turns into a dead letter; nothing here
+sends anything, so this module has no Kafka client and no Faust import.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from streams.kafka.codec import Codec, DecodeError
+from streams.kafka.deadletter import BAD_HEADER, OVERSIZED, UPSTREAM_OF_INTERNAL, oversized
+from streams.kafka.topics import TopicSpec
+from streams.runtime.metrics import UNTRUSTED_HEADERS
+
+ORIGIN_HEADER = "vitrina-origin"
+ATTEMPTS_HEADER = "vitrina-attempts"  # set by `vitrina dlq redrive`
+
+# Topics only vitrina's own stages write (repartitions, hand-offs): the internal headers it sets
+# (vitrina-origin) are trusted there and nowhere else. Anyone who can produce to an input topic can
+# set any header; trusting vitrina-origin there let a forged "0:0" make the play counter drop 19 of
+# 20 events as "already applied". Internal topics are kept apart by access control (only the workers
+# write them), which an HMAC would not replace: a producer with write access to an internal topic
+# can replay any signed header it has read.
+INTERNAL_TOPICS = frozenset(UPSTREAM_OF_INTERNAL)
+_ORIGIN = re.compile(rb"(\d{1,9}):(\d{1,18})")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One decoded record. ``origin`` is its (partition, offset) in the original topic when it was
+    repartitioned by vitrina (kept across the hop so downstream state applies it once)."""
+
+    key: bytes | None
+    value: dict
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    raw: bytes
+    source: Any = None  # the host's own record object (the Faust event for Faust tables), else None
+    origin: tuple[int, int] | None = None
+    headers: Any = None
+
+    @property
+    def origin_partition(self) -> int:
+        return self.origin[0] if self.origin else self.partition
+
+    @property
+    def origin_offset(self) -> int:
+        return self.origin[1] if self.origin else self.offset
+
+    @property
+    def attempts(self) -> int:
+        return attempts_of(self.headers)
+
+    def origin_header(self) -> tuple[str, bytes]:
+        """The header a repartitioned copy of this record carries."""
+        return ORIGIN_HEADER, f"{self.origin_partition}:{self.origin_offset}".encode()
+
+
+class BadHeader(ValueError):
+    """A vitrina header on an internal topic that does not parse: the record is dead-lettered."""
+
+    code = BAD_HEADER
+
+
+@dataclass(frozen=True)
+class Refused(Exception):
+    """A record that cannot be processed: dead-letter it with ``code`` and ``text``."""
+
+    code: str
+    text: str
+
+
+def _header(headers: Any, wanted: str) -> bytes | None:
+    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
+        if name == wanted:
+            return value
+    return None
+
+
+def origin_of(topic: str, headers: Any) -> tuple[int, int] | None:
+    """(partition, offset) of the original record a repartitioned one carries in ``vitrina-origin``.
+
+    Read on internal topics only; elsewhere the header is ignored (``vitrina_untrusted_headers_total``)
+    and the record is its own origin. On an internal topic a malformed value raises ``BadHeader``."""
+    value = _header(headers, ORIGIN_HEADER)
+    if value is None:
+        return None
+    if topic not in INTERNAL_TOPICS:
+        UNTRUSTED_HEADERS.labels(topic=topic, header=ORIGIN_HEADER).inc()
+        return None
+    match = _ORIGIN.fullmatch(value) if isinstance(value, bytes) else None
+    if match is None:
+        raise BadHeader(f"{ORIGIN_HEADER} header {bytes(value or b'')[:64]!r} is not '<partition>:<offset>'")
+    return int(match.group(1)), int(match.group(2))
+
+
+def attempts_of(headers: Any) -> int:
+    """The redrive count (informational, only ever written into a dead letter): anything that is not a
+    plain number of at most 9 digits counts as a first attempt."""
+    value = _header(headers, ATTEMPTS_HEADER)
+    return max(1, int(value)) if isinstance(value, bytes) and value.isdigit() and len(value) <= 9 else 1
+
+
+def decode_record(codec: Codec, source: TopicSpec, key: bytes | None, raw: bytes | None, headers: Any,
+                  partition: int, offset: int, timestamp_ms: int, host_record: Any = None,
+                  cls: type[Inbound] = Inbound) -> Inbound:
+    """The record as an ``Inbound``, or ``Refused`` (size, schema, header: in that order)."""
+    try:
+        if source.name not in INTERNAL_TOPICS:
+            too_big = oversized(key, raw)
+            if too_big is not None:
+                raise DecodeError(OVERSIZED, too_big)
+        value = codec.decode(raw, source.schema)
+        origin = origin_of(source.name, headers) if headers else None
+    except DecodeError as exc:
+        raise Refused(exc.code, exc.message) from exc
+    except BadHeader as exc:
+        raise Refused(exc.code, str(exc)) from exc
+    return cls(key, value, source.name, partition, offset, timestamp_ms, raw, host_record, origin, headers)
