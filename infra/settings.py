@@ -100,6 +100,11 @@ class Settings:
     # commit; a crash replays at most one period, applied once)
     engine_max_records: int = field(default_factory=lambda: int(_env("VITRINA_ENGINE_MAX_RECORDS", "5000")))
     engine_commit_s: float = field(default_factory=lambda: float(_env("VITRINA_ENGINE_COMMIT_S", "1.0")))
+    # showcase builder (streams/agents/showcase.py): seconds between ticks; quiet seconds before a dirty
+    # user is built; quiet seconds of unchanged inputs before the settled pass rebuilds every view (0: never)
+    showcase_tick_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_TICK_S", "1.0")))
+    showcase_settle_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLE_S", "2.0")))
+    showcase_settled_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLED_S", "30.0")))
 
     def __post_init__(self) -> None:
         # an embedded cluster is reachable through every node: one bootstrap port names them all

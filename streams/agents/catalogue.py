@@ -10,13 +10,12 @@ from __future__ import annotations
 from processors.showcase import ShelfDef, ShowcaseInputError, Title
 from sinks.catalogue_views import write_shelves, write_titles
 from sinks.redis_views import async_client
-from streams.runtime.app import app
+from streams.runtime.app import app, app_settings
 from streams.runtime.inbound import dead_letter_failed, decoded_batches, raw_topic
 from streams.runtime.metrics import VIEW_WRITES
-from infra.settings import load
 from streams.kafka.topics import spec
 
-settings = load()
+settings = app_settings()
 TITLES = spec("catalogue.titles")
 SHELVES = spec("catalogue.shelves")
 

@@ -19,10 +19,9 @@ from datetime import datetime, timezone
 from faust.types import TP
 
 from infra.logs import get_logger
-from infra.settings import load
 from sinks.model_store import PublishOutcome, published_event
 from sinks.redis_views import async_client, model_checkpoint_request_key
-from streams.runtime.app import app
+from streams.runtime.app import app, app_settings
 from streams.kafka.codec import default_codec
 from streams.runtime.engine.runner import Output
 from streams.runtime.engine.service import register
@@ -36,7 +35,7 @@ from streams.capabilities.ranking.settings import load_ranking_settings
 from streams.capabilities.ranking.training import TrainingService, sample_problem
 from streams.kafka.topics import full_name, key_of, spec
 
-settings = load()
+settings = app_settings()
 ranking = load_ranking_settings()
 log = get_logger("vitrina.agent.ranking", model=ranking.model_name)
 codec = default_codec()

@@ -14,15 +14,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from datetime import datetime, timezone
 
 from infra.logs import get_logger
-from infra.settings import load
 from sinks.redis_views import async_client
 from sinks.showcase_views import ImpressionCounter, ViewWrite, request_rebuild
-from streams.runtime.app import app
+from streams.runtime.app import app, app_settings
 from streams.kafka.codec import default_codec
 from streams.runtime.engine.runner import Output, sink_write
 from streams.runtime.engine.service import register
@@ -33,15 +31,11 @@ from streams.runtime.metrics import EVENTS_OUT, VIEW_WRITES
 from streams.capabilities.showcase.builder import ShowcaseBuilder
 from streams.kafka.topics import spec
 
-settings = load()
+settings = app_settings()
 log = get_logger("vitrina.agent.showcase")
 UPDATED = spec("showcase.updated")
 REBUILD = spec("showcase.rebuild")
 IMPRESSIONS = spec("ranking.impressions")
-TICK_S = float(os.environ.get("VITRINA_SHOWCASE_TICK_S", "1.0"))
-SETTLE_S = float(os.environ.get("VITRINA_SHOWCASE_SETTLE_S", "2.0"))
-# quiet seconds of unchanged inputs before a settled pass rebuilds every view from them (0 = never)
-SETTLED_S = float(os.environ.get("VITRINA_SHOWCASE_SETTLED_S", "30.0"))
 
 updated_topic = raw_topic(app, UPDATED)
 rebuild_topic = raw_topic(app, REBUILD)
@@ -52,7 +46,8 @@ _builder: ShowcaseBuilder | None = None
 def builder() -> ShowcaseBuilder:
     global _builder
     if _builder is None:
-        _builder = ShowcaseBuilder(async_client(settings), settle_s=SETTLE_S, settled_s=SETTLED_S)
+        _builder = ShowcaseBuilder(async_client(settings), settle_s=settings.showcase_settle_s,
+                                   settled_s=settings.showcase_settled_s)
     return _builder
 
 
@@ -71,7 +66,8 @@ async def build_showcases():
     while True:
         started = time.monotonic()
         failures = 0 if await _tick() else failures + 1
-        pause = TICK_S if not failures else min(30.0, TICK_S * 2 ** failures)  # back off while Redis is away
+        tick_s = settings.showcase_tick_s
+        pause = tick_s if not failures else min(30.0, tick_s * 2 ** failures)  # back off while Redis is away
         await asyncio.sleep(max(0.05, pause - (time.monotonic() - started)))
 
 

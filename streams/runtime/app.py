@@ -116,6 +116,14 @@ def create_app(settings: Settings) -> faust.App:
 
 
 _settings = load()
+
+
+def app_settings() -> Settings:
+    """The settings this worker runs with: read once, when the app is created, and handed to every
+    agent and engine processor from here (a processor gets them as ``out.settings``)."""
+    return _settings
+
+
 apply_broker_workarounds(capabilities(_settings), _settings)
 check_changelog_partitions_once_known()
 faust_flush.activate()  # commits wait for the table changelog writes before them

@@ -9,7 +9,7 @@ from prometheus_client import Counter
 
 from infra.logs import get_logger
 
-from streams.runtime.app import app
+from streams.runtime.app import app, app_settings
 from streams.runtime.engine.runner import Processor, Runner
 
 _processors: list[Processor] = []
@@ -51,7 +51,7 @@ class EngineService(mode.Service):
         fresh consumer, backing off up to 30 s: its state comes back from the changelog."""
         backoff = 1.0
         while not self.stopping:
-            runner = Runner(processor)
+            runner = Runner(processor, app_settings())
             _running.append(runner)
             started = time.monotonic()
             try:
