@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import math
 import time
 import uuid
@@ -59,6 +61,9 @@ def check_production(settings: Settings) -> None:
         problems.append(("VITRINA_OPS_KEY", "ops routes need a key of 16 characters or more"))
     if (settings.s3_access_key, settings.s3_secret_key) in DEFAULT_S3_CREDENTIALS:
         problems.append(("VITRINA_S3_ACCESS_KEY/VITRINA_S3_SECRET_KEY", "default S3 credentials"))
+    if not urlsplit(settings.redis_url).password:
+        problems.append(("VITRINA_REDIS_URL", "Redis without a password: any process that reaches it reads "
+                                              "and rewrites every view (redis://:PASSWORD@host:port/db)"))
     if problems:
         raise InsecureSettingsError(problems)
 

@@ -42,6 +42,9 @@ POLL_S = 0.25
 
 def private_settings(data_dir: Path, port_base: int | None) -> Settings:
     """Settings of a stack in ``data_dir``: free loopback ports, or consecutive ones from ``port_base``."""
+    from urllib.parse import urlsplit
+
+    from infra.settings import with_redis_password
     from infra.stack import S3_INTERNAL_PORTS, free_port_env
 
     env = free_port_env(data_dir)
@@ -49,7 +52,8 @@ def private_settings(data_dir: Path, port_base: int | None) -> Settings:
         s3, broker, redis = port_base, port_base + 10, port_base + 20  # S3 uses a block, Kafka up to 6 ports
         assert max(S3_INTERNAL_PORTS.values()) < 10
         env.update({"VITRINA_S3_ENDPOINT": f"127.0.0.1:{s3}", "VITRINA_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker}",
-                    "VITRINA_REDIS_URL": f"redis://127.0.0.1:{redis}/0"})
+                    "VITRINA_REDIS_URL": with_redis_password(f"redis://127.0.0.1:{redis}/0",
+                                                             urlsplit(env["VITRINA_REDIS_URL"]).password)})
     os.environ.update(env)  # workers and helpers read the same stack
     return dataclasses.replace(settings_module.load(), data_dir=Path(env["VITRINA_DATA_DIR"]),
                                s3_endpoint=env["VITRINA_S3_ENDPOINT"], kafka_bootstrap=env["VITRINA_KAFKA_BOOTSTRAP"],

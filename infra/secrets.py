@@ -12,7 +12,10 @@ import os
 import secrets
 from pathlib import Path
 
-from infra.settings import Settings
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+from infra.settings import REDIS_PASSWORD_SECRET, Settings, with_redis_password
 
 
 class MissingSecretError(RuntimeError):
@@ -48,3 +51,13 @@ def dev_secret(settings: Settings, name: str, variable: str, *, nbytes: int = 32
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(value + "\n")
     return value
+
+
+def ensure_dev_redis_password(settings: Settings) -> Settings:
+    """Settings whose Redis URL carries a password: the one given, else (dev) the data dir's generated
+    one, created now. The embedded Redis starts with ``--requirepass`` from the URL, so no local process
+    reads or writes the views without it."""
+    if urlsplit(settings.redis_url).password or settings.env == "production":
+        return settings
+    password = dev_secret(settings, REDIS_PASSWORD_SECRET, "VITRINA_REDIS_URL", nbytes=24)
+    return replace(settings, redis_url=with_redis_password(settings.redis_url, password))

@@ -8,8 +8,9 @@ changing these variables only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 
 DEV_URL_SIGNING_KEY = "dev-only-change-me"
@@ -151,9 +152,34 @@ class Settings:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
+# the embedded dev stack's generated Redis password (infra/secrets.py writes it, `vitrina up` starts Redis with it)
+REDIS_PASSWORD_SECRET = "redis-password"
+
+
+def with_redis_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (no user name: Redis's default user)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f":{password}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def with_dev_secrets(settings: Settings) -> Settings:
+    """In dev, a Redis URL without a password gets the one the embedded stack generated into the data
+    dir (when it did): every process of the same stack finds it there. Production is never changed."""
+    if settings.env == "production" or urlsplit(settings.redis_url).password:
+        return settings
+    path = settings.data_dir / "secrets" / REDIS_PASSWORD_SECRET
+    try:
+        password = path.read_text(encoding="ascii").strip()
+    except OSError:
+        return settings
+    return replace(settings, redis_url=with_redis_password(settings.redis_url, password)) if password else settings
+
+
 def load() -> Settings:
     """Read settings from the environment now (not at import time)."""
-    return Settings()
+    return with_dev_secrets(Settings())
 
 
 def to_env(settings: Settings) -> dict[str, str]:

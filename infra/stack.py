@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -628,6 +629,7 @@ class EmbeddedStack:
         identities = s3_dir / "identities.json"
         identities.write_text(json.dumps(self._s3_identities(), indent=2))
         identities.chmod(0o600)
+        _write_private(s3_dir / "security.toml", seaweed_security_toml())  # read by weed from its cwd
         base = self.settings.s3_port
         port = {key: base + offset for key, offset in S3_INTERNAL_PORTS.items()}
         argv = [
@@ -819,11 +821,12 @@ def free_port_env(data_dir: Path) -> dict[str, str]:
     (broker_port,) = pick_free_ports(1, block=6, avoid=avoid)
     avoid |= set(range(broker_port, broker_port + 6))
     (redis_port,) = pick_free_ports(1, avoid=avoid)
+    password = secrets.token_urlsafe(18)  # the stack's Redis requires it (--requirepass from the URL)
     return {
         "VITRINA_DATA_DIR": str(Path(data_dir).resolve()),
         "VITRINA_S3_ENDPOINT": f"{LOOPBACK}:{s3_port}",
         "VITRINA_KAFKA_BOOTSTRAP": f"{LOOPBACK}:{broker_port}",
-        "VITRINA_REDIS_URL": f"redis://{LOOPBACK}:{redis_port}/0",
+        "VITRINA_REDIS_URL": f"redis://:{password}@{LOOPBACK}:{redis_port}/0",
     }
 
 
@@ -838,6 +841,27 @@ def _probe_write(client: Minio, bucket: str) -> None:
     key = ".vitrina-ready"
     client.put_object(bucket, key, io.BytesIO(b"ok"), 2)
     client.remove_object(bucket, key)
+
+
+def seaweed_security_toml() -> str:
+    """SeaweedFS's security.toml for the embedded S3: fresh random JWT keys at every start.
+
+    With them the volume servers answer reads and writes only with a JWT signed by the master or filer
+    (the master's HTTP API hands none out), and the filer's HTTP API only with one signed by the
+    filer key: a local process can no longer read private originals through the filer port, list a
+    bucket, or write and delete objects (tests/integration/test_stack.py). The S3 gateway signs its own
+    requests, so S3 with the access key works as before. Still open: the gRPC ports (master, volume,
+    filer) accept any local client until mutual TLS is configured ([grpc] in the same file)."""
+    keys = {name: secrets.token_urlsafe(32) for name in ("signing", "signing.read", "filer_signing",
+                                                          "filer_signing.read")}
+    return "".join(f'[jwt.{name}]\nkey = "{key}"\nexpires_after_seconds = 10\n\n' for name, key in keys.items())
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o600)
 
 
 def _find_weed() -> str:

@@ -37,8 +37,9 @@ def _parse_time(text: str) -> int:
 # --- stack ---------------------------------------------------------------------------------
 
 def _stack():
+    from infra.secrets import ensure_dev_redis_password
     from infra.stack import EmbeddedStack
-    return EmbeddedStack(load())
+    return EmbeddedStack(ensure_dev_redis_password(load()))
 
 
 def _up_args(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,8 @@ refusals, limits, rate limiting, hidden internals, and the OpenAPI description m
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import asyncio
 import base64
 import json
@@ -239,6 +241,12 @@ def test_production_refuses_dev_secrets_naming_each_setting(secured: Settings) -
     good = replace(production, url_signing_key="k" * 32, jwt_key="j" * 32, ops_key="o" * 32,
                    s3_access_key="prod-access", s3_secret_key="prod-secret-key")
     check_production(good)
+    open_redis = replace(good, redis_url=good.redis_url.replace(f":{urlsplit(good.redis_url).password}@", ""))
+    assert not urlsplit(open_redis.redis_url).password
+    with pytest.raises(InsecureSettingsError) as no_password:
+        check_production(open_redis)
+    assert set(no_password.value.variables) == {"VITRINA_REDIS_URL"}
+    assert urlsplit(good.redis_url).password not in str(no_password.value)
     assert DEV_URL_SIGNING_KEY not in str(refused.value)
     env = {"VITRINA_ENV": "production", "VITRINA_DATA_DIR": str(secured.data_dir), "PATH": "/usr/bin:/bin",
            "VITRINA_REDIS_URL": secured.redis_url}
