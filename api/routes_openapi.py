@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from processors.showcase.config import DEVICE_TYPES
+from processors.showcase.config import AB_PARAMS, DEVICE_TYPES
+from processors.showcase.experiments import AB_HEADER, AB_QUERY_PREFIX
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -77,13 +78,37 @@ def document(servers: list[str] | None = None) -> dict[str, Any]:
                            _query("kids", BOOL, "The kids showcase"),
                            _query("age_limit", {"type": "integer", "minimum": 0, "maximum": 150}, "Viewer's age limit"),
                            _query("app_version", {"type": "string", "pattern": r"^\d+(\.\d+){0,2}$"},
-                                  "Client version (version-targeted shelves)")],
-            "responses": {"200": _json({"type": "object", "required": ["view_key", "version", "fallback", "showcase"],
-                                        "properties": {"view_key": {"type": "string"}, "version": {"type": "integer"},
+                                  "Client version (version-targeted shelves)"),
+                           *[_query(AB_QUERY_PREFIX + name, {"type": "string", "maxLength": 32},
+                                    f"A/B parameter {name} (recorded for a signed-in user; the next build uses it)")
+                             for name in AB_PARAMS],
+                           {"name": AB_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+                            "description": "A/B parameters as 'name=value; name=value' (query ab_<name> wins)"}],
+            "responses": {"200": _json({"type": "object",
+                                        "required": ["request_id", "surface", "view_key", "version", "fallback",
+                                                     "showcase"],
+                                        "properties": {"request_id": {"type": "string"},
+                                                       "surface": {"type": "string", "enum": ["HOME"]},
+                                                       "ab": {"type": "object", "nullable": True},
+                                                       "view_key": {"type": "string"}, "version": {"type": "integer"},
                                                        "fallback": {"type": "boolean"},
                                                        "fallback_reason": {"type": "string", "nullable": True},
                                                        "restricted": {"type": "boolean"}, "showcase": OBJECT}},
                                        "A stored showcase view"), **_errors(*PERSONAL)}}},
+        "/v1/cache-pool": {"get": {
+            "operationId": "cachePool", "summary": "Titles to replenish the device's cache pool (GRF)",
+            "security": SECURED,
+            "parameters": [_query("device_type", DEVICE, "Device type", required=True), USER_ID,
+                           _query("count", {"type": "integer", "minimum": 1, "maximum": 100}, "How many"),
+                           _query("exclude", {"type": "string", "maxLength": 20000},
+                                  "Comma-separated titles the device already caches")],
+            "responses": {"200": _json({"type": "object", "required": ["request_id", "view_key", "items"],
+                                        "properties": {"request_id": {"type": "string"},
+                                                       "surface": {"type": "string"},
+                                                       "view_key": {"type": "string"},
+                                                       "items": {"type": "array", "items": {
+                                                           "type": "object", "required": ["item_id"]}}}},
+                                       "Titles, model-ranked shelves first"), **_errors(*PERSONAL)}}},
         "/v1/similar/{item_id}": {"get": {
             "operationId": "similar", "summary": "Titles watched with this one", "security": [{}],
             "parameters": [_path("item_id", "Title id"),
@@ -98,7 +123,11 @@ def document(servers: list[str] | None = None) -> dict[str, Any]:
                            _query("age_limit", {"type": "integer", "enum": [0, 6, 12, 16, 18]}, "Age limit"),
                            _query("kids", BOOL, "Kids profile"),
                            _query("streak", {"type": "integer", "minimum": 0, "maximum": 1000}, "Autoplays so far")],
-            "responses": {"200": _json({"type": "object", "required": ["item_id", "next", "reason"]}, "Next title"),
+            "responses": {"200": _json({"type": "object",
+                                        "required": ["request_id", "surface", "position", "item_id", "next", "reason"],
+                                        "properties": {"request_id": {"type": "string"},
+                                                       "surface": {"type": "string", "enum": ["AUTOPLAY"]},
+                                                       "position": {"type": "integer"}}}, "Next title"),
                           **_errors(*PERSONAL, 404)}}},
         "/v1/models/{name}/current": {"get": {
             "operationId": "currentModel", "summary": "The Production model manifest devices download",

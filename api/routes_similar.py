@@ -5,7 +5,8 @@
   ``UNKNOWN_TITLE`` / ``NO_SIMILAR_LIST`` otherwise.
 - ``GET /v1/autoplay-next?item_id=&user_id=&device_id=&device_type=&age_limit=&kids=&streak=`` the
   next episode of a series first, else the best similar title the viewer has not watched and may
-  get (processors/coview/autoplay.py). Viewer = user_id, or ``device:<device_id>`` for a guest.
+  get (processors/coview/autoplay.py). Viewer = user_id, or ``device:<device_id>`` for a guest. The answer
+  carries ``request_id``, ``surface`` (AUTOPLAY) and ``position`` (0) for the client's impression.
 
 The catalogue (all ``vitrina:title:{item}``) is cached per API process with the series index and
 the metadata index, reloaded when the catalogue version counter moves (checked at most once a
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 import weakref
 from datetime import datetime, timezone
 from typing import Any
@@ -187,6 +189,9 @@ def register(routes: web.RouteTableDef) -> None:
                                age_limit=age_limit, kids=kids, autoplay_streak=streak)
         decision = choose_next(item, ranked, cache.titles.get, watched, viewer, cache.series)
         return json_response({
+            "request_id": uuid.uuid4().hex,  # impressions of this answer carry it (processors/showcase/impressions.py)
+            "surface": "AUTOPLAY",
+            "position": 0,
             "item_id": item,
             "next": _brief(cache.titles.get(decision.item_id)) if decision.item_id else None,
             "reason": decision.reason,

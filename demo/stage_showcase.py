@@ -52,7 +52,8 @@ def _pick_user(redis) -> tuple[str, dict]:
 
 def _print_showcase(ctx: DemoContext, response: dict, names: dict[str, str], watched: set[str]) -> None:
     view = response["showcase"]
-    ctx.say(f"  view {response['view_key']}  version {response['version']}  fallback={response['fallback']}"
+    ctx.say(f"  request {response['request_id'][:12]}  view {response['view_key']}  version {response['version']}"
+            f"  fallback={response['fallback']}"
             f"{'  (' + response['fallback_reason'] + ')' if response['fallback_reason'] else ''}"
             f"  {len(view['shelves'])} shelves")
     for shelf in view["shelves"]:
@@ -62,7 +63,8 @@ def _print_showcase(ctx: DemoContext, response: dict, names: dict[str, str], wat
         else:
             shown = ", ".join(link["target"] for link in shelf["links"][:3])
             more = f" +{len(shelf['links']) - 3}" if len(shelf["links"]) > 3 else ""
-        ctx.say(f"    {shelf['title'][:24]:<24} {shelf['kind']:<18} {shown}{more}")
+        ranked = f"  [re-ranked by {shelf['meta']['model_version']}]" if shelf.get("meta", {}).get("model_version") else ""
+        ctx.say(f"    {shelf['title'][:24]:<24} {shelf['kind']:<18} {shown}{more}{ranked}")
     if watched:
         elsewhere = [i for s in view["shelves"] if s["kind"] != "CONTINUE_WATCHING" for i in s["items"] if i in watched]
         ctx.say(f"  watched titles on other shelves: {len(elsewhere)}")
@@ -119,12 +121,44 @@ def show_showcase(ctx: DemoContext) -> None:
         kids = client.showcase(None, "TV", kids="true", age_limit=6)
         ctx.say(f"\n  kids profile (age limit 6) on TV: view {kids['view_key']}, "
                 f"{len(kids['showcase']['shelves'])} shelves")
+        _report_impressions(ctx, redis, client)
     finally:
         api.stop()
     ctx.say("\n  alarms from daily checks and rule limits (metric vitrina_showcase_alarms_total, log event "
             "showcase_alarm):")
     for code, count in _alarm_counts(ctx.worker.metrics()).most_common():
         ctx.say(f"    {count:>6.0f}  {code}")
+
+
+def _report_impressions(ctx: DemoContext, redis, client, users: int = 20, visible: int = 6) -> None:
+    """The simulated client: the pages it was served, reported as impressions (request id, row, position,
+    the serving model version and score of re-ranked shelves) on ranking.impressions, where the label
+    join and the per-version online metrics pick them up (contract: processors/showcase/impressions.py)."""
+    from datetime import datetime
+
+    from processors.showcase.impressions import autoplay_impression, page_impressions
+
+    sent, versions = 0, Counter()
+    for user in list(redis.sscan_iter(SHOWCASE_USERS_KEY, count=500))[:users]:
+        raw = redis.get(history_key(user))
+        history = json.loads(raw) if raw else {}
+        device = next(iter(sorted(history.get("devices", {}))), "TV")
+        page = client.showcase(user, device)
+        shown_at = datetime.fromisoformat(page["showcase"]["meta"]["built_at"])  # the builder's event time
+        recent = list(history.get("watched", ()))[-20:][::-1]
+        impressions = page_impressions(page, user_id=user, device_id=f"{user}-{device}", device_type=device,
+                                       shown_at=shown_at, visible=visible, recent_watched=recent)
+        if recent:
+            auto = client.autoplay_next(recent[0], user_id=user, device_type=device)
+            one = autoplay_impression(auto, user_id=user, device_id=f"{user}-{device}", device_type=device,
+                                      shown_at=shown_at, recent_watched=recent)
+            impressions += [one] if one else []
+        ctx.producer.publish_many(spec("ranking.impressions"), impressions)
+        sent += len(impressions)
+        versions.update(i["model_version"] or "not model-ranked" for i in impressions)
+    ctx.producer.flush()
+    ctx.say(f"\n  simulated client: {sent} impressions of the pages served to {users} users reported on "
+            f"ranking.impressions (request id, row, position): " + ", ".join(f"{n} {v}" for v, n in versions.most_common()))
 
 
 def _alarm_counts(metrics: str) -> Counter:

@@ -19,7 +19,7 @@ import numpy as np
 
 from processors.ranking.artifacts import FLOAT_KIND, OUTPUT_NAME, SIGNATURE_KEY, sha256_hex
 from processors.ranking.errors import ModelIntegrityError, RankingInputError
-from processors.ranking.features import FeatureConfig, candidate_impressions, encode_batch, input_specs
+from processors.ranking.features import FeatureConfig, encode_batch, encode_candidates, input_specs
 from processors.ranking.scoring import final_scores
 from processors.ranking.tasks import TASKS
 
@@ -52,7 +52,8 @@ def _manifest_signature(manifest: Mapping[str, Any]) -> dict[str, tuple[tuple[in
 
 
 class DeviceRanker:
-    def __init__(self, manifest: Mapping[str, Any], model_bytes: bytes, *, kind: str = FLOAT_KIND) -> None:
+    def __init__(self, manifest: Mapping[str, Any], model_bytes: bytes, *, kind: str = FLOAT_KIND,
+                 num_threads: int | None = None) -> None:
         artifact = (manifest.get("artifacts") or {}).get(kind)
         if not isinstance(artifact, Mapping) or "sha256" not in artifact:
             raise ModelIntegrityError("artifact_not_in_manifest", f"manifest has no {kind} artifact", field="artifacts")
@@ -91,7 +92,7 @@ class DeviceRanker:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            interpreter = Interpreter(model_content=model_bytes)
+            interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads)
             self._runner = interpreter.get_signature_runner(manifest.get("signature_key", SIGNATURE_KEY))
         except (ValueError, RuntimeError) as exc:
             raise ModelIntegrityError("unloadable_model", f"LiteRT cannot load the model: {exc}") from exc
@@ -109,23 +110,38 @@ class DeviceRanker:
 
     def predict(self, impressions: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """(n, 4) task probabilities for impression-like dicts."""
-        inputs = encode_batch(impressions, self.features)
-        total = len(impressions)
+        return self._run(encode_batch(impressions, self.features))
+
+    def _run(self, inputs: Mapping[str, np.ndarray], pad_to: int | None = None) -> np.ndarray:
+        """``pad_to`` (dynamic-batch models): run in chunks of exactly that many rows, the last one
+        zero-padded, so the input shape never changes and LiteRT never re-allocates its tensors (a
+        re-allocation costs more than scoring ~60 rows; the showcase builder's calls vary in size)."""
+        total = len(inputs["item_id"])
         if total == 0:
             return np.zeros((0, len(TASKS)), np.float32)
-        chunk = self.batch or total
+        fixed = self.batch or pad_to
+        chunk = fixed or total
         out = []
         with self._lock:
             for start in range(0, total, chunk):
                 part = {k: v[start : start + chunk] for k, v in inputs.items()}
                 rows = len(part["item_id"])
-                if self.batch is not None and rows < self.batch:
+                if fixed is not None and rows < fixed:
                     part = {
-                        k: np.concatenate([v, np.zeros((self.batch - rows, *v.shape[1:]), v.dtype)])
+                        k: np.concatenate([v, np.zeros((fixed - rows, *v.shape[1:]), v.dtype)])
                         for k, v in part.items()
                     }
                 out.append(np.array(self._runner(**part)[OUTPUT_NAME][:rows]))
         return np.concatenate(out)
+
+    def score(self, request: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]],
+              pad_to: int | None = 32) -> np.ndarray:
+        """(n,) final scores of the candidates, in their order (what ``rank`` sorts by); run in fixed
+        chunks of ``pad_to`` rows (see ``_run``)."""
+        if not candidates:
+            return np.zeros(0, np.float64)
+        predictions = self._run(encode_candidates(request, candidates, self.features), pad_to=pad_to)
+        return final_scores(predictions, self.score_weights) if self.score_weights else final_scores(predictions)
 
     def rank(
         self, request: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]], top_k: int | None = None
@@ -133,7 +149,7 @@ class DeviceRanker:
         """Candidates sorted by final score (best first), with per-task predictions."""
         if not candidates:
             return []
-        predictions = self.predict(candidate_impressions(request, candidates))
+        predictions = self._run(encode_candidates(request, candidates, self.features))
         scores = final_scores(predictions, self.score_weights) if self.score_weights else final_scores(predictions)
         order = np.argsort(-scores, kind="stable")
         ranked = [

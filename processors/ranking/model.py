@@ -166,10 +166,16 @@ def build_ranking_model(features: FeatureConfig, config: ModelConfig | None = No
     attention = TargetAttention(
         config.attention_heads, config.attention_head_dim, seed=config.seed, name="target_attention"
     )(candidate, history, inputs["recent_ids"])
+    context = []
+    if features.upcoming_len:  # GRF's upcoming list: what the device will show after the candidate
+        upcoming = item_table(inputs["upcoming_ids"])
+        context.append(TargetAttention(
+            config.attention_heads, config.attention_head_dim, seed=config.seed + 1, name="upcoming_attention"
+        )(candidate, upcoming, inputs["upcoming_ids"]))
     pxtr = ops.clip(inputs["pxtr"], 1e-4, 1.0 - 1e-4)
     pxtr_logit = ops.log(pxtr) - ops.log(1.0 - pxtr)
     shared = layers.Concatenate(name="shared_input")(
-        [candidate, user, *categorical, *numeric, attention, inputs["pxtr"], pxtr_logit]
+        [candidate, user, *categorical, *numeric, attention, *context, inputs["pxtr"], pxtr_logit]
     )
     logits = MultiGateMixtureOfExperts(
         config.experts, config.expert_units, config.tower_units, len(TASKS), seed=config.seed, name="mmoe"

@@ -73,6 +73,7 @@ class ModelVersion:
     state: ModelState = ModelState.NONE
     evaluations: tuple[Evaluation, ...] = ()
     transitions: tuple[Transition, ...] = ()
+    online: tuple[dict[str, Any], ...] = ()  # online metrics snapshots from the stream, oldest first
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class ModelVersion:
                 {"at": t.at.isoformat(), "from": t.from_state.value, "to": t.to_state.value, "reason": t.reason}
                 for t in self.transitions
             ],
+            "online": [dict(o) for o in self.online],
         }
 
     @classmethod
@@ -106,6 +108,7 @@ class ModelVersion:
                     Transition(datetime.fromisoformat(t["at"]), ModelState(t["from"]), ModelState(t["to"]), t["reason"])
                     for t in data.get("transitions", ())
                 ),
+                online=tuple(dict(o) for o in data.get("online", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError("bad_record", f"cannot read model version record: {exc}") from exc
@@ -114,6 +117,7 @@ class ModelVersion:
 @dataclass(frozen=True)
 class Registry:
     versions: tuple[ModelVersion, ...] = ()
+    playoff: tuple[str, ...] = ()  # candidate versions serving traffic beside Production (at most 5)
 
     def get(self, version: str) -> ModelVersion:
         for record in self.versions:
@@ -127,12 +131,20 @@ class Registry:
     def in_state(self, state: ModelState) -> list[ModelVersion]:
         return [v for v in self.versions if v.state is state]
 
+    def serving(self) -> tuple[str, ...]:
+        """The versions serving traffic, split by a stable hash: Production first, then the playoff."""
+        current = self.production()
+        arms = [current.version] if current is not None else []
+        arms += [v for v in self.playoff if v not in arms]
+        return tuple(arms)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"versions": [v.to_dict() for v in self.versions]}
+        return {"versions": [v.to_dict() for v in self.versions], "playoff": list(self.playoff)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Registry:
-        return cls(tuple(ModelVersion.from_dict(v) for v in data.get("versions", ())))
+        return cls(tuple(ModelVersion.from_dict(v) for v in data.get("versions", ())),
+                   tuple(str(v) for v in data.get("playoff", ()) or ()))
 
 
 @dataclass(frozen=True)
@@ -195,7 +207,7 @@ def _transition(record: ModelVersion, to_state: ModelState, at: datetime, reason
 
 def _replace(registry: Registry, *records: ModelVersion) -> Registry:
     by_version = {r.version: r for r in records}
-    return Registry(tuple(by_version.get(v.version, v) for v in registry.versions))
+    return replace(registry, versions=tuple(by_version.get(v.version, v) for v in registry.versions))
 
 
 def register(registry: Registry, record: ModelVersion) -> Registry:
@@ -203,7 +215,7 @@ def register(registry: Registry, record: ModelVersion) -> Registry:
         raise RegistryError("duplicate_version", f"version {record.version!r} already registered", field="version")
     if record.state is not ModelState.NONE:
         raise RegistryError("bad_state", "new versions start in NONE", field="state")
-    return Registry((*registry.versions, record))
+    return replace(registry, versions=(*registry.versions, record))
 
 
 def stage(registry: Registry, version: str, at: datetime) -> Registry:
@@ -261,3 +273,48 @@ def evaluate_candidate(
     if decision.promote:
         return promote(registry, version, at, "; ".join(decision.reasons)), decision
     return reject(registry, version, at, "; ".join(decision.reasons)), decision
+
+
+# -- playoff and online metrics ----------------------------------------------------------------------
+
+MAX_PLAYOFF = 5  # + Production = at most 6 versions side by side
+ONLINE_HISTORY = 200  # online snapshots kept per version
+
+
+def start_playoff(registry: Registry, versions: Sequence[str]) -> Registry:
+    """``versions`` serve traffic beside Production (a stable hash splits viewers evenly)."""
+    wanted = list(dict.fromkeys(versions))
+    if not wanted:
+        raise RegistryError("empty_playoff", "name at least one candidate version", field="versions")
+    if len(wanted) > MAX_PLAYOFF:
+        raise RegistryError("too_many_candidates", f"at most {MAX_PLAYOFF} candidates beside Production")
+    for version in wanted:
+        if registry.get(version).state is ModelState.PRODUCTION:
+            raise RegistryError("already_production", f"{version} is Production; it serves anyway", field="versions")
+    return replace(registry, playoff=tuple(wanted))
+
+
+def stop_playoff(registry: Registry) -> Registry:
+    return replace(registry, playoff=())
+
+
+def record_online(registry: Registry, version: str, snapshot: Mapping[str, Any], keep: int = ONLINE_HISTORY
+                  ) -> Registry:
+    """Append one online-metrics snapshot (cumulative figures at ``snapshot['at']``) to a version's history."""
+    record = registry.get(version)
+    history = (*record.online, dict(snapshot))[-keep:]
+    return _replace(registry, replace(record, online=history))
+
+
+def promote_on_online(registry: Registry, version: str, at: datetime, decision: Decision) -> Registry:
+    """Make a playoff candidate Production on an online decision (``online.compare_versions``)."""
+    if not decision.promote:
+        raise RegistryError("not_significant", "; ".join(decision.reasons), field="version")
+    record = registry.get(version)
+    if record.state is ModelState.ARCHIVED:
+        out = _make_production(registry, version, at, "online: " + "; ".join(decision.reasons))
+    elif record.state is ModelState.STAGING:
+        out = promote(registry, version, at, "online: " + "; ".join(decision.reasons))
+    else:
+        raise RegistryError("illegal_transition", f"{version} is {record.state.value}")
+    return replace(out, playoff=tuple(v for v in out.playoff if v != version))

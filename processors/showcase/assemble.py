@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Callable, Any, Iterable, Mapping, Sequence
 
 from .catalogue import AudienceView, CatalogueIndex, SimilarLists
 from .checks import daily_checks
@@ -50,6 +50,38 @@ EMPTY_HISTORY = UserHistory()
 PERSONAL_KINDS = frozenset({"CONTINUE_WATCHING", "FAVOURITE_CHANNELS", "ML_FOR_YOU", "ML_WATCH_ALSO"})
 _AFFINITY_KINDS = frozenset({"VOD", "AUTO", "ORIGINALS_BANNER"})
 PUMPKIN_VARIANTS = ("adult", "guest", "kids")
+ML_KINDS = frozenset({"ML_FOR_YOU", "ML_WATCH_ALSO"})
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """The serving ranking model's final (weighted task) score per candidate of the ML shelves of one
+    user: "for you" and "watch also" are re-ranked by it; the version is stamped on those shelves.
+
+    ``scores`` may be given whole, or filled on demand by ``scorer`` (item ids -> scores): each ML
+    shelf then scores only the candidates it can still pick. A scorer that fails leaves today's order
+    (``failed`` is set); it never costs the user the showcase."""
+
+    name: str
+    version: str
+    scores: dict[str, float] = field(default_factory=dict)
+    scorer: Callable[[Sequence[str]], Mapping[str, float]] | None = None
+    failed: list[str] = field(default_factory=list)
+
+    def score(self, items: Sequence[str]) -> dict[str, float]:
+        if self.scorer is not None and not self.failed:
+            missing = [i for i in dict.fromkeys(items) if i not in self.scores]
+            if missing:
+                try:
+                    self.scores.update(self.scorer(missing))
+                except Exception as err:  # noqa: BLE001 - the model is optional, the showcase is not
+                    self.failed.append(f"{type(err).__name__}: {err}"[:300])
+        scores = self.scores
+        return {i: scores[i] for i in items if i in scores}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 5)
 
 
 @dataclass
@@ -62,6 +94,7 @@ class _Build:
     history: UserHistory = EMPTY_HISTORY
     similar: SimilarLists = field(default_factory=dict)
     ranking: Mapping[str, float] | None = None
+    model: ModelScores | None = None
     ctr: Mapping[str, float] = field(default_factory=dict)
     hidden: frozenset[str] | set[str] = frozenset()
     view: AudienceView | None = None
@@ -102,11 +135,14 @@ def _title_items(shelf: ShelfDef, b: _Build, blocked: set[str], length: int) -> 
         picks = take_unseen((canonical.get(i, i) for i in shelf.item_ids if canonical.get(i, i) in allowed), blocked, length)
         need = length - len(picks)
         local_blocked = blocked.union(picks) if picks else blocked
+        scorer = b.model.score if b.model is not None else None
         if shelf.kind == "ML_FOR_YOU":
-            ml = for_you(b.history.recent, b.similar, local_blocked, allowed, index, need, b.policy.for_you, b.ranking)
+            ml = for_you(b.history.recent, b.similar, local_blocked, allowed, index, need, b.policy.for_you,
+                         b.ranking, score_pool=scorer)
         else:
             anchor = b.history.recent[0] if b.history.recent else None
-            ml = watch_also(anchor, b.similar, local_blocked, allowed, index, need)
+            ml = watch_also(anchor, b.similar, local_blocked, allowed, index, need, score_pool=scorer,
+                            slack=b.policy.ranking_slack)
         return picks + ml
     pool, n_picks = b.view.pool(shelf)
     head = take_unseen(pool[:n_picks], blocked, length)
@@ -179,6 +215,10 @@ def _build_shelves(b: _Build, ordered: Sequence[ShelfDef]) -> tuple[list[Shelf],
         if not shelf_meets_minimum(kind, len(items), policy):
             dropped.append(DroppedShelf(shelf.shelf_id, kind, "below_minimum"))
             continue
+        if b.model is not None and kind in ML_KINDS and not b.model.failed:
+            meta["model"] = b.model.name
+            meta["model_version"] = b.model.version
+            meta["model_scores"] = [_rounded(b.model.scores.get(i)) for i in items]
         shelves.append(Shelf(shelf.shelf_id, kind, shelf.title, tuple(items), meta=meta))
         if kind != "FAVOURITE_CHANNELS":
             window = items[:visible]
@@ -289,6 +329,7 @@ def assemble(
     policy: ShowcasePolicy | None = None,
     version: int = 1,
     run_checks: bool = False,
+    model: ModelScores | None = None,
 ) -> Showcase:
     """Build one user's showcase for one device type. Failures give the pumpkin; only a wrong
     ``index``/``viewer`` type raises ShowcaseInputError (no device type to build a pumpkin for).
@@ -300,6 +341,8 @@ def assemble(
     ranking  item -> ranking-model score for this user (optional)
     ctr      fresher item -> CTR than index.stats.ctr (optional, used by the boost guard)
     params   A/B parameters (see ShowcasePolicy.with_overrides); a bad value is ignored with an alarm
+    model    the serving ranking model's scores of the ML candidates: "for you" and "watch also" are
+             re-ranked by them (then MMR / business rules as without); None = today's order
     version  the per-user revision number to stamp on the result
     """
     if not isinstance(index, CatalogueIndex):
@@ -313,7 +356,7 @@ def assemble(
     except ShowcaseInputError as err:
         pre_alarms.append(Alarm("invalid_param", str(err), "warning", err.to_dict()))
     try:
-        showcase = _assemble(index, viewer, history, similar, ranking, ctr, policy, version)
+        showcase = _assemble(index, viewer, history, similar, ranking, ctr, policy, version, model)
     except Exception as err:
         alarm = Alarm(
             "assembly_failed",
@@ -339,6 +382,7 @@ def _assemble(
     ctr: Mapping[str, float] | None,
     policy: ShowcasePolicy,
     version: int,
+    model: ModelScores | None = None,
 ) -> Showcase:
     if history is not None and not isinstance(history, UserHistory):
         raise ShowcaseInputError("invalid_history", f"history must be a UserHistory, got {type(history).__name__}")
@@ -363,6 +407,7 @@ def _assemble(
         history=history,
         similar=similar if similar is not None else index.similar,
         ranking=ranking or None,
+        model=model if model is not None and (model.scores or model.scorer is not None) else None,
         ctr=ctr if ctr is not None else index.stats.ctr,
         hidden=hidden_titles(history, index, now, policy.series_return) if history is not EMPTY_HISTORY else frozenset(),
     )

@@ -24,6 +24,7 @@ class ForYouWeights:
     seeds: int = 10  # most recent titles used as candidate seeds
     per_seed: int = 20  # head of each seed's similar list taken as candidates
     candidates: int = 60  # candidate pool size kept for re-ranking
+    model_share: float = 1.0  # weight of the serving model's score in relevance (the rest: similarity)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ _OVERRIDES = {
     "for_you.novelty": ("for_you.novelty", _unit),
     "for_you.rating": ("for_you.rating", _unit),
     "for_you.mmr_lambda": ("for_you.mmr_lambda", _unit),
+    "for_you.model_share": ("for_you.model_share", _unit),
 }
+AB_PARAMS = tuple(_OVERRIDES)  # the A/B parameter names a request may carry
 
 DEFAULT_POLICY = ShowcasePolicy()

@@ -6,19 +6,23 @@
     weighted by seed recency (1 / (1 + 0.25 * rank)); scores of a candidate are summed; blocked (watched,
     already visible upper), not allowed, and seed titles are skipped; the best ``weights.candidates`` kept.
   stage 2, re-rank: relevance = similarity / max similarity, averaged with the min-max normalised
-    ranking score when the ranking model scored the candidate;
+    ranking score when a ranking score is given for the candidate; with the serving model's scores
+    (``model_scored``) relevance = model_share * normalised model score + (1 - model_share) * similarity
+    relevance (``weights.model_share``, 1.0 by default: the model's order);
     base = relevance * w_rel + novelty * w_nov + rating * w_rat, with novelty = popularity rank
     percentile counted from the most popular (0) to the least (1) and rating = rating / 10 (0.5 when
     unknown); then MMR: pick greedily the candidate
     maximising lambda * base - (1 - lambda) * (max genre Jaccard with the already picked titles).
-"watch also": the similar list of the last watched title, in similarity order, filtered the same way.
+"watch also": the similar list of the last watched title, in similarity order, filtered the same way;
+  with the serving model's scores, the first ``limit * slack`` allowed titles of that list are re-ordered
+  by model score (unscored ones after, in similarity order).
 """
 from __future__ import annotations
 
 import heapq
 from itertools import islice
 from operator import itemgetter
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from .catalogue import CatalogueIndex, SimilarLists
 from .config import ForYouWeights
@@ -41,6 +45,8 @@ def for_you(
     limit: int,
     weights: ForYouWeights,
     ranking: Mapping[str, float] | None = None,
+    *,
+    score_pool: Callable[[Sequence[str]], Mapping[str, float]] | None = None,
 ) -> list[str]:
     if limit <= 0:
         return []
@@ -66,7 +72,11 @@ def for_you(
     pool = heapq.nlargest(size, scores.items(), key=itemgetter(1))
     top_similarity = pool[0][1] or 1.0
     ranked: dict[str, float] = {}
-    if ranking:
+    model_scored = False
+    if score_pool is not None:
+        ranked = dict(score_pool([item for item, _ in pool]))
+        model_scored = bool(ranked)
+    if not ranked and ranking:
         ranked = {item: ranking[item] for item, _ in pool if item in ranking}
     low, high = (min(ranked.values()), max(ranked.values())) if ranked else (0.0, 0.0)
     span = (high - low) or 1.0
@@ -74,10 +84,11 @@ def for_you(
     w_rel, w_nov, w_rat = weights.relevance, weights.novelty, weights.rating
     items: list[str] = []
     base: list[float] = []
+    share = weights.model_share if model_scored else 0.5
     for item, similarity in pool:
         relevance = similarity / top_similarity
         if ranked and item in ranked:
-            relevance = 0.5 * relevance + 0.5 * (ranked[item] - low) / span
+            relevance = (1.0 - share) * relevance + share * (ranked[item] - low) / span
         items.append(item)
         base.append(w_rel * relevance + w_nov * novelty.get(item, 0.5) + w_rat * rating.get(item, 0.5))
     return mmr_by_genre(items, base, [masks.get(i, 0) for i in items], limit, weights.mmr_lambda)
@@ -121,9 +132,14 @@ def watch_also(
     allowed: Collection[str],
     index: CatalogueIndex,
     limit: int,
+    ranking: Mapping[str, float] | None = None,
+    *,
+    score_pool: Callable[[Sequence[str]], Mapping[str, float]] | None = None,
+    slack: int = 3,
 ) -> list[str]:
     if anchor is None or limit <= 0:
         return []
+    take = limit * max(1, slack) if ranking or score_pool is not None else limit
     canonical, parent = index.canonical, index.episode_parent
     own = canonical.get(anchor, anchor)
     ordered = sorted(_similar_of(anchor, similar, canonical), key=itemgetter(1), reverse=True)
@@ -136,9 +152,14 @@ def watch_also(
         if candidate == own or candidate in blocked or candidate in out:
             continue
         out.append(candidate)
-        if len(out) >= limit:
+        if len(out) >= take:
             break
-    return out
+    if score_pool is not None:
+        ranking = score_pool(out)
+    if ranking:
+        order = {item: i for i, item in enumerate(out)}
+        out.sort(key=lambda i: (i not in ranking, -ranking.get(i, 0.0), order[i]))
+    return out[:limit]
 
 
 def genre_profile(recent: Sequence[str], index: CatalogueIndex, depth: int = 20) -> dict[str, float]:

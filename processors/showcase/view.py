@@ -57,8 +57,9 @@ def to_view(showcase: Showcase) -> dict[str, Any]:
                 "items": list(s.items),
                 "links": [{"kind": l.kind, "target": l.target, "cover": l.cover} for l in s.links],
                 "meta": _json_safe(s.meta),
+                "row": row,
             }
-            for s in showcase.shelves
+            for row, s in enumerate(showcase.shelves)
         ],
         "alarms": [
             {"code": a.code, "message": a.message, "severity": a.severity, "details": _json_safe(a.details)}

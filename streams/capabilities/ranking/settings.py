@@ -3,7 +3,9 @@
 | variable | default | meaning |
 |---|---|---|
 | ``VITRINA_RANKING_MODEL_NAME`` | ranking | registry / S3 / Redis name of the model |
-| ``VITRINA_RANKING_MODEL`` | default | size preset: ``default`` (FeatureConfig/ModelConfig defaults) or ``tiny`` |
+| ``VITRINA_RANKING_MODEL`` | default | size preset: ``default`` (FeatureConfig/ModelConfig defaults), ``paper`` (GRF's |
+| | | published shape: 4 attention heads x 64, 8 experts) or ``tiny`` |
+| ``VITRINA_RANKING_UPCOMING_LEN`` | 0 | length of GRF's upcoming-list input (0 = no such input, the older signature) |
 | ``VITRINA_CHECKPOINT_EVERY_S`` | 14400 | checkpoint every N seconds of **event time** (GRF: 4 h); 0 = off |
 | ``VITRINA_CHECKPOINT_EVERY_SAMPLES`` | 1000000 | ... or every N samples consumed by the trainer; 0 = off |
 | ``VITRINA_CHECKPOINT_MIN_WALL_S`` | 60 | at most one scheduled checkpoint per N wall-clock seconds (a replay of |
@@ -45,6 +47,7 @@ from processors.ranking.schedule import CheckpointPolicy
 # training thread may load (a worker that never trains never pays for it).
 PRESETS: dict[str, tuple[FeatureConfig, dict[str, int]]] = {
     "default": (FeatureConfig(), {}),
+    "paper": (FeatureConfig(), dict(attention_heads=4, attention_head_dim=64, experts=8)),
     "tiny": (
         FeatureConfig(item_buckets=257, user_buckets=129, recent_len=8),
         dict(item_dim=8, user_dim=4, categorical_dim=2, numeric_dim=2, attention_heads=2,
@@ -118,6 +121,10 @@ def load_ranking_settings() -> RankingSettings:
         raise RankingSettingsError("VITRINA_CHECKPOINT_EVERY_S and VITRINA_CHECKPOINT_EVERY_SAMPLES cannot both be 0")
     export_batch = int(_number("VITRINA_RANKING_EXPORT_BATCH", "0", int, 0)) or None
     features, model = PRESETS[preset]
+    upcoming = int(_number("VITRINA_RANKING_UPCOMING_LEN", "0", int, 0))
+    if upcoming:
+        from dataclasses import replace as _replace
+        features = _replace(features, upcoming_len=upcoming)
     return RankingSettings(
         model_name=name,
         preset=preset,

@@ -61,7 +61,9 @@ from processors.showcase import (
     should_replace,
     view_meta,
 )
+from processors.showcase.assemble import ModelScores
 from processors.showcase.checks import check_daily_novelty
+from processors.showcase.experiments import ab_params_key, loads_params
 from processors.showcase.config import DEFAULT_POLICY, DEVICE_TYPES, ShowcasePolicy
 from processors.showcase.stability import ReplaceDecision
 from sinks.catalogue_views import catalogue_version, load_shelves, load_titles
@@ -300,6 +302,30 @@ def _parse_json(raw: str | None) -> dict | None:
 
 # -- the builder -----------------------------------------------------------------------------------
 
+def model_scores_for(models: Any, index: CatalogueIndex, policy: ShowcasePolicy, user_id: str, device_type: str,
+                     recent: tuple[str, ...], similar: dict, now: datetime) -> ModelScores | None:
+    """The serving model's scores for one user's ML shelves: a lazy ``ModelScores`` of the user's arm
+    (each shelf scores, with LiteRT in the build thread, the candidates it can still pick: the "for you"
+    pool, the first titles of the "watch also" anchor's list); None without a serving model or a
+    recent title (today's order then)."""
+    if models is None or not models.arms or not recent:
+        return None
+    durations = _durations(index)
+    return models.scores(f"user:{user_id}", user_id, device_type, recent, lambda item: durations.get(item, 0), now)
+
+
+_DURATIONS: dict[int, tuple[CatalogueIndex, dict[str, int]]] = {}
+
+
+def _durations(index: CatalogueIndex) -> dict[str, int]:
+    """item -> duration (ms) of an index, computed once per index (the model's duration feature)."""
+    found = _DURATIONS.get(id(index))
+    if found is None or found[0] is not index:
+        _DURATIONS.clear()
+        found = _DURATIONS[id(index)] = (index, {i: t.duration_ms for i, t in index.titles.items()})
+    return found[1]
+
+
 @dataclass
 class _Plan:
     user_id: str
@@ -309,14 +335,19 @@ class _Plan:
     forced: bool
     view_key: str
     previous: dict | None
+    params: dict | None = None
 
 
 class ShowcaseBuilder:
     def __init__(self, redis: Any, policy: ShowcasePolicy = DEFAULT_POLICY, *, settle_s: float = 2.0,
                  batch_size: int = 200, tick_budget_s: float = 0.8, variants_every_s: float = 600.0,
                  sweep_every_s: float = 3600.0, catalogue: CatalogueCache | None = None,
-                 settled_s: float = 30.0) -> None:
+                 settled_s: float = 30.0, models: Any = "auto") -> None:
         self.redis = redis
+        if models == "auto":
+            from streams.capabilities.ranking.serving import ServingModels, serving_enabled
+            models = ServingModels(redis) if serving_enabled() else None
+        self.models = models  # ServingModels: the ranking versions re-ranking the ML shelves; None = off
         self.policy = policy
         self.settle_s = settle_s
         self.batch_size = batch_size
@@ -387,8 +418,9 @@ class ShowcaseBuilder:
         stats = await load_stats(self.redis)
         version = await catalogue_version(self.redis)
         changes = await self.redis.hget(SHOWCASE_SETTLED_KEY, "changes")
+        arms = list(await self.models.refresh()) if self.models is not None else []
         digest.update(json.dumps([version, await self.store.clock_ms(), changes, sorted(stats.popularity.items()),
-                                  sorted(stats.ctr.items())]).encode())
+                                  sorted(stats.ctr.items()), arms]).encode())
         titles = sorted(self.catalogue.index.titles) if self.catalogue.index is not None else []
         for start in range(0, len(titles), 2000):
             chunk = titles[start:start + 2000]
@@ -488,6 +520,12 @@ class ShowcaseBuilder:
                 if parent and parent != item:
                     seeds.append(parent)
         similar = await self.similar.lists(seeds)
+        if self.models is not None:
+            await self.models.refresh()
+        if to_build:
+            users_params = await self.redis.mget([ab_params_key(p.user_id) for p in to_build])
+            for plan, raw in zip(to_build, users_params):
+                plan.params = loads_params(raw) or None
         started = time.perf_counter()
         built, more_kept, alarms = await asyncio.to_thread(self._assemble_all, index, to_build, similar, now)
         BUILD_SECONDS.observe(time.perf_counter() - started)
@@ -526,7 +564,8 @@ class ShowcaseBuilder:
                 plan.app_version = None
                 viewer = Viewer(user_id=plan.user_id, device_type=plan.device_type, now=now)
             try:
-                showcase = assemble(index, viewer, plan.history, similar=similar)
+                model = self._model_scores(index, plan, similar, now)
+                showcase = assemble(index, viewer, plan.history, similar=similar, model=model, params=plan.params)
             except Exception as err:
                 alarms.append((plan.view_key, Alarm("build_failed", f"{type(err).__name__}: {err}"[:300], "critical")))
                 kept.append((plan.view_key, "build_failed"))
@@ -535,6 +574,8 @@ class ShowcaseBuilder:
             decision = should_replace(plan.previous, now, plan.forced, new_meta=meta,
                                       min_interval=self.policy.min_replace_interval)
             alarms += [(plan.view_key, a) for a in showcase.alarms]
+            if model is not None and model.failed:
+                alarms.append((plan.view_key, Alarm("model_scoring_failed", model.failed[0], "warning")))
             if not decision and decision.reason == "unchanged" and plan.forced and _stamp_differs(plan.previous, now):
                 decision = ReplaceDecision(True, "restamped")  # same content, confirmed at the settled clock
             if not decision:
@@ -549,6 +590,14 @@ class ShowcaseBuilder:
             writes.append((view_write(showcase, plan.view_key, index, plan.app_version, version, decision.reason,
                                       decided_ms, user_id=plan.user_id, device_type=plan.device_type), plan))
         return writes, kept, alarms
+
+    def _model_scores(self, index: CatalogueIndex, plan: _Plan, similar: dict, now: datetime) -> ModelScores | None:
+        try:
+            return model_scores_for(self.models, index, self.policy, plan.user_id, plan.device_type,
+                                    plan.history.recent, similar, now)
+        except Exception as err:  # noqa: BLE001 - a model failure must not cost the user a showcase
+            log.warning("showcase_model_scoring_failed", user=plan.user_id, error=repr(err))
+            return None
 
     # -- variants ----------------------------------------------------------------------------------
 
