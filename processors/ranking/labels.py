@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+from processors.partition_keys import viewer_key as partition_viewer_key
 from processors.ranking.errors import RankingInputError
 from processors.ranking.tasks import TASKS
 
@@ -92,13 +93,11 @@ def label_watch(
 
 
 def viewer_key(event: Mapping[str, Any]) -> str:
-    user_id = event.get("user_id")
-    if user_id is not None and user_id != "":
-        return f"user:{user_id}"
-    device_id = event.get("device_id")
-    if not device_id:
+    """The viewer of an impression or playback event: the one viewer key of the system (the user, else
+    ``device:<id>``, processors/partition_keys.py), refused when the event names neither."""
+    if not event.get("user_id") and not event.get("device_id"):
         raise RankingInputError("missing_viewer", "neither user_id nor device_id is set", field="device_id")
-    return f"device:{device_id}"
+    return partition_viewer_key(event)
 
 
 def require_time(event: Mapping[str, Any], name: str = "event_time") -> datetime:
