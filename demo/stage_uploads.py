@@ -40,6 +40,32 @@ def _show_processed(ctx: DemoContext, label: str, result: UploadResult) -> None:
     ctx.say("    thumbnails: " + ", ".join(f"{t['kind'].lower()} {t['width']}x{t['height']}" for t in e["thumbnails"]))
 
 
+def _show_followed(ctx: DemoContext, label: str, follower: ResultFollower, upload_id: str) -> None:
+    """The upload's uploads.status events, as a client following it saw them."""
+    events = follower.wait_final_statuses([upload_id], 30)[upload_id]
+    if not events:
+        return
+    t0 = events[0]["updated_at"]
+    steps = [f"{e['status']}{' ' + str(e['percent']) + '%' if e['status'] == 'ENCODING' else ''}"
+             f" +{(e['updated_at'] - t0).total_seconds():.1f}s" for e in events]
+    ctx.say(f"  {label} followed on uploads.status: " + " -> ".join(steps))
+
+
+def _show_per_title(ctx: DemoContext, path, result: UploadResult | None) -> None:
+    """The per-title caps next to the fixed ladder's for the same source."""
+    if result is None or not result.processed:
+        return
+    from processors.media import build_ladder, inspect
+    info = inspect(path)
+    if not hasattr(info, "width"):
+        return
+    fixed = {r.name: r.video_kbps for r in build_ladder(info)}
+    ctx.say("  per-title ladder of the 24 s clip (complexity probe -> caps), fixed ladder in brackets: "
+            + ", ".join(f"{r['name']} {r['video_kbps']} kbps [{fixed.get(r['name'], '-')}] "
+                        f"{r['bytes'] * 8 / max(r['duration_s'], 1e-3) / 1000:.0f} kbps used"
+                        for r in result.event["renditions"]))
+
+
 @stage(30, "uploads")
 def uploads(ctx: DemoContext) -> None:
     ctx.section("Uploads: transcode + dedupe (agents upload-hasher -> upload-transcoder, S3, Redis)")
@@ -47,7 +73,7 @@ def uploads(ctx: DemoContext) -> None:
     samples = make_demo_samples(ctx.settings.data_dir / "demo-media" / run, tag=run)
     transcodes_before = ctx.worker.counter(TRANSCODES, outcome="processed")
     hits_before = ctx.worker.counter(DEDUPE_HITS)
-    with ResultFollower(ctx.settings) as follower:
+    with ResultFollower(ctx.settings, statuses=True) as follower:
         started = time.monotonic()
         sent = {
             "landscape 720p": upload_file(ctx.settings, ctx.producer, samples["landscape"], uploader_id="demo-alice"),
@@ -55,6 +81,8 @@ def uploads(ctx: DemoContext) -> None:
                                                        uploader_id="demo-bob"),
             "portrait phone clip": upload_file(ctx.settings, ctx.producer, samples["portrait"], uploader_id="demo-carol"),
             "audio-only file": upload_file(ctx.settings, ctx.producer, samples["audio"], uploader_id="demo-dave"),
+            "24 s clip (per-title ladder)": upload_file(ctx.settings, ctx.producer, samples["long"],
+                                                        uploader_id="demo-gina"),
         }
         missing = upload_request(new_upload_id(), f"originals/{run}/never-uploaded.mp4", "never-uploaded.mp4", 1000,
                                  uploader_id="demo-erin")
@@ -72,6 +100,8 @@ def uploads(ctx: DemoContext) -> None:
                 _show_processed(ctx, label, result)
             else:
                 ctx.say(f"  {label}: REJECTED {result.event['reason_code']}: {result.event['message']}")
+        _show_per_title(ctx, samples["long"], found.get(sent["24 s clip (per-title ladder)"]["upload_id"]))
+        _show_followed(ctx, "landscape 720p", follower, sent["landscape 720p"]["upload_id"])
 
         # a later re-upload of the same bytes: the dedupe table answers without any transcoding
         t0 = time.monotonic()
@@ -84,7 +114,7 @@ def uploads(ctx: DemoContext) -> None:
                 f"(upload to S3 took {published - t0:.2f}s)")
     transcodes = ctx.worker.counter(TRANSCODES, outcome="processed") - transcodes_before
     hits = ctx.worker.counter(DEDUPE_HITS) - hits_before
-    ctx.say(f"  transcodes: {transcodes:.0f} for 4 video uploads of 2 distinct videos; dedupe hits: {hits:.0f}")
+    ctx.say(f"  transcodes: {transcodes:.0f} for 5 video uploads of 3 distinct videos; dedupe hits: {hits:.0f}")
 
     first = found.get(sent["landscape 720p"]["upload_id"])
     if first is not None and first.processed:

@@ -43,6 +43,8 @@ DEMO_SAMPLES = {
     "landscape": video("landscape_720p.mp4", 1280, 720, 3),
     "portrait": video("portrait_phone.mp4", 360, 640, 2, fps=30),
     "audio": audio_only(),
+    # long enough (>= VITRINA_PER_TITLE_MIN_S, 20 s) for the per-title ladder (complexity probe)
+    "long": video("long_360p.mp4", 640, 360, 24, pattern="testsrc"),
 }
 
 

@@ -16,6 +16,7 @@ EVENTS = (
     "vitrina.UploadRequested",
     "vitrina.UploadProcessed",
     "vitrina.UploadRejected",
+    "vitrina.UploadStatus",
     "vitrina.PlaybackEvent",
     "vitrina.SessionEvent",
     "vitrina.RankingImpression",

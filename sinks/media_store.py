@@ -177,6 +177,18 @@ class MediaStore:
             response.close()
             response.release_conn()
 
+    def download(self, key: str, dest: str | Path) -> Path:
+        """Stream an object to a local file (raises MissingObject)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as out:
+            for chunk in self.read(key):
+                out.write(chunk)
+        return dest
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+
     # -- manifests ---------------------------------------------------------------------------
 
     def read_manifest(self, asset_id: str) -> dict[str, Any] | None:
@@ -190,10 +202,14 @@ class MediaStore:
             return None  # a damaged manifest is treated as absent: the asset is produced again
         return manifest if isinstance(manifest, dict) and "fields" in manifest and "owner" in manifest else None
 
-    def write_manifest(self, asset_id: str, owner: Mapping[str, str], fields: Mapping[str, Any]) -> str:
-        body = json.dumps({"asset_id": asset_id, "owner": dict(owner), "fields": dict(fields),
-                           "written_at": datetime.now(timezone.utc).isoformat()},
-                          sort_keys=True, separators=(",", ":")).encode()
+    def write_manifest(self, asset_id: str, owner: Mapping[str, str], fields: Mapping[str, Any],
+                       source_object_key: str | None = None, **extra: Any) -> str:
+        """`source_object_key`: the original it was made from (what `vitrina quality recompute` reads)."""
+        record = {"asset_id": asset_id, "owner": dict(owner), "fields": dict(fields),
+                  "written_at": datetime.now(timezone.utc).isoformat(), **extra}
+        if source_object_key:
+            record["source_object_key"] = source_object_key
+        body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         key = manifest_key(asset_id)
         self.client.put_object(self.bucket, key, io.BytesIO(body), length=len(body), content_type="application/json")
         return key

@@ -25,14 +25,14 @@ def processed_status(event: Mapping[str, Any]) -> dict[str, Any]:
             "asset_id": event["asset_id"], "deduplicated": event["deduplicated"],
             "private": bool(event.get("private", False)),
             "original_upload_id": event["original_upload_id"], "reason_code": None, "message": None,
-            "updated_at": datetime.now(timezone.utc)}
+            "state": "READY", "stage": None, "percent": 100, "updated_at": datetime.now(timezone.utc)}
 
 
 def rejected_status(event: Mapping[str, Any], asset_id: str | None) -> dict[str, Any]:
     return {"status": REJECTED, "upload_id": event["upload_id"], "uploader_id": event["uploader_id"],
             "asset_id": asset_id, "deduplicated": False, "original_upload_id": None,
             "reason_code": event["reason_code"], "message": event["message"],
-            "updated_at": datetime.now(timezone.utc)}
+            "state": "REJECTED", "stage": None, "percent": 100, "updated_at": datetime.now(timezone.utc)}
 
 
 async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses: list[dict[str, Any]]) -> None:
@@ -46,6 +46,29 @@ async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses:
             if status["status"] == PROCESSED:
                 pipe.hset(asset_access_key(status["asset_id"]), status["upload_id"], access_entry(status))
         await pipe.execute()
+
+
+# A progress status (PENDING / INSPECTING / ENCODING) never replaces a final one: a late progress write
+# or a redelivered request after the answer leaves the PROCESSED / REJECTED view as it is. The views are
+# written by _dumps (no spaces), so the check is a plain substring test.
+_SET_UNLESS_FINAL = """
+local current = redis.call('GET', KEYS[1])
+if current and (string.find(current, '"status":"PROCESSED"', 1, true)
+                or string.find(current, '"status":"REJECTED"', 1, true)) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+async def write_progress_views(redis: Any, statuses: list[dict[str, Any]]) -> int:
+    """Progress views of uploads in flight; returns how many were written (final ones are kept)."""
+    written = 0
+    for status in statuses:
+        written += int(await redis.eval(_SET_UNLESS_FINAL, 1, upload_status_key(status["upload_id"]),
+                                        _dumps(status)))
+    return written
 
 
 # -- who may play an asset ------------------------------------------------------------------------

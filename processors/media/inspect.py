@@ -15,6 +15,7 @@ A container without a duration (moviepy__no_duration.webm) gets it from the deco
 """
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -34,6 +35,7 @@ _IMAGE_DEMUXERS = {"image2", "image2pipe", "apng"}
 _IMAGE_CODECS = {"png", "mjpeg", "jpeg2000", "bmp", "webp", "tiff", "gif", "apng", "jpegls",
                  "ljpeg", "pam", "pbm", "pgm", "ppm", "qoi", "jpegxl", "sgi", "targa", "dpx", "exr"}
 _MAX_ERROR_LINES = 20
+MAX_EXTRA_AUDIO_TRACKS = 8
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,48 @@ class StreamFacts:
     audio_codec: str | None
     audio_channels: int | None
     audio_sample_rate: int | None
+    fps_rational: str | None = None       # avg_frame_rate as ffprobe wrote it ("30000/1001", "225/11")
+    nominal_fps: float | None = None      # r_frame_rate: differs from the average for VFR files
+    field_order: str | None = None        # container/codec flag only: "progressive", "tt", "bb", ...
+    color_transfer: str | None = None
+    color_primaries: str | None = None
+    color_space: str | None = None
+    color_range: str | None = None
+    audio_tracks: tuple["AudioTrack", ...] = ()
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """One audio stream of the original (the chosen one and the extra ones kept as HLS audio renditions)."""
+    index: int                      # absolute stream index in the file
+    codec: str | None
+    channels: int | None
+    sample_rate: int | None
+    language: str | None
+    default: bool
+    title: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Object-safe rendition name: audio-<stream index>."""
+        return f"audio-{self.index}"
+
+
+@dataclass(frozen=True)
+class InterlaceScan:
+    """idet counts over the first frames (multi-frame detection)."""
+    tff: int
+    bff: int
+    progressive: int
+    undetermined: int
+
+    @property
+    def total(self) -> int:
+        return self.tff + self.bff + self.progressive + self.undetermined
 
 
 @dataclass(frozen=True)
@@ -97,6 +137,22 @@ class MediaInfo:
     duration_source: str            # "container" or "decoded"
     decode_errors: int = 0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    fps_rational: str | None = None  # the real average rate as a fraction (avg_frame_rate), for fps filters
+    vfr: bool = False                # nominal rate differs from the real average
+    interlaced: bool = False         # detected by idet, not taken from the field_order flag
+    field_order: str | None = None   # "tff" / "bff" when interlaced
+    hdr: str | None = None           # "hlg" / "pq" (BT.2100 transfer), None for SDR
+    color_transfer: str | None = None
+    color_primaries: str | None = None
+    color_space: str | None = None
+    color_range: str | None = None
+    audio_tracks: tuple[AudioTrack, ...] = ()   # every audio stream; audio_stream_index is the chosen one
+
+    @property
+    def extra_audio_tracks(self) -> tuple[AudioTrack, ...]:
+        """The other audio tracks kept as audio renditions (decodable-looking ones, at most 8)."""
+        return tuple(t for t in self.audio_tracks
+                     if t.index != self.audio_stream_index and t.codec and t.channels)[:MAX_EXTRA_AUDIO_TRACKS]
 
     @property
     def short_side(self) -> int:
@@ -199,7 +255,10 @@ def describe(probe_json: dict[str, Any]) -> StreamFacts | Rejection:
     if duration is None:
         duration = _num(video.get("duration"))
     bit_rate = _num(fmt.get("bit_rate"))
-    audio = audios[0] if audios else None
+    tracks = tuple(audio_track(a) for a in audios)
+    audio = choose_audio(audios)
+    nominal = _rate(video.get("r_frame_rate"))
+    avg_text = video.get("avg_frame_rate") if _rate(video.get("avg_frame_rate")) == fps else None
     return StreamFacts(
         format_name=format_name,
         video_stream_index=int(video.get("index", 0)),
@@ -214,7 +273,56 @@ def describe(probe_json: dict[str, Any]) -> StreamFacts | Rejection:
         audio_codec=audio.get("codec_name") if audio else None,
         audio_channels=int(audio["channels"]) if audio and audio.get("channels") else None,
         audio_sample_rate=int(audio["sample_rate"]) if audio and str(audio.get("sample_rate", "")).isdigit() else None,
+        fps_rational=avg_text if avg_text and "/" in str(avg_text) else None,
+        nominal_fps=nominal if nominal is not None and nominal <= 1000 else None,
+        field_order=video.get("field_order"),
+        color_transfer=video.get("color_transfer"), color_primaries=video.get("color_primaries"),
+        color_space=video.get("color_space"), color_range=video.get("color_range"),
+        audio_tracks=tracks,
     )
+
+
+def audio_track(stream: dict[str, Any]) -> AudioTrack:
+    tags = stream.get("tags") or {}
+    language = tags.get("language") or tags.get("LANGUAGE")
+    return AudioTrack(
+        index=int(stream.get("index", 0)), codec=stream.get("codec_name"),
+        channels=int(stream["channels"]) if stream.get("channels") else None,
+        sample_rate=int(stream["sample_rate"]) if str(stream.get("sample_rate", "")).isdigit() else None,
+        language=language if language and language != "und" else None,
+        default=bool((stream.get("disposition") or {}).get("default")),
+        title=tags.get("title"))
+
+
+def choose_audio(audios: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The track a player would play: the one flagged default (the first of them), else the first one."""
+    if not audios:
+        return None
+    flagged = [a for a in audios if (a.get("disposition") or {}).get("default")]
+    # several "default" flags (ffmpeg marks the first track of a type default when remuxing): if only
+    # some are flagged, the flag means something; if all are, it is the first
+    return flagged[0] if flagged and len(flagged) < len(audios) else audios[0]
+
+
+HDR_TRANSFERS = {"arib-std-b67": "hlg", "smpte2084": "pq"}
+
+
+def hdr_kind(color_transfer: str | None) -> str | None:
+    return HDR_TRANSFERS.get(color_transfer or "")
+
+
+def judge_interlace(scan: InterlaceScan | None) -> str | None:
+    """'tff' / 'bff' when idet saw combing in most decided frames, else None (progressive).
+
+    Multi-frame counts; frames idet cannot decide are ignored. A container flag alone decides nothing
+    (phones and editors write 'tt' on progressive video, capture cards write 'progressive' on 1080i)."""
+    if scan is None:
+        return None
+    interlaced = scan.tff + scan.bff
+    decided = interlaced + scan.progressive
+    if decided < 4 or interlaced < 0.6 * decided:
+        return None
+    return "tff" if scan.tff >= scan.bff else "bff"
 
 
 def check_limits(facts: StreamFacts, limits: Limits) -> Rejection | None:
@@ -250,6 +358,7 @@ def judge_decode(
     size_bytes: int,
     limits: Limits,
     expected_frames: int | None = None,
+    interlace: InterlaceScan | None = None,
 ) -> MediaInfo | Rejection:
     """Turn probe facts + decode scans (one full scan, or a head and a tail slice) into a verdict."""
     errors = sum(s.error_count for s in scans)
@@ -308,6 +417,9 @@ def judge_decode(
         warnings.append(f"{errors} decoder message(s): " + " | ".join(error_lines[:2]))
     if expected and full and scan.complete and scan.frames < expected:
         warnings.append(f"{expected - scan.frames} of {expected} frames not decodable")
+    order = judge_interlace(interlace)
+    fps_rational = facts.fps_rational if facts.fps and abs(float(fps) - facts.fps) < 1e-9 else None
+    vfr = bool(facts.nominal_fps and fps and abs(facts.nominal_fps - fps) > 0.01 * fps)
     return MediaInfo(
         format_name=facts.format_name, duration_s=float(duration), width=facts.width, height=facts.height,
         coded_width=facts.coded_width, coded_height=facts.coded_height, rotation=facts.rotation,
@@ -317,6 +429,10 @@ def judge_decode(
         bitrate_kbps=bitrate, size_bytes=size_bytes, video_stream_index=facts.video_stream_index,
         audio_stream_index=facts.audio_stream_index, duration_source=duration_source,
         decode_errors=errors, warnings=tuple(warnings),
+        fps_rational=fps_rational, vfr=vfr, interlaced=order is not None, field_order=order,
+        hdr=hdr_kind(facts.color_transfer), color_transfer=facts.color_transfer,
+        color_primaries=facts.color_primaries, color_space=facts.color_space, color_range=facts.color_range,
+        audio_tracks=facts.audio_tracks,
     )
 
 
@@ -400,6 +516,46 @@ def decode_scan(
                       error_lines=tuple(lines[:_MAX_ERROR_LINES]), error_count=len(lines), complete=complete)
 
 
+_IDET_RE = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*Progressive:\s*(\d+)"
+                      r"\s*Undetermined:\s*(\d+)")
+
+
+def parse_idet(stderr: str) -> InterlaceScan | None:
+    found = _IDET_RE.findall(stderr)
+    if not found:
+        return None
+    tff, bff, prog, und = (int(x) for x in found[-1])
+    return InterlaceScan(tff, bff, prog, und)
+
+
+IDET_THRESHOLD = 1.2
+
+
+def build_idet_argv(path: str | Path, video_index: int, ffmpeg_exe: str = "ffmpeg", frames: int = 250,
+                    start_s: float = 0.0) -> list[str]:
+    argv = [ffmpeg_exe, "-nostdin", "-hide_banner", "-nostats", "-v", "info"]
+    if start_s > 0:
+        argv += ["-ss", f"{start_s:.3f}"]
+    # intl_thres 1.2 (default 1.04): the default calls sharp synthetic progressive pictures (testsrc2)
+    # interlaced in 4 of 5 frames; at 1.2 they are progressive and 576i/1080i stay TFF (1.5 loses 1080i)
+    return argv + ["-i", str(path), "-map", f"0:{video_index}", "-vf", f"idet=intl_thres={IDET_THRESHOLD}",
+                   "-frames:v", str(frames),
+                   "-an", "-f", "null", "-"]
+
+
+def interlace_scan(path: str | Path, facts: StreamFacts, *, tools: MediaTools | None = None,
+                   frames: int = 250, timeout_s: float = 120.0,
+                   cancel: threading.Event | None = None) -> InterlaceScan | None:
+    """idet over up to `frames` frames (from 10 % into the file, past black leaders and titles)."""
+    tools = tools or MediaTools()
+    start = 0.0
+    if facts.declared_duration_s and facts.fps and facts.declared_duration_s * facts.fps > 2 * frames:
+        start = 0.1 * facts.declared_duration_s
+    run = run_tool(build_idet_argv(path, facts.video_stream_index, tools.ffmpeg, frames, start),
+                   timeout_s=timeout_s, cancel=cancel, check=False)
+    return parse_idet(run.stderr)
+
+
 def inspect(
     path: str | Path,
     limits: Limits | None = None,
@@ -435,7 +591,11 @@ def inspect(
     scans = _scan(path, facts, limits, tools, cancel)
     if isinstance(scans, Rejection):
         return scans
-    return judge_decode(facts, scans, size, limits, expected_frames=expected)
+    try:
+        idet = interlace_scan(path, facts, tools=tools, cancel=cancel)
+    except ToolTimeout:
+        idet = None
+    return judge_decode(facts, scans, size, limits, expected_frames=expected, interlace=idet)
 
 
 def _scan(path: Path, facts: StreamFacts, limits: Limits, tools: MediaTools,

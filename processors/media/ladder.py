@@ -59,6 +59,7 @@ class Recipe:
     profile: str = "main"
     fps_cap: float = 30.0
     audio_channels: int | None = None
+    crf: int | None = None          # None: EncodeSettings.crf; set by the per-title ladder (complexity.py)
 
     @property
     def bufsize_kbps(self) -> int:

@@ -81,6 +81,17 @@ class Variant:
     frame_rate: float | None = None
 
 
+@dataclass(frozen=True)
+class AudioMedia:
+    """An EXT-X-MEDIA audio rendition. uri=None: the audio muxed into every variant (the default track)."""
+    name: str
+    uri: str | None
+    language: str | None = None
+    default: bool = False
+
+
+AUDIO_GROUP = "aud"
+
 AVC_PROFILE_IDC = {"baseline": 0x42, "main": 0x4D, "high": 0x64}
 AVC_CONSTRAINTS = {"baseline": 0xC0, "main": 0x40, "high": 0x00}
 
@@ -95,11 +106,22 @@ def avc1_codec(profile: str, level: int, constraints: int | None = None) -> str:
 AAC_LC = "mp4a.40.2"
 
 
-def render_master_playlist(variants: Sequence[Variant]) -> str:
-    """HLS master playlist, variants sorted by bandwidth (lowest first, the usual start choice)."""
+def render_master_playlist(variants: Sequence[Variant], audio: Sequence[AudioMedia] = ()) -> str:
+    """HLS master playlist, variants sorted by bandwidth (lowest first, the usual start choice). With
+    `audio`, one EXT-X-MEDIA per track in group "aud" and every variant names the group."""
     if not variants:
         raise ValueError("a master playlist needs at least one variant")
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for a in audio:
+        if '"' in a.name or "\n" in a.name or (a.uri and ('"' in a.uri or "\n" in a.uri)):
+            raise ValueError(f"bad audio rendition {a!r}")
+        attrs = [f'TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}"', f'NAME="{a.name}"']
+        if a.language:
+            attrs.append(f'LANGUAGE="{a.language}"')
+        attrs.append(f"DEFAULT={'YES' if a.default else 'NO'},AUTOSELECT=YES")
+        if a.uri:
+            attrs.append(f'URI="{a.uri}"')
+        lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
     for v in sorted(variants, key=lambda v: v.bandwidth_bps):
         if "\n" in v.uri or '"' in v.codecs:
             raise ValueError(f"bad variant {v!r}")
@@ -107,5 +129,7 @@ def render_master_playlist(variants: Sequence[Variant]) -> str:
                  f"RESOLUTION={v.width}x{v.height}", f'CODECS="{v.codecs}"']
         if v.frame_rate:
             attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
+        if audio:
+            attrs.append(f'AUDIO="{AUDIO_GROUP}"')
         lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), v.uri]
     return "\n".join(lines) + "\n"

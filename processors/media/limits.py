@@ -9,7 +9,9 @@ from dataclasses import dataclass, fields
 class Limits:
     max_bytes: int = 4 * 1024**3
     max_duration_s: float = 4 * 3600.0
-    max_pixels: int = 3840 * 2160             # displayed width x height
+    # displayed width x height: up to 8K (DCI 4K 4096x2160 and UHD camera files are scaled into the
+    # ladder; the ladder never goes above 1080p)
+    max_pixels: int = 8192 * 4320
     min_frames: int = 2                        # "one frame or fewer" is rejected
     # Decode check: a file is CORRUPT when fewer than this share of the frames the container
     # announces can be decoded, or when decoding stops before this share of the declared duration.

@@ -23,21 +23,22 @@ from infra.logs import get_logger
 
 from . import layout
 from .content_key import ContentKey, content_key_of_path
-from .encode import EncodeResult, EncodeSettings, encode_renditions
-from .inspect import MediaInfo, inspect
+from .encode import EncodeResult, EncodeSettings, encode_chunked, encode_renditions
+from .inspect import AudioTrack, MediaInfo, inspect
+from .complexity import Complexity, per_title_ladder, probe_complexity
 from .ladder import Recipe, build_ladder
 from .limits import Limits
 from .quality import QualityError, measure_quality
 from .rejection import Rejection, RejectionCode
 from .thumbnails import ThumbnailSpec, make_thumbnails, plan_thumbnails
 from .tools import MediaTools, ToolCancelled, ToolFailed, ToolTimeout
-from .validate import (Tolerance, Violation, check_media_playlist, rejection_for, validate_rendition,
-                       validate_thumbnail)
+from .validate import (Tolerance, Violation, check_media_playlist, rejection_for, validate_audio,
+                       validate_rendition, validate_thumbnail)
 
 log = get_logger("processors.media.pipeline")
 
 # share of the overall progress at the START of each stage
-STAGES = {"inspect": 0.0, "encode": 0.05, "thumbnails": 0.80, "validate": 0.83, "quality": 0.85, "done": 1.0}
+STAGES = {"inspect": 0.0, "complexity": 0.03, "encode": 0.08, "thumbnails": 0.80, "validate": 0.83, "quality": 0.85, "done": 1.0}
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,18 @@ class RenditionOutput:
 
 
 @dataclass(frozen=True)
+class AudioOutput:
+    """An extra audio track of the source (not the default one), an HLS audio rendition."""
+    track: AudioTrack
+    file: OutputFile
+    hls_files: tuple[OutputFile, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.track.name, "object_key": self.file.object_key, "language": self.track.language,
+                "source_stream_index": self.track.index, "bytes": self.file.size_bytes}
+
+
+@dataclass(frozen=True)
 class ThumbnailOutput:
     spec: ThumbnailSpec
     file: OutputFile
@@ -97,6 +110,8 @@ class ProcessResult:
     timings_s: dict[str, float]
     encode_commands: list[list[str]]
     quality_errors: dict[str, str] = field(default_factory=dict)
+    audio: list[AudioOutput] = field(default_factory=list)
+    complexity: Complexity | None = None      # the per-title probe, when the ladder came from it
 
     @property
     def asset_id(self) -> str:
@@ -108,8 +123,8 @@ class ProcessResult:
 
     def files(self) -> list[OutputFile]:
         """Everything to upload, playlists last (so a player never sees a playlist before its media)."""
-        media = [r.file for r in self.renditions] + [t.file for t in self.thumbnails]
-        hls = [f for r in self.renditions for f in r.hls_files]
+        media = [r.file for r in self.renditions] + [a.file for a in self.audio] + [t.file for t in self.thumbnails]
+        hls = [f for r in [*self.renditions, *self.audio] for f in r.hls_files]
         segments = [f for f in hls if f.object_key.endswith(".m4s")]
         playlists = [f for f in hls if f.object_key.endswith(".m3u8")]
         return media + segments + playlists + ([self.master_playlist] if self.master_playlist else [])
@@ -168,7 +183,9 @@ def process_upload(
                  message=result.message, elapsed_s=elapsed)
     else:
         log.info("upload processed", file=Path(local_path).name, asset_id=result.asset_id,
-                 renditions=[r.recipe.name for r in result.renditions], timings_s=result.timings_s,
+                 renditions=[r.recipe.name for r in result.renditions],
+                 ladder={r.recipe.name: {"kbps": r.recipe.video_kbps, "crf": r.recipe.crf} for r in result.renditions},
+                 complexity=result.complexity.as_dict() if result.complexity else None, timings_s=result.timings_s,
                  quality={r.recipe.name: r.quality for r in result.renditions}, elapsed_s=elapsed)
     return result
 
@@ -220,6 +237,18 @@ def _process(
     lap("inspect")
 
     recipes = build_ladder(info)
+    complexity: Complexity | None = None
+    if settings.wants_per_title(info.duration_s):
+        report("complexity")
+        try:
+            complexity = probe_complexity(source, info, tools=tools, ffmpeg_exe=settings.ffmpeg, cancel=cancel)
+        except ToolCancelled:
+            raise
+        except (ToolFailed, QualityError, OSError, ValueError) as exc:   # advisory: the fixed ladder stays
+            log.warning("complexity_probe_failed", file=source.name, error=str(exc))
+        if complexity is not None:
+            recipes = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=recipes)
+        lap("complexity")
     workdir.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []
 
@@ -233,16 +262,22 @@ def _process(
 
     report("encode")
     try:
-        encoded: EncodeResult = encode_renditions(
-            source, info, recipes, workdir, settings, timeout_s=limits.encode_timeout_s,
-            on_progress=(lambda f: report("encode", f)) if on_progress else None, cancel=cancel)
+        if settings.wants_chunked(info):
+            encoded: EncodeResult = encode_chunked(
+                source, info, recipes, workdir, settings, chunk_s=settings.chunk_s, workers=settings.chunk_workers,
+                timeout_s=limits.encode_timeout_s,
+                on_progress=(lambda f: report("encode", f)) if on_progress else None, cancel=cancel)
+        else:
+            encoded = encode_renditions(
+                source, info, recipes, workdir, settings, timeout_s=limits.encode_timeout_s,
+                on_progress=(lambda f: report("encode", f)) if on_progress else None, cancel=cancel)
     except ToolCancelled:
         raise
     except ToolTimeout as exc:
         return reject(Rejection(RejectionCode.ENCODE_FAILED, str(exc), {"stage": "encode", "timeout": True}))
     except ToolFailed as exc:
         return reject(Rejection(RejectionCode.ENCODE_FAILED, str(exc), {"stage": "encode"}))
-    for r in encoded.renditions:
+    for r in [*encoded.renditions, *encoded.audio]:
         created += [r.path] + [p for p in (r.hls_playlist, r.hls_segments) if p is not None]
     lap("encode")
 
@@ -274,6 +309,11 @@ def _process(
                                                    r.hls_segments.stat().st_size, tolerance)
             else:
                 violations.append(Violation(r.recipe.name, "hls_files", True, False))
+    for a in encoded.audio:
+        violations += validate_audio(a.path, a.track.name, info, tools=tools, tolerance=tolerance)
+        if a.hls_playlist is not None and not (a.hls_playlist.is_file() and a.hls_segments
+                                               and a.hls_segments.is_file()):
+            violations.append(Violation(a.track.name, "hls_files", True, False))
     for thumb in thumbs:
         violations += validate_thumbnail(thumb.path, thumb.spec, tools=tools)
     rejection = rejection_for(violations)
@@ -308,8 +348,16 @@ def _process(
             recipe=r.recipe, file=_output(r.path, layout.rendition_key(asset_id, r.recipe.name)),
             duration_s=duration, video_kbps_measured=kbps, codecs=_avc_codec_string(r.path, r.recipe),
             quality=qualities.get(r.recipe.name, {}), hls_files=hls_files))
+    audio_outputs = []
+    for a in encoded.audio:
+        hls_files = ()
+        if a.hls_playlist is not None and a.hls_segments is not None:
+            hls_files = (_output(a.hls_segments, layout.segment_file_key(asset_id, a.track.name)),
+                         _output(a.hls_playlist, layout.media_playlist_key(asset_id, a.track.name)))
+        audio_outputs.append(AudioOutput(a.track, _output(a.path, layout.rendition_key(asset_id, a.track.name)),
+                                         hls_files))
     master = None
-    if all(r.hls_files for r in renditions):
+    if all(r.hls_files for r in renditions) and all(a.hls_files for a in audio_outputs):
         variants = [layout.Variant(
             uri=f"{r.recipe.name}.m3u8",
             bandwidth_bps=max(r.recipe.bandwidth_bps, (r.video_kbps_measured + (r.recipe.audio_kbps or 0)) * 1000),
@@ -317,12 +365,26 @@ def _process(
             width=r.recipe.width, height=r.recipe.height,
             codecs=r.codecs + (f",{layout.AAC_LC}" if r.recipe.audio_kbps else ""),
             frame_rate=min(info.fps, r.recipe.fps_cap) if info.fps else None) for r in renditions]
+        audio_media = []
+        if audio_outputs and any(r.recipe.audio_kbps for r in renditions):
+            chosen = next((t for t in info.audio_tracks if t.index == info.audio_stream_index), None)
+            audio_media.append(layout.AudioMedia(name=_track_label(chosen, 0), uri=None,
+                                                 language=chosen.language if chosen else None, default=True))
+            audio_media += [layout.AudioMedia(name=_track_label(a.track, n), uri=f"{a.track.name}.m3u8",
+                                              language=a.track.language)
+                            for n, a in enumerate(audio_outputs, start=1)]
         master_path = workdir / "master.m3u8"
-        master_path.write_text(layout.render_master_playlist(variants))
+        master_path.write_text(layout.render_master_playlist(variants, audio_media))
         master = _output(master_path, layout.master_playlist_key(asset_id))
     thumbnails = [ThumbnailOutput(t.spec, _output(t.path, layout.thumbnail_key(asset_id, t.spec.name)))
                   for t in thumbs]
     report("done", 1.0)
     return ProcessResult(content_key=key, media=info, renditions=renditions, thumbnails=thumbnails,
                          master_playlist=master, timings_s=timings, encode_commands=encoded.commands,
-                         quality_errors=quality_errors)
+                         quality_errors=quality_errors, audio=audio_outputs, complexity=complexity)
+
+
+def _track_label(track: AudioTrack | None, n: int) -> str:
+    label = (track.title or track.language) if track else None
+    label = "".join(ch for ch in (label or "") if ch.isprintable() and ch not in '"\\')[:40]
+    return label or f"Track {n + 1}"

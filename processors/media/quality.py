@@ -7,11 +7,15 @@ The source is brought to the same displayed size (rotation, square pixels) and, 
 the frame rate, to the same rate; both start at pts 0. Only the first `max_seconds` are analysed and only
 every `n_subsample`-th frame is scored, to keep it cheap.
 
-Frames are paired by INDEX, not by timestamp: both streams get `settb=1/30,setpts=N`. Timestamp sync
-(framesync's "nearest lower or equal") paired neighbouring frames whenever the source's timestamps
-were rounded up (WebM's 1 ms timebase: the BBB 720p rung scored VMAF 70.8 with timestamp pairing
-and 91.6 with index pairing; the VFR phone clip fire2, 720p rung, 80.4 -> 97.3). Encodes keep every source frame
-(passthrough) or go through the same fps filter as the reference, so indexes correspond.
+Frames are aligned BY TIME, then paired by index: both streams first go through `fps=R`, R being the
+rendition's own (constant) frame rate, which resamples each onto the same time grid (a VFR source
+gets its frames repeated or dropped exactly where the encoder did), and only then get
+`settb=1/30,setpts=N`. Pairing by index alone scored a correct rendition of a VFR phone clip 8.8
+instead of about 90 (the rendition had frames the source did not); framesync's timestamp pairing
+("nearest lower or equal") paired neighbouring frames whenever the source's timestamps were rounded
+up (WebM's 1 ms timebase: BBB 720p 70.8 instead of 91.6), which `fps` avoids by rounding to the nearest
+slot. The reference also gets the source preparation of the encode (deinterlace, HDR tone mapping),
+so a deinterlaced rung is not scored against combed fields, nor an SDR rung against HLG pixels.
 
 Which ffmpeg: `MediaTools.resolved_quality_ffmpeg()` - the imageio-ffmpeg static build (has libvmaf)
 when installed, else the Debian ffmpeg (SSIM/PSNR only). Detection parses `ffmpeg -filters`.
@@ -27,7 +31,10 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .inspect import MediaInfo
+import ffmpeg
+
+from .encode import TONEMAP_FILTERS, rung_rate, source_filter_chain
+from .inspect import MediaInfo, _rate, probe
 from .ladder import Recipe
 from .tools import MediaTools, available_filters, run_tool
 
@@ -60,12 +67,16 @@ def build_quality_argv(
     max_seconds: float | None = 10.0,
     n_subsample: int = 5,
     n_threads: int | None = None,
+    rate: str | None = None,
+    filters: frozenset[str] | set[str] = frozenset(TONEMAP_FILTERS),
 ) -> list[str]:
+    """`rate`: the rendition's frame rate (both streams are resampled onto it); default: the rung's rate."""
     width, height = info.width - info.width % 2, info.height - info.height % 2
     common = f"scale={width}:{height}:flags=bicubic:out_range=tv,setsar=1,format=yuv420p"
-    ref_chain = ""
-    if info.fps and info.fps > recipe.fps_cap + 0.01:
-        ref_chain = f"fps={recipe.fps_cap:g},"
+    rate = rate or rung_rate(info, recipe)
+    timing = f"fps={rate}," if rate else ""
+    prep = source_filter_chain(info, filters)
+    ref_chain = (prep + "," if prep else "") + timing
     # SSIM/PSNR are per-frame, so frames can be dropped BEFORE scaling (cheaper). VMAF cannot: its
     # motion feature compares consecutive reference frames (pre-selecting every 5th frame raised
     # BBB 720p from 91.6 to 96.0), so libvmaf gets every frame and subsamples itself (n_subsample).
@@ -73,7 +84,7 @@ def build_quality_argv(
     pick = f"select=not(mod(n\\,{n_subsample})),{_BY_INDEX}" if n_subsample > 1 and not vmaf else _BY_INDEX
     ref_chain += pick + ","
     n = len(metrics)
-    graph = [f"[1:v:0]{pick},{common}" + (f",split={n}" if n > 1 else "")
+    graph = [f"[1:v:0]{timing}{pick},{common}" + (f",split={n}" if n > 1 else "")
              + "".join(f"[d{i}]" for i in range(n)),
              f"[0:{info.video_stream_index}]{ref_chain}{common}" + (f",split={n}" if n > 1 else "")
              + "".join(f"[r{i}]" for i in range(n))]
@@ -116,6 +127,18 @@ def parse_scores(stderr: str, vmaf_json: str | None, metrics: Sequence[str]) -> 
     return scores
 
 
+def rendition_rate(rendition: str | Path, tools: MediaTools | None = None) -> str | None:
+    """The rendition's average frame rate as ffprobe writes it ("25/1"), None if unknown."""
+    try:
+        data = probe(rendition, tools)
+    except ffmpeg.Error:
+        return None
+    video = next((s for s in data.get("streams") or [] if s.get("codec_type") == "video"), None)
+    text = str((video or {}).get("avg_frame_rate") or "")
+    value = _rate(text)
+    return text if value and 0 < value <= 1000 else None
+
+
 def measure_quality(
     source: str | Path,
     info: MediaInfo,
@@ -135,11 +158,13 @@ def measure_quality(
     chosen = tuple(metrics) if metrics else default_metrics(exe)
     if VMAF in chosen and "libvmaf" not in available_filters(exe):
         raise QualityError(f"{exe} has no libvmaf")
+    rate = rendition_rate(rendition, tools)
+    filters = available_filters(exe) if info.hdr else frozenset(TONEMAP_FILTERS)
     workdir = tempfile.mkdtemp(prefix="vitrina-vmaf-")
     try:
         log = Path(workdir) / "vmaf.json"
         argv = build_quality_argv(source, info, rendition, recipe, chosen, ffmpeg_exe=exe, vmaf_log=log,
-                                  max_seconds=max_seconds, n_subsample=n_subsample)
+                                  max_seconds=max_seconds, n_subsample=n_subsample, rate=rate, filters=filters)
         run = run_tool(argv, timeout_s=timeout_s, cancel=cancel)
         return parse_scores(run.stderr, log.read_text() if log.is_file() else None, chosen)
     finally:

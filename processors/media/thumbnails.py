@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .encode import TONEMAP_FILTERS, source_filter_chain
 from .inspect import MediaInfo
 from .ladder import Recipe, top_recipe
-from .tools import MediaTools, run_tool
+from .tools import MediaTools, available_filters, run_tool
 
 PREVIEW = "PREVIEW"
 POSTER = "POSTER"
@@ -80,7 +81,9 @@ def build_thumbnail_argv(
     for input_index, t in enumerate(times):
         users = [i for i, (spec, _) in enumerate(outputs) if spec.at_s == t]
         labels = "".join(f"[t{i}]" for i in users)
-        graph.append(f"[{input_index}:{info.video_stream_index}]split={len(users)}{labels}")
+        prep = source_filter_chain(info, available_filters(ffmpeg_exe) if info.hdr else TONEMAP_FILTERS)
+        graph.append(f"[{input_index}:{info.video_stream_index}]" + (prep + "," if prep else "")
+                     + f"split={len(users)}{labels}")
     for i, (spec, _) in enumerate(outputs):
         graph.append(f"[t{i}]scale={spec.width}:{spec.height}:flags=bicubic,setsar=1,format=yuvj420p[o{i}]")
     argv += ["-filter_complex", ";".join(graph)]

@@ -1,11 +1,19 @@
 """Where ffmpeg/ffprobe live and how they are run: no shell, a deadline, cancellation, progress.
 
 `run_tool` is blocking; async callers run it in a thread (see `encode.EncoderPool`).
+
+Every child runs in its own process group (a new session), and a timeout, a cancellation or a failing
+progress callback kills the whole group. On Linux the child also gets PR_SET_PDEATHSIG=SIGKILL: when
+the worker process dies (kill -9 included) the kernel kills its ffmpeg instead of leaving it to run
+beside the restarted job. `processors.media.orphans` removes what such a child had written.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
+import sys
 import subprocess
 import tempfile
 import threading
@@ -125,6 +133,39 @@ class ToolRun:
     last_progress: dict[str, str] = field(default_factory=dict)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _child_setup() -> None:
+    """In the child between fork and exec: die with the parent (SIGKILL)."""
+    libc = _libc()
+    if libc is not None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:        # the parent died before prctl: do not run as an orphan
+            os._exit(1)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's process group (the child leads it: start_new_session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
 def run_tool(
     argv: Sequence[str],
     *,
@@ -132,6 +173,7 @@ def run_tool(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     check: bool = True,
+    on_start: Callable[[int], None] | None = None,
 ) -> ToolRun:
     """Run ffmpeg/ffprobe without a shell. stdout is parsed as `-progress` output when present;
     stderr goes to a temporary file (so a chatty decoder can never block on a full pipe)."""
@@ -141,9 +183,17 @@ def run_tool(
     with tempfile.TemporaryFile() as err_file:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=err_file, text=True, errors="replace")
+                                    stderr=err_file, text=True, errors="replace",
+                                    start_new_session=True, preexec_fn=_child_setup)
         except FileNotFoundError as exc:
             raise ToolMissing(f"executable not found: {argv[0]}") from exc
+        if on_start is not None:
+            try:
+                on_start(proc.pid)
+            except BaseException:
+                kill_group(proc)
+                proc.wait()
+                raise
         parser = ProgressParser()
         last: dict[str, str] = {}
         callback_errors: list[BaseException] = []
@@ -178,7 +228,7 @@ def run_tool(
             elif time.monotonic() > deadline:
                 stop_reason = "timeout"
             if stop_reason:
-                proc.kill()
+                kill_group(proc)
                 proc.wait()
                 break
         reader.join(timeout=5)

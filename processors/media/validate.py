@@ -99,6 +99,13 @@ def check_rendition(
         found.append(Violation(name, "dimensions", f"{recipe.width}x{recipe.height}", f"{size[0]}x{size[1]}"))
     if video.get("pix_fmt") != "yuv420p":
         found.append(Violation(name, "pix_fmt", "yuv420p", video.get("pix_fmt")))
+    # 8-bit H.264 for SDR players: a BT.2020/HLG/PQ tag on it means wrong colours
+    if video.get("color_transfer") in ("arib-std-b67", "smpte2084"):
+        found.append(Violation(name, "color_transfer", "SDR (bt709)", video.get("color_transfer")))
+    if video.get("color_primaries") == "bt2020":
+        found.append(Violation(name, "color_primaries", "bt709", video.get("color_primaries")))
+    if video.get("field_order") not in (None, "progressive", "unknown"):
+        found.append(Violation(name, "field_order", "progressive", video.get("field_order")))
     expected_profiles = _PROFILES.get(recipe.profile)
     if expected_profiles and video.get("profile") not in expected_profiles:
         found.append(Violation(name, "profile", recipe.profile, video.get("profile")))
@@ -181,6 +188,34 @@ def validate_rendition(
     if isinstance(data, Violation):
         return [data], None
     return check_rendition(data, recipe, source, tolerance, faststart=moov_before_mdat(path)), data
+
+
+def check_audio(probe_json: dict[str, Any], name: str, source: MediaInfo,
+                tolerance: Tolerance = Tolerance()) -> list[Violation]:
+    """An extra audio track output: exactly one AAC stream, no video, the source's duration."""
+    streams = probe_json.get("streams") or []
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    found = []
+    if len(audios) != 1 or len(streams) != 1:
+        found.append(Violation(name, "streams", "one audio stream", [s.get("codec_type") for s in streams]))
+    elif audios[0].get("codec_name") != "aac":
+        found.append(Violation(name, "audio_codec", "aac", audios[0].get("codec_name")))
+    try:
+        duration = float((probe_json.get("format") or {}).get("duration"))
+    except (TypeError, ValueError):
+        duration = None
+    if duration is None or abs(duration - source.duration_s) > tolerance.duration_limit(source.duration_s):
+        found.append(Violation(name, "duration", round(source.duration_s, 3), duration))
+    return found
+
+
+def validate_audio(path: str | Path, name: str, source: MediaInfo, *, tools: MediaTools | None = None,
+                   tolerance: Tolerance = Tolerance()) -> list[Violation]:
+    path = Path(path)
+    if not path.is_file():
+        return [Violation(name, "exists", True, False)]
+    data = _probe_or_violation(path, name, tools or MediaTools())
+    return [data] if isinstance(data, Violation) else check_audio(data, name, source, tolerance)
 
 
 def validate_thumbnail(path: str | Path, spec: ThumbnailSpec, *, tools: MediaTools | None = None) -> list[Violation]:

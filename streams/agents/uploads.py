@@ -38,11 +38,15 @@ from infra.logs import get_logger
 from infra.settings import load
 from processors.media import (ContentKey, EncodeSettings, EncoderPool, Limits, MediaTools, ProcessResult, Progress,
                               Rejection, RejectionCode, process_upload)
+from processors.media.orphans import claim, sweep_orphans
+from processors.upload_status import (FINAL, PENDING, READY, REJECTED, Throttle, progress_view, status_event,
+                                      status_of_progress)
 from processors.upload_dedupe import (ENCODE_FAILED, IN_PROGRESS, Decision, Uploader, finished, is_new_waiter,
                                       on_request, processed_event, recipients, refused, rejected_event, retry)
 from sinks.media_store import MediaStore, MissingObject, safe_file_name
 from sinks.redis_views import async_client
-from sinks.upload_views import asset_view, processed_status, rejected_status, write_upload_views
+from sinks.upload_views import (asset_view, processed_status, rejected_status, write_progress_views,
+                                write_upload_views)
 from streams.runtime.app import app
 from streams.kafka.codec import default_codec
 from streams.runtime.inbound import ORIGIN_HEADER, Inbound, dead_letter_failed, decoded_batches, raw_topic
@@ -56,7 +60,8 @@ log = get_logger("vitrina.agent.uploads")
 REQUESTED = spec("uploads.requested")
 BY_CONTENT = spec("uploads.by-content")
 PROCESSED = spec("uploads.processed")
-REJECTED = spec("uploads.rejected")
+REJECTED_TOPIC = spec("uploads.rejected")
+STATUS = spec("uploads.status")
 HASHER, TRANSCODER = "upload-hasher", "upload-transcoder"
 
 CONTENT_KEY_HEADER = "vitrina-content-key"
@@ -66,7 +71,8 @@ HOST = socket.gethostname()
 requested_topic = raw_topic(app, REQUESTED)
 by_content_topic = raw_topic(app, BY_CONTENT, partitions=BY_CONTENT.partitions)
 processed_topic = raw_topic(app, PROCESSED)
-rejected_topic = raw_topic(app, REJECTED)
+rejected_topic = raw_topic(app, REJECTED_TOPIC)
+status_topic = raw_topic(app, STATUS)
 assets_table = json_table(app, "upload-assets", BY_CONTENT.partitions)
 
 UPLOAD_ROOT = settings.data_dir / "uploads"
@@ -213,6 +219,33 @@ async def send_processed(answers: list[dict], asset: dict | None) -> None:
                  deduplicated=answer["deduplicated"], original_upload_id=answer["original_upload_id"])
     EVENTS_OUT.labels(topic=PROCESSED.name, agent=TRANSCODER).inc(len(answers))
     await write_views(asset, [processed_status(a) for a in answers])
+    await publish_final([status_event(a["upload_id"], a["uploader_id"], READY, percent=100,
+                                      asset_id=a["asset_id"]) for a in answers], TRANSCODER)
+
+
+async def publish_final(events: list[dict], agent: str) -> None:
+    """The READY / REJECTED status events, after the answer itself (which is the record)."""
+    try:
+        await publish_statuses(events, agent=agent)
+    except Exception as exc:  # noqa: BLE001 - the answer went out; a missing status event is not worth a redo
+        log.error("status_publish_failed", error=repr(exc), uploads=[e["upload_id"] for e in events])
+
+
+async def publish_statuses(events: list[dict], private: dict[str, bool] | None = None,
+                           agent: str = TRANSCODER) -> None:
+    """uploads.status events (every change) and, for uploads still in flight, their Redis status view
+    (a final view is never replaced: sinks.upload_views.write_progress_views)."""
+    codec = default_codec()
+    for event in events:
+        await status_topic.send(key=event["upload_id"].encode(), value=codec.encode(STATUS.schema, event))
+    EVENTS_OUT.labels(topic=STATUS.name, agent=agent).inc(len(events))
+    in_flight = [progress_view(e, (private or {}).get(e["upload_id"], False)) for e in events
+                 if e["status"] not in FINAL]
+    if in_flight:
+        try:
+            await write_progress_views(redis(), in_flight)
+        except Exception as exc:  # noqa: BLE001 - the events are the record
+            log.error("upload_views_failed", error=repr(exc))
 
 
 async def send_rejected(who: list[Uploader], reason_code: str, message: str, asset_id: str | None,
@@ -221,13 +254,15 @@ async def send_rejected(who: list[Uploader], reason_code: str, message: str, ass
     statuses = []
     for uploader in who:
         event = rejected_event(uploader, reason_code, message, now_utc())
-        await rejected_topic.send(key=uploader.upload_id.encode(), value=codec.encode(REJECTED.schema, event))
+        await rejected_topic.send(key=uploader.upload_id.encode(), value=codec.encode(REJECTED_TOPIC.schema, event))
         REJECTIONS.labels(reason=reason_code).inc()
         log.info("upload_rejected", upload_id=uploader.upload_id, asset_id=asset_id, reason_code=reason_code,
                  message=message)
         statuses.append(rejected_status(event, asset_id))
-    EVENTS_OUT.labels(topic=REJECTED.name, agent=agent).inc(len(who))
+    EVENTS_OUT.labels(topic=REJECTED_TOPIC.name, agent=agent).inc(len(who))
     await write_views(None, statuses)
+    await publish_final([status_event(u.upload_id, u.uploader_id, REJECTED, percent=100, asset_id=asset_id,
+                                      reason_code=reason_code, message=message) for u in who], agent)
 
 
 async def write_views(asset: dict | None, statuses: list[dict]) -> None:
@@ -329,6 +364,10 @@ async def hash_uploads(stream):
                 hold(event)
                 running.events.append(event)
                 continue
+            request = event.value
+            with contextlib.suppress(Exception):   # progress is advisory: never blocks the upload
+                await publish_statuses([status_event(upload_id, request["uploader_id"], PENDING)],
+                                       {upload_id: bool(request.get("private"))}, agent=HASHER)
             await download_slots.acquire()
             hold(event)
             job = Download(upload_id, [event])
@@ -399,20 +438,48 @@ def set_state(job: AssetJob, state: dict | None) -> None:
 
 
 class StageProgress:
-    """process_upload progress -> structlog lines (each stage start and every 10 %)."""
+    """process_upload progress (called on the event loop) -> structlog lines and uploads.status events
+    INSPECTING / ENCODING with a percent for every upload waiting on the job (each stage start and
+    every 10 %), published in order by one task at a time."""
 
-    def __init__(self, upload_id: str, asset_id: str) -> None:
-        self.upload_id, self.asset_id = upload_id, asset_id
-        self.stage = ""
-        self.next_percent = 0
+    def __init__(self, upload_id: str, asset_id: str, job: "AssetJob | None" = None) -> None:
+        self.upload_id, self.asset_id, self.job = upload_id, asset_id, job
+        self.throttle = Throttle(step=10)
+        self.tasks: list[asyncio.Task] = []
+        self.lock = asyncio.Lock()
 
     def __call__(self, progress: Progress) -> None:
-        percent = int(progress.fraction * 100)
-        if progress.stage != self.stage or percent >= self.next_percent:
-            self.stage = progress.stage
-            self.next_percent = (percent // 10 + 1) * 10
-            log.info("transcode_progress", upload_id=self.upload_id, asset_id=self.asset_id, stage=progress.stage,
-                     percent=percent)
+        status, percent = status_of_progress(progress.stage, progress.fraction)
+        stage = None if status != "ENCODING" else progress.stage
+        if not self.throttle.due(status, stage, percent):
+            return
+        log.info("transcode_progress", upload_id=self.upload_id, asset_id=self.asset_id, stage=progress.stage,
+                 percent=percent)
+        requests = [e.value for e in self.job.events] if self.job is not None else []
+        if not requests:
+            return
+        events, seen = [], set()
+        for request in requests:
+            if request["upload_id"] not in seen:
+                seen.add(request["upload_id"])
+                events.append(status_event(request["upload_id"], request["uploader_id"], status, percent=percent,
+                                           stage=stage, asset_id=self.asset_id))
+        private = {r["upload_id"]: bool(r.get("private")) for r in requests}
+        self.tasks = [t for t in self.tasks if not t.done()]
+        self.tasks.append(asyncio.ensure_future(self._publish(events, private)))
+
+    async def _publish(self, events: list[dict], private: dict[str, bool]) -> None:
+        async with self.lock:
+            try:
+                await publish_statuses(events, private)
+            except Exception as exc:  # noqa: BLE001 - progress is advisory
+                log.warning("status_publish_failed", upload_id=self.upload_id, error=repr(exc))
+
+    async def drain(self) -> None:
+        """Wait for the progress events already scheduled (so the final status comes after them)."""
+        pending = [t for t in self.tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
 
 
 async def obtain_original(job: AssetJob) -> Path | Refused:
@@ -453,12 +520,13 @@ async def produce_asset(job: AssetJob) -> Done | Refused:
     local = await obtain_original(job)
     if isinstance(local, Refused):
         return local
-    workdir = WORK_DIR / f"{job.asset_id}-{uuid.uuid4().hex[:8]}"
+    workdir = claim(WORK_DIR / f"{job.asset_id}-{uuid.uuid4().hex[:8]}")   # swept if this process dies
     upload_id = job.request["upload_id"]
+    progress = StageProgress(upload_id, job.asset_id, job)
     try:
         log.info("transcode_queued", upload_id=upload_id, asset_id=job.asset_id, queue=len(jobs))
-        result = await pool.run(_transcode, local, workdir, content_key=job.content_key,
-                                on_progress=StageProgress(upload_id, job.asset_id))
+        result = await pool.run(_transcode, local, workdir, content_key=job.content_key, on_progress=progress)
+        await progress.drain()
         if isinstance(result, Rejection):
             TRANSCODES.labels(outcome="failed" if result.retriable else "rejected").inc()
             if result.retriable:
@@ -475,7 +543,7 @@ async def produce_asset(job: AssetJob) -> Done | Refused:
         files = result.files()
         put, skipped = await with_retries("upload outputs", lambda: asyncio.to_thread(store().upload_outputs, files))
         await with_retries("write manifest", lambda: asyncio.to_thread(
-            store().write_manifest, job.asset_id, owner.as_dict(), fields))
+            store().write_manifest, job.asset_id, owner.as_dict(), fields, job.request["object_key"]))
         log.info("transcode_finished", upload_id=upload_id, asset_id=job.asset_id, timings_s=result.timings_s,
                  renditions=[r["name"] for r in fields["renditions"]], objects_put=put, objects_skipped=skipped)
         return Done(owner, fields, "transcode")
@@ -597,6 +665,12 @@ async def route(event: Inbound) -> None:
 
 @app.agent(by_content_topic, name=TRANSCODER)
 async def transcode_uploads(stream):
+    # work directories of a previous worker process that died (kill -9, OOM): its ffmpeg died with it
+    # (PR_SET_PDEATHSIG; a survivor is killed here), its .part files go now, not in 24 h
+    orphans = sweep_orphans(WORK_DIR)
+    if orphans.removed_dirs:
+        log.info("swept_orphaned_work", dirs=orphans.removed_dirs, part_files=orphans.removed_parts,
+                 killed_ffmpeg_groups=orphans.killed_groups)
     for root in (ORIGINALS_DIR, WORK_DIR):
         removed = sweep_stale(root)
         if removed:

@@ -132,6 +132,9 @@ TOPICS: tuple[TopicSpec, ...] = (
               description="Renditions, thumbnails, dedupe link of a finished upload."),
     TopicSpec("uploads.rejected", "vitrina.UploadRejected", "upload_id", 6, 30 * DAY_MS,
               description="Refused uploads with a machine-readable reason."),
+    TopicSpec("uploads.status", "vitrina.UploadStatus", "upload_id", 6, 7 * DAY_MS,
+              description="Every status change of an upload: PENDING, INSPECTING, ENCODING (percent), "
+                          "READY, REJECTED."),
     TopicSpec("playback", "vitrina.PlaybackEvent", VIEWER, 6, 7 * DAY_MS,
               description="Player events: start, heartbeat, pause, seek, stall, credits, complete..."),
     TopicSpec("sessions", "vitrina.SessionEvent", VIEWER, 6, 7 * DAY_MS,

@@ -41,6 +41,45 @@ _LAVFI_CLIPS: dict[str, list[str]] = {
     # 30 fps in WebM's 1 ms timebase: timestamps are rounded (33/67/100 ms ...)
     "webm30.webm": ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=2",
                     "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "16", "-b:v", "1M"],
+    # -- camera files (issue 15) --------------------------------------------------------------------
+    # 576i: 50 fields/s woven into 25 interlaced frames, coded interlaced and flagged TFF
+    "interlaced_576i.mp4": ["-f", "lavfi", "-i", "testsrc2=size=720x576:rate=50:duration=1",
+                            "-vf", "tinterlace=mode=interleave_top,setfield=tff", "-c:v", "libx264",
+                            "-preset", "ultrafast", "-flags", "+ildct+ilme", "-x264-params", "tff=1",
+                            "-pix_fmt", "yuv420p"],
+    # 1080i from a capture that flags it progressive: only the pictures say it is interlaced
+    "interlaced_1080i.mp4": ["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=50:duration=1",
+                             "-vf", "tinterlace=mode=interleave_top,setfield=prog", "-c:v", "libx264",
+                             "-preset", "ultrafast", "-pix_fmt", "yuv420p"],
+    # progressive pictures flagged TFF (editors do this): must NOT be deinterlaced
+    "progressive_flagged_tff.mp4": ["-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25:duration=1",
+                                    "-vf", "setfield=tff", "-c:v", "libx264", "-preset", "ultrafast",
+                                    "-flags", "+ildct+ilme", "-x264-params", "tff=1", "-pix_fmt", "yuv420p"],
+    # phone-style VFR: 1.5 s at 30 fps then 10 fps; nominal rate 30, real average ~20.5
+    "vfr_phone.mp4": ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=3",
+                      "-vf", "select='if(lt(t\\,1.5)\\,1\\,not(mod(n\\,3)))'", "-fps_mode", "vfr",
+                      "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"],
+    # two audio tracks: the first silent and not default, the second (a tone) flagged default
+    "two_audio.mp4": ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2",
+                      "-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo",
+                      "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=2",
+                      "-map", "0", "-map", "1", "-map", "2", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast",
+                      "-pix_fmt", "yuv420p", "-c:a", "aac", "-disposition:a:0", "0", "-disposition:a:1", "default",
+                      "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=rus"],
+    # DCI 4K camera frame (4096x2160, 8.8 Mpx > UHD), 1 s
+    "dci_4k.mp4": ["-f", "lavfi", "-i", "testsrc2=size=4096x2160:rate=24:duration=1",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"],
+    # HDR: 10-bit BT.2020 HLG (H.264 High 10) and PQ (HEVC Main 10)
+    "hdr_hlg10.mp4": ["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=1",
+                      "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+                      "-color_primaries", "bt2020", "-color_trc", "arib-std-b67", "-colorspace", "bt2020nc"],
+    "hdr_pq10.mp4": ["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=1",
+                     "-c:v", "libx265", "-x265-params", "log-level=error", "-preset", "ultrafast",
+                     "-pix_fmt", "yuv420p10le", "-tag:v", "hvc1",
+                     "-color_primaries", "bt2020", "-color_trc", "smpte2084", "-colorspace", "bt2020nc"],
+    # long enough to be mid-encode when killed (slow preset, 20 s)
+    "slow_encode.mp4": ["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=20",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"],
     "one_frame.mp4": ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "1",
                       "-c:v", "libx264", "-pix_fmt", "yuv420p"],
     "audio.wav": ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"],

@@ -20,6 +20,7 @@ from streams.kafka.topics import full_name, spec
 
 PROCESSED, REJECTED = "PROCESSED", "REJECTED"
 ANSWER_TOPICS = {"uploads.processed": PROCESSED, "uploads.rejected": REJECTED}
+STATUS_TOPIC = "uploads.status"
 
 
 def new_upload_id() -> str:
@@ -57,13 +58,19 @@ class UploadResult:
 
 
 class ResultFollower:
-    """Reads the answer topics from their ends as of construction: create it BEFORE publishing."""
+    """Reads the answer topics from their ends as of construction: create it BEFORE publishing.
+    With statuses=True it also follows uploads.status: `statuses[upload_id]` lists every status event
+    (PENDING, INSPECTING, ENCODING with percent, READY / REJECTED) in the order published."""
 
-    def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+    def __init__(self, settings: Settings, codec: Codec | None = None, *, statuses: bool = False,
+                 on_status: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.codec = codec or default_codec()
         # Tansu holds a fetch for the whole wait even when records arrive: keep the wait short
         self.consumer = probe_consumer(settings, **{"fetch.wait.max.ms": 100})
-        self._names = {full_name(settings, name): name for name in ANSWER_TOPICS}
+        names = list(ANSWER_TOPICS) + ([STATUS_TOPIC] if statuses or on_status else [])
+        self._names = {full_name(settings, name): name for name in names}
+        self.statuses: dict[str, list[dict[str, Any]]] = {}
+        self.on_status = on_status
         assignment = []
         for topic in self._names:
             for partition in partitions_of(self.consumer, topic):
@@ -87,6 +94,11 @@ class ResultFollower:
             event = self.codec.decode(msg.value(), spec(name).schema)
         except DecodeError:
             return None
+        if name == STATUS_TOPIC:
+            self.statuses.setdefault(event["upload_id"], []).append(event)
+            if self.on_status is not None:
+                self.on_status(event)
+            return None
         result = UploadResult(event["upload_id"], ANSWER_TOPICS[name], event, time.monotonic())
         self.seen.setdefault(result.upload_id, result)
         return result
@@ -104,6 +116,17 @@ class ResultFollower:
                 if on_result is not None:
                     on_result(result)
         return found
+
+    def wait_final_statuses(self, upload_ids: Iterable[str], timeout_s: float = 60.0) -> dict[str, list[dict]]:
+        """Status events of each upload until its READY / REJECTED one (statuses=True)."""
+        wanted = set(upload_ids)
+
+        def final(u: str) -> bool:
+            return any(e["status"] in ("READY", "REJECTED") for e in self.statuses.get(u, []))
+        deadline = time.monotonic() + timeout_s
+        while not all(final(u) for u in wanted) and time.monotonic() < deadline:
+            self.poll(min(0.5, max(0.01, deadline - time.monotonic())))
+        return {u: list(self.statuses.get(u, [])) for u in wanted}
 
     def close(self) -> None:
         self.consumer.close()
