@@ -4,20 +4,35 @@ Like Kafka's tool, a reset is a dry run unless ``execute`` is set, and it is ref
 while the group has active members (stop the workers first). Strategies:
 earliest, latest, to an offset, to a datetime (first record at/after it), shift by N
 (clamped to the log's bounds).
+
+``reset_exited_group`` is for a caller that stopped the group's workers itself (a replay between its
+phases): where the broker keeps listing a member that exited (Tansu), it sets the offsets as a member.
 """
 from __future__ import annotations
 
+import asyncio
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterable
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from infra.logs import get_logger
 from infra.settings import Settings
+from streams.kafka.broker_capabilities import capabilities
 from streams.kafka.offsets import end_offset, offset_for_time, partitions_of, probe_consumer
 from streams.kafka.topics import admin_client, full_name
 
+log = get_logger("vitrina.offsets")
+
 ACTIVE_STATES = ("STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE")
+# The assignment protocols of vitrina's groups: Faust's agents ("faust") and the engine processors
+# (aiokafka's "range"). A member that joins a group only to commit offsets offers them all: Tansu keeps
+# a group's first protocol and refuses (INCONSISTENT_GROUP_PROTOCOL) a member that does not offer it.
+GROUP_PROTOCOLS = ("faust", "range", "roundrobin")
 
 
 class GroupActiveError(RuntimeError):
@@ -154,3 +169,103 @@ def execute_reset(settings: Settings, group: str, plans: list[PartitionPlan]) ->
     if wrong:
         raise GroupActiveError(f"the broker kept the old offsets for {len(wrong)} partition(s) of group {group!r}; "
                                "is a worker of that group still running?")
+
+
+def reset_exited_group(settings: Settings, group: str, plans: list[PartitionPlan], *, timeout_s: float = 60.0) -> None:
+    """Set a group's offsets (every topic of ``plans``) when the caller stopped the group's workers itself,
+    as a replay does between its phases (streams/ops/replay.py): ``execute_reset`` per topic, admin requests
+    refused while the group has live members.
+
+    Tansu (``admin_commits_after_exit`` off) keeps listing a member after its worker exited, cleanly or not:
+    the admin OffsetCommit is answered UNKNOWN_MEMBER_ID however long one retries (30 retries over 30 s).
+    There a refused reset is done as a member (``commit_as_member``): Tansu evicts the stale member when a
+    new one joins (5-20 s). A live worker keeps its partitions, so a reset is still refused then."""
+    by_topic: dict[str, list[PartitionPlan]] = {}
+    for plan in plans:
+        by_topic.setdefault(plan.topic, []).append(plan)
+    try:
+        for topic_plans in by_topic.values():
+            execute_reset(settings, group, topic_plans)
+    except GroupActiveError as refused:
+        if capabilities(settings).admin_commits_after_exit:
+            raise
+        log.info("offsets_reset_as_member", group=group, reason=str(refused))
+        commit_as_member(settings, group, plans, timeout_s=timeout_s)
+
+
+def unassigned(wanted: Iterable[tuple[str, int]], assigned: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The (topic, partition)s of ``wanted`` not in ``assigned``, sorted."""
+    return sorted(set(wanted) - set(assigned))
+
+
+def commit_as_member(settings: Settings, group: str, plans: list[PartitionPlan], *, timeout_s: float = 60.0) -> None:
+    """Commit ``plans`` as a member of ``group``: join it with an aiokafka consumer (aiokafka groups work on
+    Tansu, librdkafka groups hang there), wait until every planned partition is assigned to it, commit with
+    its generation, leave, then read the offsets back. Raises ``GroupActiveError`` when some partitions stay
+    with another member (a live worker) until ``timeout_s``."""
+    admin = admin_client(settings)
+    offsets = {(full_name(settings, plan.topic), plan.partition): plan.target for plan in plans}
+    _run_async(_commit_as_member(settings, group, offsets, timeout_s))
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in offsets:
+        by_topic.setdefault(topic, []).append(partition)
+    wrong = [(topic, partition) for topic, partitions in by_topic.items()
+             for partition, at in committed(admin, group, topic, partitions).items() if at != offsets[(topic, partition)]]
+    if wrong:
+        raise GroupActiveError(f"the broker kept the old offsets for {len(wrong)} partition(s) of group {group!r} "
+                               "after a commit as a member; is a worker of that group still running?")
+
+
+def _run_async(coroutine):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1) as pool:  # called from a coroutine: a loop of its own in a thread
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def commit_assignors(protocols: Iterable[str] = GROUP_PROTOCOLS) -> tuple[type, ...]:
+    """aiokafka assignors named after ``protocols`` (in that order), all round robin: whichever protocol the
+    group uses, the committing member is its leader (the only member once stale ones are evicted) and
+    assigns itself every partition. (DescribeGroups cannot tell the protocol: Tansu answers a member id.)"""
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    return tuple(type(f"CommitAssignor_{name}", (RoundRobinPartitionAssignor,), {"name": name}) for name in protocols)
+
+
+async def _commit_as_member(settings: Settings, group: str, offsets: dict[tuple[str, int], int],
+                            timeout_s: float) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition as AIOTopicPartition
+    from aiokafka.errors import KafkaError as AIOKafkaError
+    from aiokafka.structs import OffsetAndMetadata
+
+    session_ms = int(float(os.environ.get("VITRINA_SESSION_TIMEOUT_S", "10")) * 1000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, client_id=f"{group}-offsets",
+        enable_auto_commit=False, auto_offset_reset="latest", session_timeout_ms=session_ms,
+        heartbeat_interval_ms=max(1_000, session_ms // 5), rebalance_timeout_ms=2 * session_ms,
+        partition_assignment_strategy=commit_assignors())
+    consumer.subscribe(sorted({topic for topic, _ in offsets}))
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        last_error: Exception | None = None
+        while True:
+            assignment = consumer.assignment()
+            if not unassigned(offsets, ((tp.topic, tp.partition) for tp in assignment)):
+                consumer.pause(*assignment)
+                try:
+                    await consumer.commit({AIOTopicPartition(topic, partition): OffsetAndMetadata(offset, "")
+                                           for (topic, partition), offset in offsets.items()})
+                    return
+                except AIOKafkaError as exc:  # a rebalance between the assignment and the commit: again
+                    last_error = exc
+            if time.monotonic() > deadline:
+                missing = unassigned(offsets, ((tp.topic, tp.partition) for tp in consumer.assignment()))
+                raise GroupActiveError(f"group {group!r}: {len(missing)} partition(s) not assigned to a member "
+                                       f"setting its offsets within {timeout_s:.0f} s (a worker of the group still "
+                                       f"running?); last error: {last_error!r}")
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()

@@ -83,6 +83,8 @@ LOOKUP_MODULES = ("catalogue",)
 REBUILD_SKIP = {
     "ranking": "trains and publishes model versions (S3 registry, models.published): not a view; "
                "its Redis keys are restored from the registry copy in S3",
+    "ranking_online": "per-version online metrics: counters appended to the model registry (S3), not a view; "
+                      "a replay worker does not run it",
 }
 
 
@@ -361,15 +363,18 @@ class ReplayResult:
 
 
 def _commit_starts(settings: Settings, plan: ReplayPlan) -> None:
-    from streams.ops.group_offsets import PartitionPlan, execute_reset
+    """The range's start offsets for every group of the replay. Their workers (an earlier phase's, or the
+    shadow build's before a catch-up) were stopped by this replay: ``reset_exited_group`` (on Tansu, which
+    keeps listing an exited member, the offsets are committed by a member of the group)."""
+    from streams.ops.group_offsets import PartitionPlan, reset_exited_group
 
     by_topic: dict[str, list[PartitionPlan]] = {}
     for r in plan.ranges:
         by_topic.setdefault(r.topic, []).append(PartitionPlan(r.topic, r.partition, None, r.start, r.log_end))
     for suffix, topics in plan.agents.group_topics():
-        for topic in topics:
-            if topic in by_topic:
-                execute_reset(settings, plan.group(suffix), by_topic[topic])
+        plans = [p for topic in topics for p in by_topic.get(topic, [])]
+        if plans:
+            reset_exited_group(settings, plan.group(suffix), plans)
 
 
 def _create_private_topics(settings: Settings, plan: ReplayPlan) -> list[str]:
