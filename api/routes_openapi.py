@@ -141,8 +141,16 @@ def document(servers: list[str] | None = None) -> dict[str, Any]:
         "/v1/uploads/{upload_id}": {"get": {
             "operationId": "uploadStatus", "summary": "Status of one of the caller's uploads",
             "security": [{"bearer": []}, {"opsKey": []}], "parameters": [_path("upload_id", "Upload id")],
-            "responses": {"200": _json({"type": "object", "required": ["status", "upload_id", "uploader_id"]},
-                                       "Processed or rejected"), **_errors(*PERSONAL, 404)}}},
+            "responses": {"200": _json({"type": "object", "required": ["status", "upload_id", "uploader_id"],
+                                        "properties": {
+                                            "status": {"type": "string", "enum": [
+                                                "PENDING", "INSPECTING", "ENCODING", "PROCESSED", "REJECTED"]},
+                                            "state": {"type": ["string", "null"], "enum": [
+                                                "PENDING", "INSPECTING", "ENCODING", "READY", "REJECTED", None]},
+                                            "percent": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+                                            "stage": {"type": ["string", "null"]}}},
+                                       "In flight (state, percent, stage) or final: processed or rejected"),
+                          **_errors(*PERSONAL, 404)}}},
         "/v1/assets/{asset_id}": {"get": {
             "operationId": "asset", "summary": "Renditions with signed playback URLs (private: uploader only)",
             "security": SECURED,
