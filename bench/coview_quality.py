@@ -1,41 +1,33 @@
-"""Next-item quality of session co-view similar lists on MovieLens ml-latest-small.
+"""Fair next-item quality bench of the served co-view "similar" lists (issue 17).
 
-Ratings become synthetic playback events (a rating = the title was viewed: START
-then COMPLETE at 50% of an 8 s duration, at the rating time) and go through the
-same incremental code the agents run: ``sessionize.apply`` (30-min gap) ->
-``ViewCompleted`` -> ``cooccurrence.apply_contribution`` -> ``similarity.top_similar``
-(+ ``coldstart.blend`` for the served list).
+Two real datasets, each with its own validation and test slices (``bench/quality/protocol.py``
+states the split, the same-second tie rule, the ranking and the metrics):
 
-Split by time: sessions starting in the last 20% of the time range are the test
-set; co-view counts come from views before that instant (the model is frozen at
-the split). Tuning uses a validation slice: the sessions in the last 30% (by
-count) of the training sessions, with a model trained on views before them. For each held-out session of 2+
-titles and each position i >= 1 we score candidates from the similar lists of the
-previous ``context`` titles (weight 1/distance), exclude titles already in the
-session and check whether title i is in the top 10 (HitRate@10, NDCG@10).
-A second, prequential run ("streaming") lets the index keep learning from the
-test stream, as the live agent does; it is reported apart from the frozen table.
+* MovieLens ml-latest-small: ratings become playback events (a rating = the title was viewed:
+  START then COMPLETE at 50 % of an 8 s duration, at the rating time) and go through the agents'
+  sessionizer (30-min gap); the test slice is the sessions starting in the last 20 % of the time range.
+* RSC15-100k (RecSys Challenge 2015 clicks, session-rec's prepared split): tune on train_tr/train_valid,
+  test on test after fitting on train_full. Clicks go through the same sessionizer (viewer = session).
 
-Baselines: popularity (all-time and time-decayed, train only) and item-kNN from
-``implicit`` (CosineRecommender, BM25Recommender) trained on the train
-user x item matrix and, as a session-based variant, on the train session x item
-matrix; their ``similar_items`` lists are scored exactly like ours, with K and
-context tuned on the same validation slice.
+Methods (every one tuned on the validation slice, budgets in the result's ``tuning`` entries, the
+test slice read once per reported configuration, each read logged in ``test_reads``):
+vitrina's served list (co-view counts from the agents' code, ``top_similar`` K = 50, blended with
+the metadata list where a catalogue exists), popularity, item-kNN, EASE, SAR and V-SKNN
+(``bench/quality/baselines.py``, whole-catalogue scores) and GRU4Rec in TensorFlow
+(``bench/quality/sequential.py``, early-stopped on validation).
 
-Run from the repo root:  /work/venv/bin/python bench/coview_quality.py
+Run from the repo root:  .venv/bin/python -m bench.coview_quality   (about 20-30 min on 1-2 cores)
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
-import math
 import os
 import re
 import sys
 import time
-import warnings
-from collections import Counter, defaultdict
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,19 +35,32 @@ from typing import Callable, Iterable
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from scipy.sparse import csr_matrix  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from processors.coview.coldstart import MetadataIndex, blend  # noqa: E402
-from processors.coview.cooccurrence import DAY_MS, CoviewConfig  # noqa: E402
-from processors.coview.memory import CoviewIndex, SessionStore  # noqa: E402
-from processors.coview.sessionize import SessionConfig, ViewCompleted  # noqa: E402
-from processors.coview.similarity import MEASURES, SimilarityConfig, aggregate_similar  # noqa: E402
+from bench.quality import baselines as bl
+from bench.quality.protocol import (
+    RSC_DATA,
+    Session,
+    Slice,
+    TestLog,
+    evaluate,
+    movielens_slices,
+    paired_bootstrap,
+    rounded,
+    tie_stats,
+)
+from bench.quality.served import IndexCache, MetaCache, Served
+from processors.coview.coldstart import MetadataIndex, blend
+from processors.coview.cooccurrence import DAY_MS, CoviewConfig
+from processors.coview.memory import CoviewIndex, SessionStore
+from processors.coview.sessionize import SessionConfig, ViewCompleted
+from processors.coview.similarity import SimilarityConfig
 
 DATA = Path("/work/shared/data/datasets/movielens-ml-latest-small")
 RESULT = ROOT / "bench" / "results" / "coview_quality.json"
@@ -63,9 +68,11 @@ CITATION = (
     'F. Maxwell Harper and Joseph A. Konstan, 2015, "The MovieLens Datasets: History and Context", '
     "ACM Transactions on Interactive Intelligent Systems (TiiS) 5(4)"
 )
-TOP = 10
+RSC_CITATION = ('D. Ben-Shimon et al., "RecSys Challenge 2015 and the YOOCHOOSE Dataset", RecSys 2015; '
+                'split from session-rec (Ludewig and Jannach, UMUAI 28, 2018)')
 K = 50
-SimilarFn = Callable[[str], list[tuple[str, float]]]
+GRU_GRID = [{"hidden": 100, "lr": 5e-3}]
+CONTEXTS = [3, 10, 30]  # recent titles of the session a prefix is scored from (context 1 lost everywhere in a first run)
 
 
 # ----------------------------------------------------------------------------- data
@@ -127,251 +134,193 @@ def sessionize(ratings: list[tuple[str, str, int]]) -> list[ViewCompleted]:
     return views
 
 
-def session_starts(views: list[ViewCompleted]) -> dict[str, int]:
-    starts: dict[str, int] = {}
-    for view in views:
-        if view.session_id not in starts or view.at_ms < starts[view.session_id]:
-            starts[view.session_id] = view.at_ms
-    return starts
+
+def views_of_sessions(sessions: list[Session]) -> list[ViewCompleted]:
+    """RSC15 clicks through the sessionizer: the viewer is the session, a click a 4 s view of 8 s."""
+    rows = sorted(((s.sid, item, t) for s in sessions for item, t in zip(s.items, s.times)),
+                  key=lambda r: (r[2], r[0], r[1]))
+    return sessionize(rows)
 
 
-def session_lists(views: list[ViewCompleted], start_from: int, start_before: int) -> list[list[str]]:
-    """Item lists of sessions whose first view is in [start_from, start_before)."""
-    by_session: dict[str, list[ViewCompleted]] = defaultdict(list)
-    for view in views:
-        by_session[view.session_id].append(view)
-    out = []
-    for items in by_session.values():
-        items.sort(key=lambda v: v.position_in_session)
-        if start_from <= items[0].at_ms < start_before and len(items) >= 2:
-            out.append([v.item_id for v in items])
-    return out
+# ----------------------------------------------------------------------------- tuning
 
 
-# ----------------------------------------------------------------------------- evaluation
+def tune(name: str, candidates: Iterable[dict], build: Callable[[dict], object], val: Slice,
+         log: Callable[[str], None]) -> tuple[dict, float, list]:
+    """Evaluate every candidate on validation; returns (best params, its NDCG@10, trace)."""
+    best, best_params, trace = -1.0, {}, []
+    for params in candidates:
+        began = time.perf_counter()
+        ndcg = evaluate(build(params), val)["ndcg10"]
+        trace.append({"params": params, "val_ndcg10": round(ndcg, 4)})
+        log(f"  {name} {params}: val ndcg10 {ndcg:.4f} ({time.perf_counter() - began:.1f} s)")
+        if ndcg > best + 1e-9:
+            best, best_params = ndcg, params
+    return best_params, best, trace
 
 
-def _gain(ranked: list[tuple[str, float]], target: str) -> float:
-    for rank, (item, _score) in enumerate(ranked):
-        if item == target:
-            return 1.0 / math.log2(rank + 2)
-    return 0.0
+def grid(**axes) -> list[dict]:
+    names = list(axes)
+    return [dict(zip(names, values)) for values in itertools.product(*axes.values())]
 
 
-def _summary(gains: list[list[float]]) -> dict:
-    flat = [g for session in gains for g in session]
-    return {"hr10": sum(1 for g in flat if g > 0) / len(flat), "ndcg10": sum(flat) / len(flat),
-            "targets": len(flat), "gains": gains}
+class Cached:
+    """Caches item x item matrices by the parameters that decide them."""
+
+    def __init__(self) -> None:
+        self.key = None
+        self.value = None
+
+    def get(self, key, make):
+        if key != self.key:
+            self.value = None
+            self.value = make()
+            self.key = key
+        return self.value
 
 
-def evaluate(similar: SimilarFn, sessions: list[list[str]], context: int) -> dict:
-    """Per-session NDCG gains (0 for a miss) plus HR@10/NDCG@10; lists cached (frozen model)."""
-    cache: dict[str, list[tuple[str, float]]] = {}
+def baseline_builders(data: Slice, has_users: bool) -> dict[str, tuple[list[dict], Callable[[dict], object]]]:
+    rows = ["session", "user"] if has_users else ["session"]
+    cache = {"cooc": Cached(), "ease": Cached()}
 
-    def cached(item: str) -> list[tuple[str, float]]:
-        found = cache.get(item)
-        if found is None:
-            found = cache[item] = similar(item)
-        return found
+    def cooc(params: dict) -> np.ndarray:
+        return cache["cooc"].get((params["rows"], params.get("half_life_days")), lambda: bl.cooccurrence(
+            bl.fit_matrix(data, params["rows"], params.get("half_life_days"))))
 
-    gains = []
-    for items in sessions:
-        session_gains = []
-        for i in range(1, len(items)):
-            recent = [cached(items[i - d]) for d in range(1, min(context, i) + 1)]
-            ranked = aggregate_similar(recent, set(items[:i]), TOP)
-            session_gains.append(_gain(ranked, items[i]))
-        gains.append(session_gains)
-    return _summary(gains)
+    def itemknn(params):
+        return bl.ItemItem(bl.cosine_matrix(cooc(params), params["alpha"]), params["context"])
 
+    def sar(params):
+        return bl.ItemItem(bl.sar_matrix(cooc(params), params["similarity"]), params["context"])
 
-def evaluate_popularity(ranking: list[str], sessions: list[list[str]]) -> dict:
-    gains = []
-    for items in sessions:
-        session_gains = []
-        for i in range(1, len(items)):
-            seen = set(items[:i])
-            ranked = [(o, 0.0) for o in ranking[: TOP + len(seen)] if o not in seen][:TOP]
-            session_gains.append(_gain(ranked, items[i]))
-        gains.append(session_gains)
-    return _summary(gains)
+    def ease(params):
+        matrix = cache["ease"].get((params["rows"], params["lambda"]),
+                                   lambda: bl.ease_matrix(bl.fit_matrix(data, params["rows"]), params["lambda"]))
+        return bl.ItemItem(matrix, params["context"])
 
+    ends = bl.session_ends(data)
+    session_matrix = bl.fit_matrix(data, "session")
+    span_days = (data.cut_ms - min(s.times[0] for s in data.fit)) / DAY_MS
+    half_lives = [None, round(span_days / 4, 2)]
 
-def evaluate_streaming(history: list[ViewCompleted], stream: list[ViewCompleted], coview: CoviewConfig,
-                       similarity: SimilarityConfig, context: int) -> dict:
-    """Prequential: the index keeps learning from the stream; each view of a session that
-    started inside the stream is first predicted (lists read at the view's time), then added."""
-    index = CoviewIndex(coview)
-    for view in history:
-        index.add_view(view)
-    prefixes: dict[str, list[str]] = {}
-    gains: dict[str, list[float]] = {}
-    for view in stream:
-        if view.position_in_session == 1:
-            prefixes[view.session_id] = []
-            gains[view.session_id] = []
-        items = prefixes.get(view.session_id)
-        if items:
-            recent = [index.similar(items[-d], view.at_ms, similarity) for d in range(1, min(context, len(items)) + 1)]
-            ranked = aggregate_similar(recent, set(items), TOP)
-            gains[view.session_id].append(_gain(ranked, view.item_id))
-        if items is not None:
-            items.append(view.item_id)
-        index.add_view(view)
-    return _summary([g for g in gains.values() if g])
+    def sknn(params):
+        return bl.SessionKNN(session_matrix, ends, params["k"], params["sample"], params["similarity"])
+
+    contexts = CONTEXTS
+    lambdas = [10.0, 50.0, 200.0, 1000.0]
+    return {
+        "itemknn": (grid(rows=rows, alpha=[0.5, 0.75, 0.9], context=contexts), itemknn),
+        "ease": (grid(rows=rows, **{"lambda": lambdas}, context=contexts), ease),
+        "sar": (grid(rows=rows, half_life_days=half_lives, similarity=["jaccard", "lift", "counts"],
+                     context=contexts), sar),
+        "sknn": (grid(k=[100, 200, 500], sample=[1000, 5000], similarity=["dot", "cosine"]), sknn),
+    }
 
 
-def paired_bootstrap(ours: list[list[float]], theirs: list[list[float]], rounds: int = 2000) -> dict:
-    """95% interval of the NDCG@10 difference, resampling held-out sessions (seeded)."""
-    rng = np.random.default_rng(20240501)
-    sums = np.array([sum(a) - sum(b) for a, b in zip(ours, theirs)])
-    counts = np.array([len(a) for a in ours])
-    picks = rng.integers(0, len(sums), size=(rounds, len(sums)))
-    diffs = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    return {"ndcg10_diff": round(float(sums.sum() / counts.sum()), 4),
-            "ci95": [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)],
-            "share_of_resamples_ours_better": round(float((diffs > 0).mean()), 3)}
+def served_candidates() -> list[dict]:
+    # window 20 is the most the sessionizer carries (SessionConfig.recent_views); backward_factor 1.0 beat 0.25
+    # on both validation slices in a first run and is fixed here
+    return grid(measure=["cosine", "jaccard", "asymmetric"], window=[5, 20], min_support=[0.5, 1.0],
+                context=CONTEXTS)
 
 
-def popularity_ranking(views: list[ViewCompleted], now_ms: int, half_life_days: float | None) -> list[str]:
-    scores: dict[str, float] = defaultdict(float)
-    for view in views:
-        weight = 1.0 if half_life_days is None else 2.0 ** ((view.at_ms - now_ms) / (half_life_days * DAY_MS))
-        scores[view.item_id] += weight
-    return [item for item, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+def served_builder(data: Slice, views: list[ViewCompleted], metadata: MetadataIndex | None):
+    cache = IndexCache(views)
+    meta = MetaCache(metadata) if metadata is not None else None
+
+    def build(params: dict) -> Served:
+        config = CoviewConfig(window=params["window"])
+        similarity = SimilarityConfig(measure=params["measure"], k=K, min_support=params["min_support"])
+        return Served(data, cache.get(config), similarity, params["context"], meta, params.get("prior"),
+                      series_slots=params.get("series_slots", 0), kids_share=params.get("kids_share", 0.0))
+
+    return build
 
 
-# ----------------------------------------------------------------------------- our model
+# ----------------------------------------------------------------------------- one dataset
 
 
-class CoviewModel:
-    """Indexes built from train views, cached by the settings that change the counts."""
+def run_dataset(name: str, val: Slice, test: Slice, val_views, test_views, val_meta, test_meta,
+                has_users: bool, tests: TestLog, log: Callable[[str], None], skip: set[str],
+                gru_grid: list[dict], gru_epochs: int, gru_budget_s: float) -> dict:
+    log(f"[{name}] validation: {len(val.fit)} fit sessions, {len(val.targets)} targets, {val.n_items} titles; "
+        f"test: {len(test.fit)} fit sessions, {len(test.targets)} targets in {len(test.evaluate)} sessions")
+    methods: dict[str, dict] = {}
+    gains: dict[str, list] = {}
 
-    def __init__(self, views: list[ViewCompleted], now_ms: int) -> None:
-        self.views = views
-        self.now_ms = now_ms
-        self._indexes: dict[CoviewConfig, CoviewIndex] = {}
+    def report(method: str, params: dict, val_ndcg: float, candidates: int, model_for_test: Callable[[], object],
+               extra: dict | None = None) -> None:
+        result = tests.read(name, method, params, lambda: evaluate(model_for_test(), test))
+        gains[method] = result["gains"]
+        methods[method] = {**rounded(result), "val_ndcg10": round(val_ndcg, 4), "params": params,
+                           "configurations_tuned": candidates, **(extra or {})}
+        log(f"[{name}] {method}: test ndcg10 {result['ndcg10']:.4f} hr10 {result['hr10']:.4f} "
+            f"per-session ndcg10 {result['ndcg10_per_session']:.4f}  ({params})")
 
-    def index(self, config: CoviewConfig) -> CoviewIndex:
-        index = self._indexes.get(config)
-        if index is None:
-            index = CoviewIndex(config)
-            for view in self.views:
-                index.add_view(view)
-            if len(self._indexes) > 6:
-                self._indexes.pop(next(iter(self._indexes)))
-            self._indexes[config] = index
-        return index
+    # --- vitrina's served list
+    build_val = served_builder(val, val_views, None)
+    build_test = served_builder(test, test_views, None)
+    log(f"[{name}] tuning served co-view lists")
+    params, val_ndcg, trace = tune("coview", served_candidates(), build_val, val, log)
+    per_measure = {}
+    for entry in trace:
+        measure = entry["params"]["measure"]
+        if measure not in per_measure or entry["val_ndcg10"] > per_measure[measure]["val_ndcg10"]:
+            per_measure[measure] = entry
+    n_candidates = len(served_candidates())
+    coview_params = params
+    report("coview", params, val_ndcg, n_candidates, lambda: build_test(params))
+    served_name, served_params = "coview", params
+    if val_meta is not None:
+        build_val_m = served_builder(val, val_views, val_meta)
+        build_test_m = served_builder(test, test_views, test_meta)
+        priors = [dict(params, prior=p, series_slots=s, kids_share=c) for p in (2.0, 5.0, 20.0) for s in (0, 3)
+                  for c in (0.0, 0.5)]
+        params_b, val_b, _ = tune("coview+metadata", priors, build_val_m, val, log)
+        n_candidates += len(priors)
+        if val_b > val_ndcg:
+            report("coview_metadata_blend", params_b, val_b, n_candidates, lambda: build_test_m(params_b))
+            served_name, served_params = "coview_metadata_blend", params_b
 
-    def similar_fn(self, config: CoviewConfig, similarity: SimilarityConfig) -> SimilarFn:
-        index = self.index(config)
-        return lambda item: index.similar(item, self.now_ms, similarity)
+    # --- baselines
+    report("popularity", {}, evaluate(bl.Popularity(val), val)["ndcg10"], 1, lambda: bl.Popularity(test))
+    val_builders = baseline_builders(val, has_users)
+    test_builders = baseline_builders(test, has_users)
+    for method, (candidates, build) in val_builders.items():
+        if method in skip:
+            continue
+        log(f"[{name}] tuning {method} ({len(candidates)} configurations)")
+        params, val_ndcg, _ = tune(method, candidates, build, val, log)
+        report(method, params, val_ndcg, len(candidates), lambda m=method, p=params: test_builders[m][1](p))
+    if "sequential" not in skip:
+        from bench.quality import sequential
 
-    def blended_fn(self, config: CoviewConfig, similarity: SimilarityConfig,
-                   metadata: MetadataIndex, meta_cache: dict, prior: float) -> SimilarFn:
-        index = self.index(config)
+        log(f"[{name}] tuning GRU4Rec ({len(gru_grid)} configurations, early stopping)")
+        params, val_ndcg, trace = sequential.tune(val, gru_grid, gru_epochs, 3, log, gru_budget_s)
+        report("sequential", params, val_ndcg, len(gru_grid), lambda p=params: sequential.fit_for_test(test, p),
+               {"model": "GRU4Rec (TensorFlow, full softmax)", "epoch_trace": trace})
 
-        def similar(item: str) -> list[tuple[str, float]]:
-            meta = meta_cache.get(item)
-            if meta is None:
-                meta = meta_cache[item] = metadata.similar(item, K)
-            coview = index.similar(item, self.now_ms, similarity)
-            return blend(coview, meta, index.count(item, self.now_ms), prior, K)[0]
-
-        return similar
-
-
-GRID = {  # coordinate-descent order: the decay scale first, it decides whether min_support leaves anything
-    "half_life_days": [7, 30, 180, 730, 3650, None],
-    "min_support": [0.0, 0.5, 1.0, 2.0, 3.0],
-    "context": [1, 2, 3, 5, 10],
-    "window": [1, 2, 3, 5, 10, 20],
-    "weighting": ["flat", "inverse_sqrt", "inverse", "inverse_square"],
-    "backward_factor": [0.0, 0.5, 1.0],
-}
-START = {"window": 5, "weighting": "inverse", "backward_factor": 1.0, "half_life_days": 7,
-         "min_support": 1.0, "context": 1}
-
-
-def configs(params: dict) -> tuple[CoviewConfig, SimilarityConfig, int]:
-    half_life = params["half_life_days"]
-    coview = CoviewConfig(
-        window=params["window"], weighting=params["weighting"], backward_factor=params["backward_factor"],
-        half_life_ms=None if half_life is None else int(half_life * DAY_MS),
-    )
-    return coview, SimilarityConfig(measure=params["measure"], k=K, min_support=params["min_support"]), params["context"]
-
-
-def tune_measure(model: CoviewModel, sessions: list[list[str]], measure: str, passes: int,
-                 log: Callable[[str], None]) -> tuple[dict, float]:
-    """Coordinate descent on validation NDCG@10 over GRID, starting at START."""
-    params = dict(START, measure=measure)
-    seen: dict[tuple, float] = {}
-
-    def score(candidate: dict) -> float:
-        key = tuple(sorted(candidate.items(), key=lambda kv: kv[0]))
-        if key not in seen:
-            coview, similarity, context = configs(candidate)
-            seen[key] = evaluate(model.similar_fn(coview, similarity), sessions, context)["ndcg10"]
-        return seen[key]
-
-    best = score(params)
-    for _ in range(passes):
-        changed = False
-        for name, values in GRID.items():
-            for value in values:
-                if value == params[name]:
-                    continue
-                candidate = dict(params, **{name: value})
-                value_score = score(candidate)
-                if value_score > best + 1e-9:
-                    best, params, changed = value_score, candidate, True
-            log(f"  {measure}: {name} -> {params[name]!r}  val ndcg10={best:.4f}")
-        if not changed:
-            break
-    return params, best
-
-
-# ----------------------------------------------------------------------------- implicit baselines
-
-
-def implicit_similar_fn(rows: list[tuple[str, str]], recommender: str, k_neighbours: int) -> SimilarFn:
-    """Item-kNN from ``implicit`` on a (row key, item) interaction list; ``similar_items`` lists."""
-    from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
-
-    warnings.filterwarnings("ignore", module="implicit")
-
-    row_ids: dict[str, int] = {}
-    item_ids: dict[str, int] = {}
-    pairs = set()
-    for row, item in rows:
-        pairs.add((row_ids.setdefault(row, len(row_ids)), item_ids.setdefault(item, len(item_ids))))
-    r, c = zip(*pairs)
-    matrix = csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(len(row_ids), len(item_ids)))
-    model = (CosineRecommender(K=k_neighbours, num_threads=1) if recommender == "cosine"
-             else BM25Recommender(K=k_neighbours, num_threads=1))
-    model.fit(matrix, show_progress=False)
-    names = np.array(list(item_ids), dtype=object)
-    ids, scores = model.similar_items(np.arange(len(item_ids)), N=K + 1)
-    lists: dict[str, list[tuple[str, float]]] = {}
-    for index, name in enumerate(names):
-        lists[name] = [(names[j], float(s)) for j, s in zip(ids[index], scores[index])
-                       if j != index and s > 0.0][:K]
-    return lambda item: lists.get(item, [])
-
-
-def tune_implicit(rows: list[tuple[str, str]], recommender: str, sessions: list[list[str]]) -> tuple[dict, float]:
-    best_params, best = {}, -1.0
-    for k_neighbours in (20, 50, 100, 200):
-        similar = implicit_similar_fn(rows, recommender, k_neighbours)
-        for context in GRID["context"]:
-            ndcg = evaluate(similar, sessions, context)["ndcg10"]
-            if ndcg > best:
-                best, best_params = ndcg, {"K": k_neighbours, "context": context}
-    return best_params, best
-
-
-# ----------------------------------------------------------------------------- throughput
+    # --- comparisons
+    baselines = {m: r for m, r in methods.items() if m not in ("coview", "coview_metadata_blend")}
+    best = max(baselines, key=lambda m: baselines[m]["ndcg10"])
+    versus = {f"served_vs_{m}": paired_bootstrap(gains[served_name], gains[m]) for m in baselines}
+    if served_name != "coview":
+        versus["coview_only_vs_best_baseline"] = paired_bootstrap(gains["coview"], gains[best])
+    return {
+        "served_list": served_name, "served_params": served_params, "coview_params": coview_params,
+        "hr10": methods[served_name]["hr10"], "ndcg10": methods[served_name]["ndcg10"],
+        "ndcg10_per_session": methods[served_name]["ndcg10_per_session"],
+        "best_baseline": best, "best_baseline_ndcg10": baselines[best]["ndcg10"],
+        "per_measure_validation": per_measure,
+        "served": {m: methods[m] for m in ("coview", "coview_metadata_blend") if m in methods},
+        "baselines": baselines, "paired_bootstrap": versus,
+        "split": {"validation_fit_sessions": len(val.fit), "validation_targets": len(val.targets),
+                  "validation_sessions": len(val.evaluate), "test_fit_sessions": len(test.fit),
+                  "test_sessions": len(test.evaluate), "test_targets": len(test.targets),
+                  "catalogue_test": test.n_items,
+                  "same_second_ties_test": tie_stats(test.evaluate),
+                  "same_second_ties_fit": tie_stats(test.fit)},
+    }
 
 
 def _player_events(sample: list[tuple[str, str, int]]) -> list[dict]:
@@ -423,171 +372,130 @@ def throughput(ratings: list[tuple[str, str, int]], limit: int) -> dict[str, dic
 # ----------------------------------------------------------------------------- main
 
 
+
+# ----------------------------------------------------------------------------- main
+
+PROTOCOL = (
+    "next-item on held-out sessions; one target per timestamp group after the first (same-second events are "
+    "unordered: a hit at the best rank of ANY title of the group), titles already in the session removed from "
+    "the group and the candidates (empty groups dropped); every method scores the whole catalogue (titles of the "
+    "fit data) from the session prefix only, ties broken by fit popularity; NDCG@10/HR@10 per target (micro) and "
+    "per session (mean of session means); every method tuned on the validation slice, the test slice read once per "
+    "reported method (test_reads); paired bootstrap over test sessions (2000 resamples, seeded)")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--passes", type=int, default=3, help="coordinate-descent passes per measure")
+    parser.add_argument("--rsc", type=Path, default=RSC_DATA)
+    parser.add_argument("--datasets", default="movielens,rsc15")
+    parser.add_argument("--skip", default="", help="comma-separated methods to leave out (quick runs only)")
+    parser.add_argument("--gru-epochs", type=int, default=30)
+    parser.add_argument("--gru-budget-s", type=float, default=420.0, help="per GRU4Rec configuration")
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--only-throughput", action="store_true",
                         help="re-measure events/s only and update that key of an existing result file")
+    parser.add_argument("--merge", nargs="+", type=Path, help="combine per-dataset result files into --out")
     args = parser.parse_args(argv)
-    log = lambda message: print(message, flush=True)  # noqa: E731
+    if args.merge:
+        return merge(args.merge, args.out, args.data, argv)
+    log = lambda message: print(message, flush=True)
     began = time.perf_counter()
-
     ratings = load_ratings(args.data)
     if args.only_throughput:
         result = json.loads(args.out.read_text())
         result["throughput"] = throughput(ratings, 20_000)
         result["defaults"] = defaults()
         args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        for name, rate in result["throughput"].items():
-            log(f"throughput {name}: {rate}")
         return result
-    views = sessionize(ratings)
-    all_sessions = Counter(v.session_id for v in views)
-    t_min = min(r[2] for r in ratings)
-    t_max = max(r[2] for r in ratings)
-    t_test = int(t_min + 0.8 * (t_max - t_min))
-    # validation: the sessions in the last 30% (by count) of the training sessions
-    train_starts = sorted(t for t in session_starts(views).values() if t < t_test)
-    t_val = train_starts[int(0.7 * len(train_starts))]
-    iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()  # noqa: E731
-    train_views = [v for v in views if v.at_ms < t_test]
-    fit_views = [v for v in views if v.at_ms < t_val]
-    val_sessions = session_lists(views, t_val, t_test)
-    test_sessions = session_lists(views, t_test, t_max + 1)
-    log(f"ratings {len(ratings)}, views {len(views)}, sessions {len(all_sessions)} "
-        f"({sum(1 for c in all_sessions.values() if c >= 2)} with 2+ titles)")
-    log(f"validation: fit on views before {iso(t_val)}, {len(val_sessions)} sessions; "
-        f"test: fit on views before {iso(t_test)}, {len(test_sessions)} sessions")
-
-    # --- ours, tuned per measure on validation
-    fit_model = CoviewModel(fit_views, t_val)
-    train_model = CoviewModel(train_views, t_test)
-    per_measure: dict[str, dict] = {}
-    gains: dict[str, list[list[float]]] = {}  # per held-out session, for paired comparisons
-    for measure in MEASURES:
-        log(f"tuning {measure} on validation")
-        params, val_ndcg = tune_measure(fit_model, val_sessions, measure, args.passes, log)
-        coview, similarity, context = configs(params)
-        test = evaluate(train_model.similar_fn(coview, similarity), test_sessions, context)
-        per_measure[measure] = {"hr10": round(test["hr10"], 4), "ndcg10": round(test["ndcg10"], 4),
-                                "val_ndcg10": round(val_ndcg, 4), "params": params}
-        gains[f"coview_{measure}"] = test["gains"]
-        log(f"  {measure}: test hr10={test['hr10']:.4f} ndcg10={test['ndcg10']:.4f}")
-    measure = max(per_measure, key=lambda m: per_measure[m]["val_ndcg10"])
-    chosen = per_measure[measure]["params"]
-
-    # --- cold-start blend on top of the chosen co-view configuration
-    val_meta, test_meta = MetadataIndex(), MetadataIndex()
-    for title in load_titles(args.data, t_val).values():
-        val_meta.add_title(title)
-    for title in load_titles(args.data, t_test).values():
-        test_meta.add_title(title)
-    coview, similarity, context = configs(chosen)
-    val_cache: dict = {}
-    blend_val = {}
-    for prior in (0.5, 2.0, 5.0, 20.0):
-        blend_val[prior] = evaluate(fit_model.blended_fn(coview, similarity, val_meta, val_cache, prior),
-                                    val_sessions, context)["ndcg10"]
-    prior = max(blend_val, key=blend_val.get)
-    blended = evaluate(train_model.blended_fn(coview, similarity, test_meta, {}, prior), test_sessions, context)
-    gains["blend"] = blended["gains"]
-    metadata_only = evaluate(lambda item: test_meta.similar(item, K), test_sessions, context)
-    use_blend = blend_val[prior] > per_measure[measure]["val_ndcg10"]
-    log(f"blend prior={prior}: val ndcg10={blend_val[prior]:.4f} "
-        f"(co-view only {per_measure[measure]['val_ndcg10']:.4f}); test ndcg10={blended['ndcg10']:.4f}")
-
-    # --- streaming (prequential) evaluation: the live system keeps learning; tune the half-life here too
-    val_stream = sorted((v for v in views if t_val <= v.at_ms < t_test), key=lambda v: v.at_ms)
-    test_stream = sorted((v for v in views if v.at_ms >= t_test), key=lambda v: v.at_ms)
-    streaming_val = {}
-    for half_life in (30, 180, 730, 3650, None):
-        for min_support in (0.0, chosen["min_support"]):
-            coview_h, similarity_h, context_h = configs(dict(chosen, half_life_days=half_life,
-                                                             min_support=min_support))
-            streaming_val[(half_life, min_support)] = evaluate_streaming(
-                fit_views, val_stream, coview_h, similarity_h, context_h)["ndcg10"]
-            log(f"streaming validation half-life {half_life} d, min_support {min_support}: "
-                f"ndcg10={streaming_val[(half_life, min_support)]:.4f}")
-    streaming_half_life, streaming_support = max(streaming_val, key=streaming_val.get)
-    coview_s, similarity_s, context_s = configs(dict(chosen, half_life_days=streaming_half_life,
-                                                     min_support=streaming_support))
-    streaming_test = evaluate_streaming(train_views, test_stream, coview_s, similarity_s, context_s)
-    log(f"streaming test (half-life {streaming_half_life} d, min_support {streaming_support}): "
-        f"ndcg10={streaming_test['ndcg10']:.4f}")
-
-    # --- baselines
-    baselines: dict[str, dict] = {}
-    pop_val = {h: evaluate_popularity(popularity_ranking(fit_views, t_val, h), val_sessions)["ndcg10"]
-               for h in (7, 30, 90, 365)}
-    recent = max(pop_val, key=pop_val.get)
-    for name, half_life in (("popularity", None), ("popularity_recent", recent)):
-        result = evaluate_popularity(popularity_ranking(train_views, t_test, half_life), test_sessions)
-        baselines[name] = {"hr10": round(result["hr10"], 4), "ndcg10": round(result["ndcg10"], 4),
-                           "params": {"half_life_days": half_life}}
-        gains[name] = result["gains"]
-    for rows_name, row_of in (("user", lambda v: v.viewer), ("session", lambda v: v.session_id)):
-        fit_rows = [(row_of(v), v.item_id) for v in fit_views]
-        train_rows = [(row_of(v), v.item_id) for v in train_views]
-        for recommender in ("cosine", "bm25"):
-            name = f"implicit_{recommender}_{rows_name}_item"
-            params, val_ndcg = tune_implicit(fit_rows, recommender, val_sessions)
-            test = evaluate(implicit_similar_fn(train_rows, recommender, params["K"]), test_sessions,
-                            params["context"])
-            baselines[name] = {"hr10": round(test["hr10"], 4), "ndcg10": round(test["ndcg10"], 4),
-                               "val_ndcg10": round(val_ndcg, 4), "params": params}
-            gains[name] = test["gains"]
-            log(f"{name}: {params} test ndcg10={test['ndcg10']:.4f}")
-
-    ours = blended if use_blend else per_measure[measure]
-    ours_gains = gains["blend"] if use_blend else gains[f"coview_{measure}"]
-    best_baseline = max(baselines, key=lambda b: baselines[b]["ndcg10"])
-    versus = {"served_vs_best_baseline": paired_bootstrap(ours_gains, gains[best_baseline]),
-              "coview_only_vs_best_baseline": paired_bootstrap(gains[f"coview_{measure}"], gains[best_baseline])}
-    rates = throughput(ratings, 20_000)
-    result = {
-        "hr10": round(ours["hr10"], 4),
-        "ndcg10": round(ours["ndcg10"], 4),
-        "measure": measure,
-        "served_list": "coview+metadata blend" if use_blend else "coview",
-        "params": chosen,
-        "best_baseline": best_baseline,
-        "best_baseline_ndcg10": baselines[best_baseline]["ndcg10"],
-        "baselines": baselines,
-        "paired_bootstrap": versus,
-        "per_measure": per_measure,
-        "coview_only_best_measure": {k: per_measure[measure][k] for k in ("hr10", "ndcg10")},
-        "blend": {"prior": prior, "hr10": round(blended["hr10"], 4), "ndcg10": round(blended["ndcg10"], 4),
-                  "val_ndcg10_by_prior": {str(p): round(v, 4) for p, v in blend_val.items()},
-                  "metadata_only": {k: round(metadata_only[k], 4) for k in ("hr10", "ndcg10")}},
-        "streaming": {"note": "prequential: the co-view index also learns from test sessions before each "
-                               "prediction (the live behaviour); not comparable with the frozen baselines",
-                      "half_life_days": streaming_half_life, "min_support": streaming_support,
-                      "hr10": round(streaming_test["hr10"], 4),
-                      "ndcg10": round(streaming_test["ndcg10"], 4), "targets": streaming_test["targets"],
-                      "val_ndcg10_by_half_life_days_and_min_support": {
-                          f"{h}/{m}": round(v, 4) for (h, m), v in streaming_val.items()}},
-        "split": {"test_sessions_start_from": iso(t_test), "validation_from": iso(t_val),
-                  "train_views": len(train_views), "test_sessions": len(test_sessions),
-                  "test_targets": ours_targets(test_sessions), "validation_sessions": len(val_sessions),
-                  "sessions_total": len(all_sessions),
-                  "sessions_2plus": sum(1 for c in all_sessions.values() if c >= 2)},
-        "protocol": "next-item: for each position i>=1 of a held-out session, candidates = similar lists of the "
-                    "previous `context` titles weighted 1/distance, titles already in the session excluded; "
-                    "models frozen at the split; all hyper-parameters tuned on the validation slice",
-        "throughput": rates,
-        "defaults": defaults(),
-        "dataset": {"name": "MovieLens ml-latest-small (GroupLens, 2018 build)", "citation": CITATION,
-                    "path": str(args.data)},
-        "command": "/work/venv/bin/python bench/coview_quality.py",
-        "seconds": round(time.perf_counter() - began, 1),
-    }
+    skip = {s for s in args.skip.split(",") if s}
+    tests = TestLog()
+    datasets: dict[str, dict] = {}
+    iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()
+    wanted = args.datasets.split(",")
+    if "movielens" in wanted:
+        ratings.sort(key=lambda r: (r[2], r[0], r[1]))
+        views = sessionize(ratings)
+        val, test, cuts = movielens_slices(views)
+        val_views = [v for v in views if v.at_ms < cuts["validation_from_ms"]]
+        test_views = [v for v in views if v.at_ms < cuts["test_from_ms"]]
+        metas = []
+        for cut in (cuts["validation_from_ms"], cuts["test_from_ms"]):
+            meta = MetadataIndex()
+            for title in load_titles(args.data, cut).values():
+                meta.add_title(title)
+            metas.append(meta)
+        out = run_dataset("movielens", val, test, val_views, test_views, metas[0], metas[1], True, tests, log,
+                          skip, GRU_GRID, args.gru_epochs, args.gru_budget_s)
+        out["split"].update({"validation_from": iso(cuts["validation_from_ms"]),
+                             "test_from": iso(cuts["test_from_ms"])})
+        out["dataset"] = {"name": "MovieLens ml-latest-small (GroupLens, 2018 build)", "citation": CITATION,
+                          "path": str(args.data)}
+        datasets["movielens"] = out
+    if "rsc15" in wanted:
+        val, test = bench_rsc(args.rsc)
+        out = run_dataset("rsc15", val, test, views_of_sessions(val.fit), views_of_sessions(test.fit), None, None,
+                          False, tests, log, skip, GRU_GRID, args.gru_epochs,
+                          args.gru_budget_s)
+        out["dataset"] = {"name": "RSC15-100k (YooChoose clicks, session-rec prepared split)",
+                          "citation": RSC_CITATION, "path": str(args.rsc)}
+        datasets["rsc15"] = out
+    result = assemble(datasets, tests.reads, ratings, skip, argv, began)
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     log(f"wrote {args.out}")
     return result
+
+
+def assemble(datasets: dict, reads: list, ratings, skip: set, argv, began: float) -> dict:
+    first = datasets.get("movielens") or next(iter(datasets.values()))
+    result = {
+        "hr10": first["hr10"], "ndcg10": first["ndcg10"],
+        "measure": first["served_params"]["measure"], "served_list": first["served_list"],
+        "params": first["served_params"], "best_baseline": first["best_baseline"],
+        "best_baseline_ndcg10": first["best_baseline_ndcg10"], "baselines": first["baselines"],
+        "paired_bootstrap": first["paired_bootstrap"],
+        "per_measure": first["per_measure_validation"], "coview_only_best_measure": {k: first["served"]["coview"][k] for k in ("hr10", "ndcg10")},
+        "blend": first["served"].get("coview_metadata_blend"),
+        "streaming": None,
+        "split": first["split"],
+        "protocol": PROTOCOL,
+        "datasets": datasets,
+        "goal_met": {name: all(c["ci95"][0] > 0 for key, c in d["paired_bootstrap"].items()
+                               if key.startswith("served_vs_")) for name, d in datasets.items()},
+        "test_reads": reads,
+        "throughput": throughput(ratings, 20_000) if "throughput" not in skip else None,
+        "defaults": defaults(),
+        "dataset": first["dataset"],
+        "command": ".venv/bin/python -m bench.coview_quality " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    return result
+
+
+def merge(paths: list[Path], out: Path, data: Path, argv) -> dict:
+    """One result file from per-dataset runs (each ran in its own process)."""
+    began = time.perf_counter()
+    datasets, reads, seconds = {}, [], 0.0
+    for path in paths:
+        part = json.loads(path.read_text())
+        datasets.update(part["datasets"])
+        reads += part["test_reads"]
+        seconds += part["seconds"]
+    result = assemble(datasets, reads, load_ratings(data), set(), argv, began)
+    result["seconds"] = round(seconds + result["seconds"], 1)
+    result["merged_from"] = [str(p) for p in paths]
+    print_table(result)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def bench_rsc(path: Path):
+    from bench.quality.protocol import rsc_slices
+
+    return rsc_slices(path)
 
 
 def defaults() -> dict:
@@ -598,32 +506,14 @@ def defaults() -> dict:
             "similarity": asdict(SimilarityConfig()), "blend_prior": prior}
 
 
-def ours_targets(sessions: list[list[str]]) -> int:
-    return sum(len(s) - 1 for s in sessions)
-
-
 def print_table(result: dict) -> None:
-    rows = [(f"coview {m}" + (" (chosen)" if m == result["measure"] else ""), r["hr10"], r["ndcg10"])
-            for m, r in result["per_measure"].items()]
-    rows.append((f"coview {result['measure']} + metadata blend (prior {result['blend']['prior']})",
-                 result["blend"]["hr10"], result["blend"]["ndcg10"]))
-    rows.append(("metadata only (cold-start TF-IDF)", result["blend"]["metadata_only"]["hr10"],
-                 result["blend"]["metadata_only"]["ndcg10"]))
-    rows += [(name, r["hr10"], r["ndcg10"]) for name, r in result["baselines"].items()]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'method':<{width}}  HR@10   NDCG@10")
-    for name, hr, ndcg in rows:
-        print(f"{name:<{width}}  {hr:.4f}  {ndcg:.4f}")
-    print(f"\nours ({result['served_list']}, {result['measure']}): HR@10={result['hr10']:.4f} "
-          f"NDCG@10={result['ndcg10']:.4f}; best baseline {result['best_baseline']} "
-          f"NDCG@10={result['best_baseline_ndcg10']:.4f}")
-    for name, comparison in result["paired_bootstrap"].items():
-        print(f"{name}: {comparison}")
-    stream = result["streaming"]
-    print(f"streaming (prequential, half-life {stream['half_life_days']} d): HR@10={stream['hr10']:.4f} "
-          f"NDCG@10={stream['ndcg10']:.4f}")
-    for name, rate in result["throughput"].items():
-        print(f"throughput {name}: {rate}")
+    for name, d in result["datasets"].items():
+        print(f"\n{name}: method  NDCG@10  HR@10  NDCG@10/session")
+        for method, r in {**d["served"], **d["baselines"]}.items():
+            print(f"  {method:<24} {r['ndcg10']:.4f}  {r['hr10']:.4f}  {r['ndcg10_per_session']:.4f}")
+        for key, c in d["paired_bootstrap"].items():
+            print(f"  {key}: {c['ndcg10_diff']:+.4f} {c['ci95']}  per session {c['per_session_ndcg10_diff']:+.4f} "
+                  f"{c['per_session_ci95']}")
 
 
 if __name__ == "__main__":

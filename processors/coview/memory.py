@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
+from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, arrange, blend
 from processors.coview.cooccurrence import (
     CoviewConfig,
     TitleState,
@@ -103,8 +103,10 @@ class CoviewIndex:
         prior: float = DEFAULT_BLEND_PRIOR,
         similarity: SimilarityConfig | None = None,
     ) -> tuple[list[tuple[str, float]], str]:
-        """The list a "watch also" shelf / autoplay gets: co-view blended with metadata."""
+        """The list a "watch also" shelf / autoplay gets: co-view blended with metadata, in served order
+        (``coldstart.arrange``: the title's series first, the children's rule)."""
         config = similarity or self.similarity
         coview = self.similar(item_id, now_ms, config)
         meta = metadata.similar(item_id, config.k) if metadata is not None else []
-        return blend(coview, meta, self.count(item_id, now_ms), prior, config.k)
+        items, source = blend(coview, meta, self.count(item_id, now_ms), prior, config.k)
+        return arrange(item_id, items, metadata, meta, config.k), source

@@ -51,7 +51,7 @@ from prometheus_client import Counter, Histogram
 
 from infra.logs import get_logger
 from infra.settings import load
-from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, blend
+from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, arrange, blend
 from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions, decayed
 from processors.coview.routing import pack_views, unpack_by_title
 from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply, event_time_ms, expired
@@ -398,6 +398,7 @@ class Flusher:
             support = title_count(state, now_ms, half_life)
             meta = self.metadata_similar(item)
             items, source = blend(coview, meta, support, BLEND_PRIOR, SIMILARITY.k)
+            items = arrange(item, items, self.metadata, meta, SIMILARITY.k)  # series first, children's rule
             view = similar_view(item, entry["v"], state["t"], source, support, items)
             signature = written_signature(view)
             last = self.written.get(item)

@@ -1,0 +1,99 @@
+"""vitrina's served "similar" lists as a bench method.
+
+The fit views go through the same code the agents run (``CoviewIndex.add_view`` =
+``contributions_for_view`` + ``apply_contribution``); each title's list is the served one
+(``top_similar`` with K = 50, blended with the metadata list by ``coldstart.blend`` where the
+dataset has a catalogue). A prefix is scored from the lists of its last ``context`` titles,
+weight 1 / distance (``similarity.aggregate_similar``'s rule); titles outside every list score 0.
+With a catalogue the list is put in served order by ``coldstart.arrange`` (series first, children's rule).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from bench.quality.protocol import Prefix, Slice
+from processors.coview.coldstart import MetadataIndex, arrange, blend
+from processors.coview.cooccurrence import CoviewConfig
+from processors.coview.memory import CoviewIndex
+from processors.coview.similarity import SimilarityConfig
+
+K = 50
+
+
+class IndexCache:
+    def __init__(self, views) -> None:
+        self.views = views
+        self.indexes: dict[CoviewConfig, CoviewIndex] = {}
+
+    def get(self, config: CoviewConfig) -> CoviewIndex:
+        index = self.indexes.get(config)
+        if index is None:
+            if len(self.indexes) >= 4:
+                self.indexes.pop(next(iter(self.indexes)))
+            index = self.indexes[config] = CoviewIndex(config)
+            for view in self.views:
+                index.add_view(view)
+        return index
+
+
+class MetaCache:
+    """Memoised metadata lists (the catalogue is frozen at the cut)."""
+
+    def __init__(self, metadata: MetadataIndex) -> None:
+        self.metadata = metadata
+        self.lists: dict[str, list[tuple[str, float]]] = {}
+
+    def similar(self, item: str, k: int = K) -> list[tuple[str, float]]:
+        found = self.lists.get(item)
+        if found is None:
+            found = self.lists[item] = self.metadata.similar(item, k)
+        return found
+
+
+class Served:
+    def __init__(self, data: Slice, index: CoviewIndex, similarity: SimilarityConfig, context: int,
+                 metadata: MetaCache | None = None, prior: float | None = None,
+                 list_fn=None, series_slots: int = 0, kids_share: float = 0.0) -> None:
+        self.data = data
+        self.index = index
+        self.similarity = similarity
+        self.context = context
+        self.metadata = metadata
+        self.prior = prior
+        self.list_fn = list_fn  # optional override: item -> served list
+        self.series_slots = series_slots
+        self.kids_share = kids_share
+        self.lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def served_list(self, item: str) -> list[tuple[str, float]]:
+        if self.list_fn is not None:
+            return self.list_fn(item)
+        now = self.data.cut_ms
+        coview = self.index.similar(item, now, self.similarity)
+        if self.metadata is None or self.prior is None:
+            return coview
+        meta = self.metadata.similar(item, K)
+        items = blend(coview, meta, self.index.count(item, now), self.prior, K)[0]
+        return arrange(item, items, self.metadata.metadata, meta, K, self.series_slots, self.kids_share)
+
+    def _list(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        found = self.lists.get(i)
+        if found is None:
+            index = self.data.index
+            pairs = [(index[o], s) for o, s in self.served_list(self.data.catalogue[i]) if o in index]
+            found = self.lists[i] = (np.array([p[0] for p in pairs], dtype=np.int64),
+                                     np.array([p[1] for p in pairs], dtype=np.float64))
+        return found
+
+    def scores(self, prefixes: Sequence[Prefix]) -> np.ndarray:
+        out = np.zeros((len(prefixes), self.data.n_items), dtype=np.float64)
+        for row, prefix in enumerate(prefixes):
+            for item, distance in prefix.recent:
+                if distance > self.context:
+                    break
+                ids, values = self._list(item)
+                if ids.size:
+                    np.add.at(out[row], ids, values / distance)
+        return out
