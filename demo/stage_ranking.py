@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 
 from processors.ranking.artifacts import FLOAT_KIND, QUANT_KIND
+from processors.ranking.registry import gate_model_name
 from processors.ranking.tasks import TASKS
 from sinks.device_client import DeviceModelClient, RedisManifestSource
 from sinks.model_store import ModelStore
@@ -59,6 +60,38 @@ def _pool(settings, size: int = 24) -> tuple[dict, list[dict]]:
         if len(candidates) == size:
             break
     return request, candidates
+
+
+def _gate(ctx: DemoContext, name: str, client: DeviceModelClient, version: str, request: dict,
+          candidates: list[dict]) -> None:
+    """The gate model (GRF stage 1) trained beside the ranking model from the playback stalls, published
+    as ``<name>-gate`` with the requested checkpoint; the device client uses both models."""
+    gates = ModelStore(ctx.settings, gate_model_name(name))
+    try:
+        wait_until(lambda: any(v.version == version for v in gates.load().versions), 60, "the gate version")
+    except TimeoutError:
+        ctx.say(f"\n  gate model: no version exported with {version} (too few held-out plays with and without "
+                f"a stall yet)")
+        return
+    record = gates.load().get(version)
+    gate = client.refresh_gate()
+    if gate is None:
+        ctx.say(f"\n  gate model {gates.name} {version}: {record.state.value} (no Production gate to download)")
+        return
+    manifest = client.gate_manifest or {}
+    metrics = manifest.get("metrics") or {}
+    ctx.say(f"\n  gate model {gates.name}: {record.state.value} {version} (AUC {_auc(metrics.get('choppy'))}, recall at "
+            f"precision 0.7 {_auc(metrics.get('recall_at_p0.7'))}); the device downloaded Production {gate.version} "
+            f"beside the ranking model")
+    now = datetime.now(timezone.utc)
+    pool = [{**c, "cached_at": now} for c in candidates[-4:]]
+    decision = client.next_video(request, candidates[:-4], pool, now, pool_capacity=8,
+                                 play={"network_kbps": request["context"].get("network_kbps")})
+    probs = ", ".join(f"{i} {p:.2f}" for i, p in decision.play.p_choppy.items())
+    what = (f"{decision.play.skipped[0]} predicted choppy (>= {gate.threshold:g}): plays {decision.play.item_id} "
+            f"from the cached pool" if decision.play.from_pool else f"plays {decision.play.item_id}")
+    ctx.say(f"    next video: P(choppy) of the top 3 {probs}; {what}")
+    ctx.facts["gate_version"] = gate.version
 
 
 def _auc(value: float | None) -> str:
@@ -133,5 +166,6 @@ def online_ranking(ctx: DemoContext) -> None:
                 f"p(evr) {p['evr']:.2f} p(lvr) {p['lvr']:.2f} p(svr) {p['svr']:.2f} p(fpr) {p['fpr']:.2f}")
     ctx.facts["ranking_version"] = ranker.version
     ctx.facts["ranking_top5"] = [c.item_id for c in ranked[:5]]
+    _gate(ctx, ranking.model_name, client, version, request, candidates)
     counts = Counter(v.state.value for v in store.load().versions)
     ctx.say(f"\n  versions by state: {dict(counts)}; try `vitrina model list`, `vitrina model rollback`")

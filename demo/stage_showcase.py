@@ -85,6 +85,7 @@ def show_showcase(ctx: DemoContext) -> None:
     ctx.say(f"  during the replay: {first:.0f} first builds; {too_soon:.0f} rebuilds refused as too soon "
             "(a showcase changes at most once a day)")
 
+    playoff = _start_playoff(ctx)
     # a replay squeezes a week into minutes: ops force one rebuild once it is processed
     asked_ms = int(time.time() * 1000)
     ctx.producer.publish("showcase.rebuild", {"request_id": f"demo-{asked_ms}", "user_id": None, "force": True,
@@ -121,13 +122,37 @@ def show_showcase(ctx: DemoContext) -> None:
         kids = client.showcase(None, "TV", kids="true", age_limit=6)
         ctx.say(f"\n  kids profile (age limit 6) on TV: view {kids['view_key']}, "
                 f"{len(kids['showcase']['shelves'])} shelves")
-        _report_impressions(ctx, redis, client)
+        _report_impressions(ctx, redis, client, users=60 if playoff else 20)
     finally:
         api.stop()
     ctx.say("\n  alarms from daily checks and rule limits (metric vitrina_showcase_alarms_total, log event "
             "showcase_alarm):")
     for code, count in _alarm_counts(ctx.worker.metrics()).most_common():
         ctx.say(f"    {count:>6.0f}  {code}")
+
+
+def _start_playoff(ctx: DemoContext) -> tuple[str, ...] | None:
+    """Two candidates split traffic: the newest other version of the ranking model serves beside
+    Production (as `vitrina model playoff V`); users are split by a stable hash, the forced rebuild
+    below builds each user's shelves with their arm, and the simulated client's impressions carry it."""
+    from processors.ranking.registry import ModelState, start_playoff
+    from sinks.model_store import ModelStore
+    from streams.capabilities.ranking.settings import load_ranking_settings
+
+    store = ModelStore(ctx.settings, load_ranking_settings().model_name)
+    registry = store.load()
+    production = registry.production()
+    others = sorted((v for v in registry.versions if v.state is not ModelState.PRODUCTION),
+                    key=lambda v: v.created_at, reverse=True)
+    if production is None or not others:
+        ctx.say("  playoff: fewer than two ranking versions, so no traffic split in this run")
+        return None
+    store.update(lambda r: (start_playoff(r, [others[0].version]), None))
+    arms = store.load().serving()
+    ctx.say(f"  playoff (`vitrina model playoff {others[0].version}`): {' vs '.join(arms)} split users by a stable "
+            "hash; per-version online metrics follow in `vitrina model list` once the impressions are labelled")
+    time.sleep(6)  # the builder reads the serving arms at most every 5 s
+    return arms
 
 
 def _report_impressions(ctx: DemoContext, redis, client, users: int = 20, visible: int = 6) -> None:

@@ -6,16 +6,34 @@ TFLite file from object storage (the CDN role), check its sha256 against the man
 load it into LiteRT and rank the ~24 cached candidates with the same feature code the
 trainer used (``DeviceRanker``; no TensorFlow). A download that fails the check is never
 used or cached; the previously loaded model stays active.
+
+The gate model (GRF stage 1) is published beside it as ``<name>-gate``; ``refresh_gate`` downloads it
+the same way (``DeviceGate``, LiteRT) and ``next_video`` uses both models: the ranking model orders
+the candidates and the cached pool, the gate skips a candidate predicted choppy (>= 0.75) and the best
+cached title plays instead; the skipped video goes back into the pool (``cache_pool.return_choppy``).
+Without a published gate, ``next_video`` plays the best-ranked candidate.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from processors.ranking.artifacts import FLOAT_KIND, sha256_hex
+from processors.ranking.cache_pool import return_choppy
 from processors.ranking.device import DeviceRanker, RankedCandidate
 from processors.ranking.errors import ModelIntegrityError
+from processors.ranking.gate_runtime import DeviceGate, NextPlay, pick_next, play_context
+from processors.ranking.registry import gate_model_name
+
+
+@dataclass(frozen=True)
+class NextDecision:
+    play: NextPlay  # the title to play, whether from the pool, the candidates skipped as choppy
+    ranked: list[RankedCandidate]
+    pool: list[dict[str, Any]]  # the pool after the decision (played pool entry out, skipped ones in)
 
 
 class ManifestSource(Protocol):
@@ -51,6 +69,8 @@ class DeviceModelClient:
         self.cache_dir = cache_dir
         self.ranker: DeviceRanker | None = None
         self.manifest: dict[str, Any] | None = None
+        self.gate: DeviceGate | None = None
+        self.gate_manifest: dict[str, Any] | None = None
 
     def _download(self, bucket: str, key: str) -> bytes:
         response = self.s3.get_object(bucket, key)
@@ -77,6 +97,59 @@ class DeviceModelClient:
         self._store(artifact["sha256"], data)
         self.ranker, self.manifest = ranker, manifest
         return ranker
+
+    def refresh_gate(self) -> DeviceGate | None:
+        """Load the current gate (``<name>-gate``) if it changed; None while no gate is published (a
+        gate that fails its checks raises ModelIntegrityError and the loaded one stays)."""
+        try:
+            manifest = self.source.current_model(gate_model_name(self.name))
+        except ModelIntegrityError as exc:
+            if exc.code == "no_current_model":
+                return self.gate
+            raise
+        artifact = (manifest.get("artifacts") or {}).get(FLOAT_KIND)
+        if not isinstance(artifact, Mapping) or not artifact.get("key"):
+            raise ModelIntegrityError("artifact_not_in_manifest", "gate manifest has no downloadable model",
+                                      field="artifacts")
+        if self.gate is not None and self.gate_manifest and \
+                self.gate_manifest["artifacts"][FLOAT_KIND]["sha256"] == artifact["sha256"]:
+            return self.gate
+        data = self._cached(artifact["sha256"])
+        if data is None:
+            data = self._download(manifest.get("bucket") or self.settings.models_bucket, artifact["key"])
+        gate = DeviceGate(manifest, data)  # checks sha256 + input signature
+        self._store(artifact["sha256"], data)
+        self.gate, self.gate_manifest = gate, manifest
+        return gate
+
+    def refresh_all(self) -> tuple[DeviceRanker, DeviceGate | None]:
+        return self.refresh(), self.refresh_gate()
+
+    def next_video(self, request: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]],
+                   pool: Sequence[Mapping[str, Any]], now: datetime, *, pool_capacity: int,
+                   play: Mapping[str, Any] | None = None, check_top: int = 3) -> NextDecision:
+        """What to play next with both models: rank ``candidates`` (and the cached ``pool``, offline
+        mode), ask the gate about the best ``check_top`` candidates (``play``: network_kbps,
+        device_score, choppy_history, bitrate_kbps of this device now), skip a choppy one for the best
+        cached title (``gate_runtime.pick_next``); skipped videos go back into the pool."""
+        ranker = self.ranker or self.refresh()
+        ranked = ranker.rank(request, candidates)
+        by_id = {str(c.get("item_id")): c for c in candidates}
+        p_choppy: dict[str, float] = {}
+        if self.gate is not None and ranked:
+            context = {**dict(request.get("context") or {}), **dict(play or {})}
+            top = [r.item_id for r in ranked[:check_top]]
+            probs = self.gate.predict([play_context(by_id[i], context, request.get("device_type")) for i in top])
+            p_choppy = {item: float(p) for item, p in zip(top, probs)}
+        pool_ranked = [r.item_id for r in ranker.rank_offline(request, pool, now).ranked] if pool else []
+        decision = pick_next([r.item_id for r in ranked], p_choppy, pool_ranked,
+                             self.gate.threshold if self.gate is not None else 1.0)
+        new_pool = [dict(e) for e in pool]
+        if decision.from_pool:
+            new_pool = [e for e in new_pool if str(e.get("item_id")) != decision.item_id]
+        for item in decision.skipped:
+            new_pool = return_choppy(new_pool, {**by_id[item], "item_id": item}, now, pool_capacity)
+        return NextDecision(decision, ranked, new_pool)
 
     def _cached(self, sha256: str) -> bytes | None:
         if self.cache_dir is None:

@@ -37,6 +37,7 @@ from infra.settings import Settings
 from processors.ranking.artifacts import FLOAT_KIND, QUANT_KIND
 from processors.ranking.errors import RegistryError
 from processors.ranking.registry import (
+    GATE_TASKS,
     Decision,
     ModelState,
     ModelVersion,
@@ -114,7 +115,7 @@ def published_event(name: str, manifest: Mapping[str, Any], state: str, at: date
     """A vitrina.ModelPublished record for a version (metrics flattened to auc_<task>, pxtr_auc_<task>)."""
     artifacts = manifest.get("artifacts", {})
     metrics: dict[str, float] = {}
-    for task in TASKS:
+    for task in (*TASKS, *GATE_TASKS):
         value = (manifest.get("metrics") or {}).get(task)
         if value is not None:
             metrics[f"auc_{task}"] = float(value)
@@ -363,6 +364,53 @@ class ModelStore:
             if current is not None and production_metrics is not None and current.version == production.version:
                 registry = record_evaluation(registry, current.version, production_metrics, at)
             return evaluate_candidate(registry, version, at, tolerance=tolerance, last_n=last_n)
+
+        registry, decision = self.update(change, manifests={version: uploaded})
+        return PublishOutcome(version, registry.get(version).state.value, decision, uploaded,
+                              production.version if production else None, production_metrics,
+                              time.perf_counter() - started)
+
+    # -- the gate model (GRF stage 1), published under its own name --------------------------------
+
+    def evaluate_gate(self, manifest: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+        """AUC of a published gate on labelled gate samples, run with LiteRT (as on a device)."""
+        import numpy as np
+
+        from processors.ranking.gate_runtime import DeviceGate
+        from processors.ranking.metrics import roc_auc
+
+        gate = DeviceGate(manifest, self.model_bytes(manifest))
+        labels = np.asarray([int(s["label"]) for s in samples])
+        return {"choppy": roc_auc(labels.astype(bool), gate.predict(samples)) if 0 < labels.sum() < labels.size
+                else None}
+
+    def publish_gate(self, version: str, tflite_path: str, manifest: dict[str, Any],
+                     eval_samples: Sequence[Mapping[str, Any]], *, tolerance: float, last_n: int,
+                     at: datetime | None = None) -> PublishOutcome:
+        """Upload a gate version (TFLite + manifest), register, stage, compare its AUC with the
+        Production gate's on the same window and promote or archive it: KION's rule on ``choppy``."""
+        started = time.perf_counter()
+        at = at or datetime.now(timezone.utc)
+        uploaded = self.upload_version(version, {FLOAT_KIND: tflite_path}, None, manifest)
+        metrics = {task: (uploaded.get("metrics") or {}).get(task) for task in GATE_TASKS}
+        production = self.load().production()
+        production_metrics = None
+        if production is not None and eval_samples:
+            try:
+                production_metrics = self.evaluate_gate(self.manifest(production.version), eval_samples)
+            except Exception as exc:  # noqa: BLE001 - a broken old version must not block new ones
+                log.warning("production_evaluation_failed", model=self.name, version=production.version,
+                            error=repr(exc))
+        record = ModelVersion(version=version, created_at=at, sha256=uploaded["artifacts"][FLOAT_KIND]["sha256"],
+                              paths=self.keys(version).as_paths([FLOAT_KIND]), metrics=metrics)
+
+        def change(registry: Registry) -> tuple[Registry, Decision]:
+            registry = stage(register(registry, record), version, at)
+            registry = record_evaluation(registry, version, metrics, at)
+            current = registry.production()
+            if current is not None and production_metrics is not None and current.version == production.version:
+                registry = record_evaluation(registry, current.version, production_metrics, at)
+            return evaluate_candidate(registry, version, at, tolerance=tolerance, last_n=last_n, tasks=GATE_TASKS)
 
         registry, decision = self.update(change, manifests={version: uploaded})
         return PublishOutcome(version, registry.get(version).state.value, decision, uploaded,

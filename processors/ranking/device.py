@@ -112,10 +112,13 @@ class DeviceRanker:
         """(n, 4) task probabilities for impression-like dicts."""
         return self._run(encode_batch(impressions, self.features))
 
-    def _run(self, inputs: Mapping[str, np.ndarray], pad_to: int | None = None) -> np.ndarray:
+    def _run(self, inputs: Mapping[str, np.ndarray], pad_to: int | None = None, tail_step: int | None = None
+             ) -> np.ndarray:
         """``pad_to`` (dynamic-batch models): run in chunks of exactly that many rows, the last one
-        zero-padded, so the input shape never changes and LiteRT never re-allocates its tensors (a
-        re-allocation costs more than scoring ~60 rows; the showcase builder's calls vary in size)."""
+        zero-padded, so the input shape stays among a few sizes and LiteRT rarely re-allocates its
+        tensors (the showcase builder's calls vary in size). ``tail_step``: the last chunk is padded
+        only to the next multiple of it (a 256-row batch with 40 rows left runs 64, not 256). Rows are
+        scored independently: a row's output does not depend on the chunk it runs in."""
         total = len(inputs["item_id"])
         if total == 0:
             return np.zeros((0, len(TASKS)), np.float32)
@@ -127,12 +130,21 @@ class DeviceRanker:
                 part = {k: v[start : start + chunk] for k, v in inputs.items()}
                 rows = len(part["item_id"])
                 if fixed is not None and rows < fixed:
-                    part = {
-                        k: np.concatenate([v, np.zeros((fixed - rows, *v.shape[1:]), v.dtype)])
-                        for k, v in part.items()
-                    }
+                    size = fixed if self.batch or not tail_step else min(fixed, -(-rows // tail_step) * tail_step)
+                    if size > rows:
+                        part = {
+                            k: np.concatenate([v, np.zeros((size - rows, *v.shape[1:]), v.dtype)])
+                            for k, v in part.items()
+                        }
                 out.append(np.array(self._runner(**part)[OUTPUT_NAME][:rows]))
         return np.concatenate(out)
+
+    def score_encoded(self, inputs: Mapping[str, np.ndarray], pad_to: int = 256, tail_step: int = 32) -> np.ndarray:
+        """(n,) final scores of rows already encoded (``features.encode_candidates`` or the builder's
+        ``serving.PoolEncoder``), possibly of many requests at once: the showcase builder scores the
+        candidates of a whole batch of users in a few ``pad_to``-row LiteRT calls."""
+        predictions = self._run(inputs, pad_to=pad_to, tail_step=tail_step)
+        return final_scores(predictions, self.score_weights) if self.score_weights else final_scores(predictions)
 
     def score(self, request: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]],
               pad_to: int | None = 32) -> np.ndarray:

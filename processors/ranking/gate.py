@@ -15,9 +15,7 @@ exported with the same frozen TFLite path as the ranking model.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -26,114 +24,16 @@ import tensorflow as tf
 from keras import layers, ops
 
 from processors.ranking.errors import RankingInputError
-from processors.ranking.features import bucketize
-from processors.ranking.labels import PLAYBACK_EVENT_TYPES, require_time, viewer_key
-from processors.ranking.metrics import roc_auc
-
-GATE_THRESHOLD = 0.75
-GATE_OUTPUT = "choppy"
-GATE_FEATURES: tuple[str, ...] = (
-    "duration_s",
-    "size_mb",
-    "network_kbps",
-    "cached_ratio",
-    "device_score",
-    "choppy_history",
+from processors.ranking.gate_runtime import (  # noqa: F401 - re-exported (TF-free part)
+    GATE_FEATURES,
+    GATE_OUTPUT,
+    GATE_THRESHOLD,
+    GateConfig,
+    GateSampleBuilder,
+    encode_gate_batch,
+    replace_choppy,
 )
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    duration_s_bounds: tuple[float, ...] = (10, 30, 60, 180, 600, 1_800, 3_600, 7_200)
-    size_mb_bounds: tuple[float, ...] = (1, 5, 20, 50, 100, 250, 500, 1_000, 2_000)
-    network_kbps_bounds: tuple[float, ...] = (300, 700, 1_500, 3_000, 6_000, 12_000, 25_000, 50_000)
-    cached_ratio_bounds: tuple[float, ...] = (0.01, 0.1, 0.25, 0.5, 0.75, 0.99)
-    device_score_bounds: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
-    choppy_history_bounds: tuple[float, ...] = (0.01, 0.1, 0.25, 0.5, 0.75)
-    device_types: tuple[str, ...] = ("TV", "MOBILE", "TABLET", "WEB", "STB")
-    history_len: int = 20
-    embedding_dim: int = 4
-    hidden_units: tuple[int, ...] = (32, 16)
-
-    @property
-    def bounds(self) -> tuple[tuple[float, ...], ...]:
-        return (
-            self.duration_s_bounds,
-            self.size_mb_bounds,
-            self.network_kbps_bounds,
-            self.cached_ratio_bounds,
-            self.device_score_bounds,
-            self.choppy_history_bounds,
-        )
-
-    def specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        return {"gate_buckets": ((len(GATE_FEATURES),), "int32"), "device_type": ((), "int32")}
-
-
-@dataclass
-class _Play:
-    features: dict[str, Any]
-    stalled: bool = False
-    ended: bool = False
-
-
-@dataclass
-class GateSampleBuilder:
-    """Incremental playback -> (features at START, stalled?) samples; one agent owns it."""
-
-    config: GateConfig = field(default_factory=GateConfig)
-    device_scores: Mapping[str, float] = field(default_factory=dict)
-    _plays: dict[str, _Play] = field(default_factory=dict)
-    _history: dict[str, deque] = field(default_factory=dict)
-
-    def add_playback(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Feed one event; returns a finished sample {features..., "label": 0|1} on STOP/COMPLETE."""
-        event_type = event.get("event_type")
-        if event_type not in PLAYBACK_EVENT_TYPES:
-            raise RankingInputError("bad_event_type", f"unknown event_type {event_type!r}", field="event_type")
-        require_time(event)
-        viewer = viewer_key(event)
-        play_id = f"{event.get('session_id')}\x1f{event.get('item_id')}"
-        play = self._plays.get(play_id)
-        if play is None:
-            if event_type != "START":
-                return None  # joined mid-play: its START features are unknown
-            history = self._history.setdefault(viewer, deque(maxlen=self.config.history_len))
-            duration_ms = event.get("duration_ms") or 0
-            bitrate = event.get("bitrate_kbps")
-            size_mb = bitrate * duration_ms / 8_000_000 if bitrate and duration_ms else None
-            play = _Play(
-                {
-                    "viewer": viewer,
-                    "device_type": event.get("device_type"),
-                    "duration_s": duration_ms / 1000 if duration_ms else None,
-                    "size_mb": size_mb,
-                    "network_kbps": event.get("network_kbps"),
-                    "cached_ratio": event.get("buffered_ratio"),
-                    "device_score": self.device_scores.get(str(event.get("device_id"))),
-                    "choppy_history": (sum(history) / len(history)) if history else None,
-                }
-            )
-            self._plays[play_id] = play
-        if event_type == "STALL" or (event.get("stall_ms") or 0) > 0:
-            play.stalled = True
-        if event_type in ("STOP", "COMPLETE"):
-            del self._plays[play_id]
-            self._history[play.features["viewer"]].append(int(play.stalled))
-            return {**play.features, "label": int(play.stalled)}
-        return None
-
-
-def encode_gate_batch(samples: Sequence[Mapping[str, Any]], config: GateConfig) -> dict[str, np.ndarray]:
-    buckets = np.asarray(
-        [[bucketize(s.get(name), b) for name, b in zip(GATE_FEATURES, config.bounds, strict=False)] for s in samples],
-        dtype=np.int32,
-    ).reshape(len(samples), len(GATE_FEATURES))
-    devices = [s.get("device_type") for s in samples]
-    device_ids = np.asarray(
-        [1 + config.device_types.index(d) if d in config.device_types else 0 for d in devices], dtype=np.int32
-    )
-    return {"gate_buckets": buckets, "device_type": device_ids}
+from processors.ranking.metrics import roc_auc
 
 
 def build_gate_model(config: GateConfig) -> keras.Model:
@@ -203,11 +103,6 @@ def gate_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = GATE
     }
 
 
-def replace_choppy(p_choppy: float, threshold: float = GATE_THRESHOLD) -> bool:
-    """GRF: swap the upcoming video for a cached one when the gate says >= 0.75 choppy."""
-    return p_choppy >= threshold
-
-
 def export_gate_tflite(
     trainer: GateTrainer, validation_samples: Sequence[Mapping[str, Any]], tolerance: float = 1e-4
 ) -> tuple[bytes, float]:
@@ -223,3 +118,37 @@ def export_gate_tflite(
     model_bytes = convert_frozen(frozen, trainer.model, quantize=False)
     diff, _ = verify_tflite(model_bytes, inputs, reference, tolerance, kind="gate_float32", output=GATE_OUTPUT)
     return model_bytes, diff
+
+
+def export_gate_version(trainer: GateTrainer, out_dir: Any, version: str,
+                        validation_samples: Sequence[Mapping[str, Any]], *, metrics: Mapping[str, Any] | None = None,
+                        created_at: Any = None, stream: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """Export the gate like a ranking version: verified float32 TFLite file + manifest (``kind: gate``,
+    its config, signature, sha256, threshold, metrics). Returns (manifest, tflite path)."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from processors.ranking.artifacts import FLOAT_KIND, SIGNATURE_KEY, sha256_hex
+    from processors.ranking.gate_runtime import GATE_KIND, gate_signature
+
+    model_bytes, diff = export_gate_tflite(trainer, validation_samples)
+    target = Path(out_dir) / version
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / "gate.tflite"
+    path.write_bytes(model_bytes)
+    created = created_at or datetime.now(timezone.utc)
+    manifest = {
+        "version": version,
+        "kind": GATE_KIND,
+        "created_at": created.isoformat(),
+        "signature_key": SIGNATURE_KEY,
+        "input_signature": gate_signature(trainer.config),
+        "output": {"name": GATE_OUTPUT, "tasks": ["choppy"]},
+        "gate_config": trainer.config.to_dict(),
+        "threshold": GATE_THRESHOLD,
+        "artifacts": {FLOAT_KIND: {"sha256": sha256_hex(model_bytes), "bytes": len(model_bytes),
+                                   "max_abs_diff": diff}},
+        "metrics": dict(metrics or {}),
+        "stream": dict(stream or {}),
+    }
+    return manifest, str(path)

@@ -30,6 +30,14 @@ def model_name_ok(name: str) -> bool:
     return bool(MODEL_NAME_PATTERN.match(name))
 
 
+GATE_TASKS: tuple[str, ...] = ("choppy",)  # the gate model's promotion metric: AUC of P(choppy)
+
+
+def gate_model_name(ranking_name: str) -> str:
+    """The registry name the gate model of a ranking model is published under (``ranking`` -> ``ranking-gate``)."""
+    return f"{ranking_name}-gate"
+
+
 
 class ModelState(str, Enum):
     NONE = "NONE"
@@ -263,13 +271,15 @@ def production_history(registry: Registry, last_n: int) -> list[dict[str, float 
 
 
 def evaluate_candidate(
-    registry: Registry, version: str, at: datetime, *, tolerance: float = 0.0, last_n: int = 5
+    registry: Registry, version: str, at: datetime, *, tolerance: float = 0.0, last_n: int = 5,
+    tasks: Sequence[str] = TASKS,
 ) -> tuple[Registry, Decision]:
-    """The whole KION step for a STAGING candidate: promote it, or archive it and keep the old one."""
+    """The whole KION step for a STAGING candidate: promote it, or archive it and keep the old one.
+    ``tasks``: the metrics compared (the ranking model's four tasks; the gate model's ``GATE_TASKS``)."""
     candidate = registry.get(version)
     if candidate.state is not ModelState.STAGING:
         raise RegistryError("illegal_transition", f"candidate {version} must be STAGING")
-    decision = decide_promotion(candidate.metrics, production_history(registry, last_n), tolerance)
+    decision = decide_promotion(candidate.metrics, production_history(registry, last_n), tolerance, tasks=tasks)
     if decision.promote:
         return promote(registry, version, at, "; ".join(decision.reasons)), decision
     return reject(registry, version, at, "; ".join(decision.reasons)), decision

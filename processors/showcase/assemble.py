@@ -20,8 +20,10 @@ Order of work for one request (rules.py lists the rule functions in the same ord
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from operator import itemgetter
 from typing import Callable, Any, Iterable, Mapping, Sequence
 
 from .catalogue import AudienceView, CatalogueIndex, SimilarLists
@@ -29,7 +31,15 @@ from .checks import daily_checks
 from .config import DEFAULT_POLICY, ShowcasePolicy
 from .errors import ShowcaseInputError
 from .model import Alarm, Audience, DroppedShelf, ShelfDef, Shelf, Showcase, Stats, Title, UserHistory, Viewer
-from .personal import for_you, genre_profile, shelf_affinity, watch_also
+from .personal import (
+    for_you,
+    for_you_candidates,
+    for_you_pool_size,
+    genre_profile,
+    shelf_affinity,
+    watch_also,
+    watch_also_candidates,
+)
 from .rules import (
     apply_boost,
     audience_of,
@@ -59,18 +69,36 @@ class ModelScores:
     user: "for you" and "watch also" are re-ranked by it; the version is stamped on those shelves.
 
     ``scores`` may be given whole, or filled on demand by ``scorer`` (item ids -> scores): each ML
-    shelf then scores only the candidates it can still pick. A scorer that fails leaves today's order
-    (``failed`` is set); it never costs the user the showcase."""
+    shelf then scores only the candidates it can still pick. ``prefetched`` holds scores computed ahead
+    (the builder scores the likely candidates of a whole batch of users in a few large LiteRT calls,
+    ``model_candidates``): a shelf takes its candidates from there and calls ``scorer`` only for the
+    rest, so ``scores`` (what the shelves asked for, stamped in their meta) is the same either way. A
+    scorer that fails leaves today's order (``failed`` is set); it never costs the user the showcase."""
 
     name: str
     version: str
     scores: dict[str, float] = field(default_factory=dict)
     scorer: Callable[[Sequence[str]], Mapping[str, float]] | None = None
     failed: list[str] = field(default_factory=list)
+    prefetched: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
+    # what ``model_candidates`` computed that assembly reuses (hidden titles, the unblocked "for you"
+    # stage 1), each under the key of its inputs: used only when the build's inputs match it
+    prepared: dict[str, tuple[tuple, Any]] = field(default_factory=dict, compare=False, repr=False)
+    asked: list[int] = field(default_factory=lambda: [0, 0], compare=False)  # [titles asked for, of them not prefetched]
 
     def score(self, items: Sequence[str]) -> dict[str, float]:
         if self.scorer is not None and not self.failed:
             missing = [i for i in dict.fromkeys(items) if i not in self.scores]
+            if missing and self.prefetched:
+                ahead = self.prefetched
+                found = [i for i in missing if i in ahead]
+                self.scores.update((i, ahead[i]) for i in found)
+                self.asked[0] += len(missing)
+                if len(found) < len(missing):
+                    missing = [i for i in missing if i not in ahead]
+                    self.asked[1] += len(missing)
+                else:
+                    missing = []
             if missing:
                 try:
                     self.scores.update(self.scorer(missing))
@@ -78,6 +106,71 @@ class ModelScores:
                     self.failed.append(f"{type(err).__name__}: {err}"[:300])
         scores = self.scores
         return {i: scores[i] for i in items if i in scores}
+
+
+def model_candidates(
+    index: CatalogueIndex,
+    viewer: Viewer,
+    history: UserHistory | None,
+    *,
+    similar: SimilarLists | None = None,
+    params: Mapping[str, str] | None = None,
+    policy: ShowcasePolicy | None = None,
+    prepared: dict[str, tuple[tuple, Any]] | None = None,
+) -> list[str]:
+    """The titles the ML shelves of this viewer's showcase will ask the serving model to score, as far
+    as they can be told before the build (cheap: no shelf is filled): the "for you" pool and the first
+    ``length x slack`` titles of the "watch also" anchor's list, each computed as if no upper shelf
+    blocked anything, plus a margin of one visible window per shelf placed before it for the titles
+    that upper shelves will block. The builder scores these for a whole batch of users at once
+    (``ModelScores.prefetched``); a title a shelf asks for beyond them is scored on demand, so the
+    result never depends on this guess, only the cost does. ``prepared`` (``ModelScores.prepared``)
+    receives the user's hidden titles and unblocked "for you" stage 1, which assembly then reuses."""
+    if viewer.is_guest or history is None or not history.recent:
+        return []
+    policy = policy or index.policy
+    try:
+        policy = policy.with_overrides(params)
+    except ShowcaseInputError:
+        pass
+    audience = audience_of(viewer, policy)
+    placed = index.placed(audience.kids, viewer.device_type, viewer.app_version_key, place_in_template)
+    kinds = [d.kind for d in placed]  # ML shelves come before the affinity-ordered ones: their slots hold
+    if "ML_FOR_YOU" not in kinds and "ML_WATCH_ALSO" not in kinds:
+        return []
+    device = viewer.device_type
+    length, visible = shelf_length(device, policy), visible_items(device, policy)
+    similar = similar if similar is not None else index.similar
+    hidden = hidden_titles(history, index, viewer.now, policy.series_return)
+    allowed = index.for_audience(audience, viewer.now).allowed
+    if prepared is not None:
+        prepared["hidden"] = (_hidden_key(history, viewer.now, policy), hidden)
+    out: dict[str, None] = {}
+    if "ML_FOR_YOU" in kinds:
+        weights = policy.for_you
+        unblocked = for_you_candidates(history.recent, similar, (), allowed, index, weights)
+        if prepared is not None:
+            prepared["for_you"] = (_for_you_key(history.recent, similar, allowed, weights), unblocked)
+        scores = {item: score for item, score in unblocked.items() if item not in hidden}
+        size = for_you_pool_size(length, weights) + visible
+        out.update((i, None) for i, _ in heapq.nlargest(size, scores.items(), key=itemgetter(1)))
+    if "ML_WATCH_ALSO" in kinds:
+        take = length * max(1, policy.ranking_slack) + visible
+        out.update((i, None) for i in watch_also_candidates(history.recent[0], similar, hidden, allowed, index, take))
+    return list(out)
+
+
+def _hidden_key(history: UserHistory, now: datetime, policy: ShowcasePolicy) -> tuple:
+    return (id(history), now, policy.series_return)
+
+
+def _for_you_key(recent: Sequence[str], similar: SimilarLists, allowed: Any, weights: Any) -> tuple:
+    return (tuple(recent[: weights.seeds]), id(similar), id(allowed), weights.seeds, weights.per_seed)
+
+
+def _prepared(model: ModelScores | None, name: str, key: tuple) -> Any:
+    found = model.prepared.get(name) if model is not None else None
+    return found[1] if found is not None and found[0] == key else None
 
 
 def _rounded(value: float | None) -> float | None:
@@ -137,8 +230,10 @@ def _title_items(shelf: ShelfDef, b: _Build, blocked: set[str], length: int) -> 
         local_blocked = blocked.union(picks) if picks else blocked
         scorer = b.model.score if b.model is not None else None
         if shelf.kind == "ML_FOR_YOU":
-            ml = for_you(b.history.recent, b.similar, local_blocked, allowed, index, need, b.policy.for_you,
-                         b.ranking, score_pool=scorer)
+            weights = b.policy.for_you
+            unblocked = _prepared(b.model, "for_you", _for_you_key(b.history.recent, b.similar, allowed, weights))
+            ml = for_you(b.history.recent, b.similar, local_blocked, allowed, index, need, weights,
+                         b.ranking, score_pool=scorer, unblocked=unblocked)
         else:
             anchor = b.history.recent[0] if b.history.recent else None
             ml = watch_also(anchor, b.similar, local_blocked, allowed, index, need, score_pool=scorer,
@@ -373,6 +468,14 @@ def assemble(
     return showcase
 
 
+def _hidden(history: UserHistory, index: CatalogueIndex, now: datetime, policy: ShowcasePolicy,
+            model: ModelScores | None) -> frozenset[str] | set[str]:
+    if history is EMPTY_HISTORY:
+        return frozenset()
+    found = _prepared(model, "hidden", _hidden_key(history, now, policy))
+    return found if found is not None else hidden_titles(history, index, now, policy.series_return)
+
+
 def _assemble(
     index: CatalogueIndex,
     viewer: Viewer,
@@ -409,7 +512,7 @@ def _assemble(
         ranking=ranking or None,
         model=model if model is not None and (model.scores or model.scorer is not None) else None,
         ctr=ctr if ctr is not None else index.stats.ctr,
-        hidden=hidden_titles(history, index, now, policy.series_return) if history is not EMPTY_HISTORY else frozenset(),
+        hidden=_hidden(history, index, now, policy, model),
     )
     if affinity:
         ordered = place_in_template(defs, affinity)

@@ -36,20 +36,10 @@ def _similar_of(item: str, similar: SimilarLists, canonical: Mapping[str, str]) 
     return found
 
 
-def for_you(
-    seeds: Sequence[str],
-    similar: SimilarLists,
-    blocked: Collection[str],
-    allowed: Collection[str],
-    index: CatalogueIndex,
-    limit: int,
-    weights: ForYouWeights,
-    ranking: Mapping[str, float] | None = None,
-    *,
-    score_pool: Callable[[Sequence[str]], Mapping[str, float]] | None = None,
-) -> list[str]:
-    if limit <= 0:
-        return []
+def for_you_candidates(seeds: Sequence[str], similar: SimilarLists, blocked: Collection[str],
+                       allowed: Collection[str], index: CatalogueIndex, weights: ForYouWeights) -> dict[str, float]:
+    """Stage 1 of "for you": candidate -> summed, recency-weighted similarity (blocked, not allowed and
+    seed titles skipped)."""
     canonical, parent = index.canonical, index.episode_parent
     recent = seeds[: weights.seeds]
     excluded = set(blocked)
@@ -66,10 +56,39 @@ def for_you(
                     continue
             if candidate not in excluded:
                 scores[candidate] = get(candidate, 0.0) + decay * score
+    return scores
+
+
+def for_you_pool_size(limit: int, weights: ForYouWeights) -> int:
+    """How many stage-1 candidates "for you" keeps (and the model scores) for ``limit`` titles."""
+    return min(weights.candidates, max(3 * limit, limit + 10))
+
+
+def for_you(
+    seeds: Sequence[str],
+    similar: SimilarLists,
+    blocked: Collection[str],
+    allowed: Collection[str],
+    index: CatalogueIndex,
+    limit: int,
+    weights: ForYouWeights,
+    ranking: Mapping[str, float] | None = None,
+    *,
+    score_pool: Callable[[Sequence[str]], Mapping[str, float]] | None = None,
+    unblocked: Mapping[str, float] | None = None,
+) -> list[str]:
+    """``unblocked``: stage 1 computed ahead with nothing blocked (``for_you_candidates(..., blocked=())``
+    with the same seeds, lists, allowed titles and weights); filtering it gives the same candidates,
+    scores and order as computing stage 1 here (a candidate's score sums the same terms either way)."""
+    if limit <= 0:
+        return []
+    if unblocked is not None:
+        scores = {item: score for item, score in unblocked.items() if item not in blocked}
+    else:
+        scores = for_you_candidates(seeds, similar, blocked, allowed, index, weights)
     if not scores:
         return []
-    size = min(weights.candidates, max(3 * limit, limit + 10))
-    pool = heapq.nlargest(size, scores.items(), key=itemgetter(1))
+    pool = heapq.nlargest(for_you_pool_size(limit, weights), scores.items(), key=itemgetter(1))
     top_similarity = pool[0][1] or 1.0
     ranked: dict[str, float] = {}
     model_scored = False
@@ -140,6 +159,19 @@ def watch_also(
     if anchor is None or limit <= 0:
         return []
     take = limit * max(1, slack) if ranking or score_pool is not None else limit
+    out = watch_also_candidates(anchor, similar, blocked, allowed, index, take)
+    if score_pool is not None:
+        ranking = score_pool(out)
+    if ranking:
+        order = {item: i for i, item in enumerate(out)}
+        out.sort(key=lambda i: (i not in ranking, -ranking.get(i, 0.0), order[i]))
+    return out[:limit]
+
+
+def watch_also_candidates(anchor: str, similar: SimilarLists, blocked: Collection[str], allowed: Collection[str],
+                          index: CatalogueIndex, take: int) -> list[str]:
+    """The first ``take`` allowed titles of the anchor's similar list, in similarity order (the anchor,
+    blocked titles and duplicates skipped)."""
     canonical, parent = index.canonical, index.episode_parent
     own = canonical.get(anchor, anchor)
     ordered = sorted(_similar_of(anchor, similar, canonical), key=itemgetter(1), reverse=True)
@@ -154,12 +186,7 @@ def watch_also(
         out.append(candidate)
         if len(out) >= take:
             break
-    if score_pool is not None:
-        ranking = score_pool(out)
-    if ranking:
-        order = {item: i for i, item in enumerate(out)}
-        out.sort(key=lambda i: (i not in ranking, -ranking.get(i, 0.0), order[i]))
-    return out[:limit]
+    return out
 
 
 def genre_profile(recent: Sequence[str], index: CatalogueIndex, depth: int = 20) -> dict[str, float]:

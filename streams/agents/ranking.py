@@ -14,11 +14,13 @@ worker holding it trains; on a rebalance the new holder restores the last checkp
 """
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 from faust.types import TP
 
 from infra.logs import get_logger
+from processors.ranking.gate_runtime import GateSampleBuilder
 from sinks.model_store import PublishOutcome, published_event
 from sinks.redis_views import async_client, model_checkpoint_request_key
 from streams.runtime.app import app, app_settings
@@ -53,8 +55,9 @@ published_topic = raw_topic(app, PUBLISHED)
 
 
 async def _announce(outcome: PublishOutcome) -> None:
-    event = published_event(ranking.model_name, outcome.manifest, outcome.state, datetime.now(timezone.utc))
-    await published_topic.send(key=ranking.model_name.encode(), value=codec.encode(PUBLISHED.schema, event))
+    name = outcome.manifest.get("model") or ranking.model_name  # the ranking model or its gate
+    event = published_event(name, outcome.manifest, outcome.state, datetime.now(timezone.utc))
+    await published_topic.send(key=name.encode(), value=codec.encode(PUBLISHED.schema, event))
     EVENTS_OUT.labels(topic=PUBLISHED.name, agent="ranking-trainer").inc()
 
 
@@ -133,6 +136,34 @@ async def train(stream):
                 continue
             accepted.append(event.value)
         await training.offer(accepted)
+
+
+def gate_enabled() -> bool:
+    return os.environ.get("VITRINA_RANKING_GATE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+if gate_enabled():
+    playback_topic = raw_topic(app, PLAYBACK)
+    gate_samples = GateSampleBuilder()
+
+    @app.agent(playback_topic, name="ranking-gate-samples")
+    async def gate_from_playback(stream):
+        """Playback -> gate samples (a play's START features + whether it stalled, GRF stage 1) for the
+        gate model trained beside the ranking model. Only the worker holding the trainer partition
+        trains: with several workers, the gate learns from the playback partitions of that worker."""
+        async for batch in decoded_batches(app, stream, PLAYBACK, "ranking-gate-samples"):
+            if not training.active:
+                continue
+            samples = []
+            for event in batch:
+                try:
+                    sample = gate_samples.add_playback(event.value)
+                except Exception as exc:  # noqa: BLE001 - RankingInputError mostly: skip the event
+                    log.warning("gate_sample_skipped", error=repr(exc))
+                    continue
+                if sample is not None:
+                    samples.append(sample)
+            await training.offer_gate(samples)
 
 
 @app.timer(interval=2.0)

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 from support.ranking import TINY_FEATURES, TINY_MODEL, labelled_samples
 
@@ -303,3 +304,61 @@ def test_the_cache_pool_is_replenished_through_the_api(loop):
     with pytest.raises(ApiError) as anonymous:  # a personal pool needs the user's own token
         VitrinaClient(loop["base_url"]).get("/v1/cache-pool", user_id=user, device_type="TV")
     assert anonymous.value.status == 401
+
+
+def test_the_gate_ships_beside_the_ranking_model_and_the_device_uses_both(loop, tmp_path):
+    """GRF 002 stage 1: the gate trained as the trainer trains it (``GateCore``), published under its
+    own name with KION's rule, downloaded by the device client next to the ranking model; a video the
+    gate flags is skipped for the best cached title and goes back into the pool."""
+    from demo.ranking_synthetic import SyntheticConfig, generate
+    from processors.ranking.gate_runtime import GateSampleBuilder
+    from processors.ranking.registry import gate_model_name
+    from sinks.device_client import DeviceModelClient, RedisManifestSource
+    from sinks.model_store import published_event
+    from streams.capabilities.ranking.training import GateCore
+
+    settings, name = loop["settings"], loop["name"]
+    stream = generate(SyntheticConfig(seed=11, users=200, items=100, clusters=4, requests=2_500))
+    builder = GateSampleBuilder()
+    core = GateCore()
+    samples = [s for e in stream.playbacks if (s := builder.add_playback(e)) is not None]
+    for i in range(0, len(samples), 256):
+        core.train(samples[i:i + 256])
+    job = core.export(tmp_path, "gate-v1", "test")
+    assert job is not None
+    gates = ModelStore(settings, gate_model_name(name))
+    outcome = gates.publish_gate(job.version, job.tflite_path, job.manifest, job.eval_samples, tolerance=0.05,
+                                 last_n=5)
+    assert outcome.state == "PRODUCTION" and outcome.manifest["model"] == f"{name}-gate"
+    assert published_event(gates.name, outcome.manifest, outcome.state, NOW)["metrics"]["auc_choppy"] > 0.6
+    # a second gate is judged against the first one's AUC on the same window (KION's rule, task "choppy")
+    core.train(samples[:256])
+    second = core.export(tmp_path, "gate-v2", "test")
+    again = gates.publish_gate(second.version, second.tflite_path, second.manifest, second.eval_samples,
+                               tolerance=1.0, last_n=5)
+    assert again.state == "PRODUCTION" and again.production_before == "gate-v1"
+    assert again.production_metrics is not None and again.production_metrics["choppy"] is not None
+    assert gates.load().get("gate-v1").state.value == "ARCHIVED"
+
+    client = DeviceModelClient(settings, RedisManifestSource(settings), name, cache_dir=tmp_path / "cache")
+    ranker, gate = client.refresh_all()
+    assert ranker.version == loop["v1"] and gate is not None and gate.version == "gate-v2"
+    window = second.eval_samples[:30]
+    np.testing.assert_allclose(gate.predict(window), core.trainer.predict(window), atol=1e-4)
+    assert client.refresh_all() == (ranker, gate)  # unchanged: nothing downloaded again
+    samples_r = list(labelled_samples())
+    first = samples_r[0]
+    request = {k: first[k] for k in ("user_id", "device_id", "device_type", "surface", "recent_watched")}
+    request["context"] = {"hour_of_day": 20}
+    candidates = [{"item_id": s["item_id"], "item_duration_ms": s["context"]["item_duration_ms"],
+                   "bitrate_kbps": 3_000} for s in samples_r[1:40:3]]
+    pool = [{"item_id": s["item_id"], "cached_at": NOW, "item_duration_ms": 60_000} for s in samples_r[60:64]]
+    top = ranker.rank(request, candidates)[0].item_id
+    gate.threshold = 1.01  # nothing is choppy: the best-ranked candidate plays
+    calm = client.next_video(request, candidates, pool, NOW, pool_capacity=8, play={"network_kbps": 900})
+    assert calm.play.item_id == top and not calm.play.from_pool and len(calm.play.p_choppy) == 3
+    gate.threshold = 0.0  # everything is choppy: the best cached title plays, the candidate joins the pool
+    choppy = client.next_video(request, candidates, pool, NOW, pool_capacity=8, play={"network_kbps": 900})
+    assert choppy.play.from_pool and choppy.play.skipped == (top,)
+    assert choppy.play.item_id in {e["item_id"] for e in pool}
+    assert top in {e["item_id"] for e in choppy.pool} and choppy.play.item_id not in {e["item_id"] for e in choppy.pool}

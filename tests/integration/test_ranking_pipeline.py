@@ -263,6 +263,9 @@ def test_first_checkpoint_is_exported_verified_published_and_promoted(pipeline):
     _publish_synthetic(pipeline, seed=11, requests=350)
     total = _settled(pipeline)
     assert total >= 2 * EVERY_SAMPLES
+    # the gate model's samples come from the same playback (agent ranking-gate-samples, trainer's worker)
+    wait_for(lambda: pipeline.counter("vitrina_events_in_total", topic="playback", agent="ranking-gate-samples") > 0,
+             60, "the gate sample agent to read playback")
 
     first = pipeline.version_where(lambda m: True, 120, "a first exported version")
     assert first["stream"]["checkpoint_reason"] == "samples" and first["stream"]["samples_seen"] >= EVERY_SAMPLES

@@ -8,6 +8,13 @@ TFLite, each verified against TF). ``TrainingService`` is its asyncio face: the 
 pushes samples and returns to consuming at once; exports are handed to a second
 single-thread executor that uploads to S3 and applies the registry rule (model_store).
 
+The gate model (GRF stage 1, ``processors/ranking/gate.py``) trains in the same thread from gate
+samples (``push_gate``: a play's START features + whether it stalled, built from the playback stream by
+``GateSampleBuilder``); every 10th is held out. With each ranking checkpoint, a gate that trained on
+new samples and has a held-out window with both outcomes is exported (verified TFLite + manifest) and
+published under its own name (``registry.gate_model_name``: ``ranking-gate``) by the same KION rule on
+its AUC (``ModelStore.publish_gate``). The gate restarts from scratch after a restart (no checkpoint).
+
 Restart: the core restores the latest registered version's checkpoint from S3 (model +
 optimizer + counters) and the checkpoint mark from its manifest, so the schedule goes on
 where it stopped. Samples trained after that checkpoint but before a crash are not in the
@@ -49,6 +56,11 @@ from streams.capabilities.ranking.metrics import (
 from streams.capabilities.ranking.settings import RankingSettings
 
 log = get_logger("vitrina.ranking.trainer")
+GATE_BUFFER = 50_000  # gate samples waiting for the training thread (oldest dropped beyond)
+GATE_BATCH = 256
+GATE_HOLDOUT_EVERY = 10
+GATE_EVAL_WINDOW = 5_000
+GATE_MIN_EVAL = 50  # held-out gate samples (with both outcomes) needed to export a gate
 SEEN_IDS = 500_000  # impression ids remembered to drop repeated samples (the label join is at-least-once)
 KEEP_EXPORTS = 3
 
@@ -78,6 +90,56 @@ class ExportJob:
     manifest: dict[str, Any]
     eval_samples: list[Mapping[str, Any]]
     seconds: float
+
+
+@dataclass
+class GateExportJob:
+    version: str
+    reason: str
+    tflite_path: str
+    manifest: dict[str, Any]
+    eval_samples: list[Mapping[str, Any]]
+
+
+class GateCore:
+    """The gate's online training (in the training thread): held-out every ``GATE_HOLDOUT_EVERY``th."""
+
+    def __init__(self) -> None:
+        from processors.ranking.gate import GateTrainer
+
+        self.trainer = GateTrainer()
+        self.trained = 0
+        self.trained_at_export = 0
+        self.seen = 0
+        self.holdout: deque[Mapping[str, Any]] = deque(maxlen=GATE_EVAL_WINDOW)
+
+    def train(self, samples: list[Mapping[str, Any]]) -> None:
+        batch = []
+        for sample in samples:
+            self.seen += 1
+            (self.holdout if self.seen % GATE_HOLDOUT_EVERY == 0 else batch).append(sample)
+        if batch:
+            self.trainer.train_step(batch)
+            self.trained += len(batch)
+
+    def export(self, export_dir: Path, version: str, reason: str) -> GateExportJob | None:
+        from processors.ranking.gate import export_gate_version, gate_metrics
+
+        window = list(self.holdout)
+        positives = sum(int(s["label"]) for s in window)
+        if self.trained == self.trained_at_export or len(window) < GATE_MIN_EVAL or not 0 < positives < len(window):
+            return None
+        import numpy as np
+
+        labels = np.asarray([int(s["label"]) for s in window])
+        measured = gate_metrics(labels, self.trainer.predict(window))
+        metrics = {"choppy": measured["auc"], "recall_at_p0.7": measured["recall_at_p0.7"]}
+        manifest, path = export_gate_version(self.trainer, export_dir, version, window[:512], metrics=metrics,
+                                             stream={"samples_seen": self.seen, "trained": self.trained,
+                                                     "eval_window": len(window)})
+        self.trained_at_export = self.trained
+        log.info("gate_exported", version=version, reason=reason, metrics=metrics, trained=self.trained)
+        return GateExportJob(version, reason, path, manifest, window)
 
 
 class TrainingCore:
@@ -110,6 +172,8 @@ class TrainingCore:
         self._train_seconds = 0.0
         self._train_samples = 0
         self._warm = False
+        self.gate_buffer: deque[Mapping[str, Any]] = deque(maxlen=GATE_BUFFER)
+        self.gate: GateCore | None = None
 
     # -- called on the event loop -----------------------------------------------------------------
 
@@ -121,12 +185,15 @@ class TrainingCore:
             self._dropped_reported = self.buffer.dropped
         BUFFER_SIZE.set(len(self.buffer))
 
+    def push_gate(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        self.gate_buffer.extend(samples)
+
     def request(self, reason: str = "requested") -> None:
         self.requested = reason
 
     @property
     def has_work(self) -> bool:
-        return len(self.buffer) > 0 or self.requested is not None
+        return len(self.buffer) > 0 or self.requested is not None or len(self.gate_buffer) > 0
 
     # -- training thread --------------------------------------------------------------------------
 
@@ -211,15 +278,31 @@ class TrainingCore:
         due = checkpoint_due(self.settings.policy, self.mark, self.event_time, self.samples_seen)
         return due.reason if due.due else None
 
-    def run_round(self) -> list[ExportJob]:
+    def _train_gate(self) -> None:
+        while self.gate_buffer:
+            batch = [self.gate_buffer.popleft() for _ in range(min(GATE_BATCH, len(self.gate_buffer)))]
+            if self.gate is None:
+                self.gate = GateCore()
+            self.gate.train(batch)
+
+    def run_round(self) -> list[ExportJob | GateExportJob]:
         """Train on everything buffered; stop early after a checkpoint so it can be published."""
-        jobs: list[ExportJob] = []
+        jobs: list[ExportJob | GateExportJob] = []
         while True:
+            self._train_gate()
             reason = self._due()
             if reason is not None:
                 job = self._checkpoint(reason)
                 if job is not None:
                     jobs.append(job)
+                    if self.gate is not None:
+                        try:
+                            gate_job = self.gate.export(self.export_dir / "gate", job.version, reason)
+                        except Exception as exc:  # noqa: BLE001 - the gate must not stop the ranking model
+                            log.exception("gate_export_failed", version=job.version, error=repr(exc))
+                            gate_job = None
+                        if gate_job is not None:
+                            jobs.append(gate_job)
                 break
             batch = self.buffer.drain(self.settings.batch_size)
             if not batch:
@@ -276,9 +359,13 @@ class TrainingCore:
                          export.checkpoint_path, manifest, window if reliable else [], export.seconds)
 
     def _prune_exports(self) -> None:
-        exports = sorted((p for p in self.export_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-        for old in exports[:-KEEP_EXPORTS]:
-            shutil.rmtree(old, ignore_errors=True)
+        for folder in (self.export_dir, self.export_dir / "gate"):
+            if not folder.is_dir():
+                continue
+            exports = sorted((p for p in folder.iterdir() if p.is_dir() and p.name != "gate"),
+                             key=lambda p: p.stat().st_mtime)
+            for old in exports[:-KEEP_EXPORTS]:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 class TrainingService:
@@ -292,6 +379,7 @@ class TrainingService:
         self.core: TrainingCore | None = None
         self.active = False  # this worker holds the trainer partition
         self.store: ModelStore | None = None
+        self.gate_store: ModelStore | None = None
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="ranking-train")
         self._publish_pool = ThreadPoolExecutor(1, thread_name_prefix="ranking-publish")
         self._init_lock = asyncio.Lock()
@@ -322,6 +410,14 @@ class TrainingService:
             core.push(samples)
             self.kick()
 
+    async def offer_gate(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        """Gate samples (``GateSampleBuilder``) for the gate model trained beside the ranking model."""
+        if not samples:
+            return
+        core = await self.ensure_core()
+        core.push_gate(samples)
+        self.kick()
+
     def request_checkpoint(self, reason: str = "requested") -> bool:
         if self.core is None:
             return False
@@ -347,18 +443,40 @@ class TrainingService:
                 self._publishing.add(task)
                 task.add_done_callback(self._publishing.discard)
 
-    async def _publish(self, job: ExportJob) -> None:
+    def _gate_store(self) -> ModelStore:
+        from processors.ranking.registry import gate_model_name
+
+        if self.gate_store is None:
+            self.gate_store = ModelStore(self.settings, gate_model_name(self.ranking.model_name))
+        return self.gate_store
+
+    async def _publish(self, job: ExportJob | GateExportJob) -> None:
         loop = asyncio.get_running_loop()
         async with self._publish_lock:
             try:
-                outcome = await loop.run_in_executor(
-                    self._publish_pool,
-                    lambda: self.store.publish(job.version, job.artifact_paths, job.checkpoint_prefix, job.manifest,
-                                               job.eval_samples, tolerance=self.ranking.tolerance,
-                                               last_n=self.ranking.last_n))
+                if isinstance(job, GateExportJob):
+                    outcome = await loop.run_in_executor(
+                        self._publish_pool,
+                        lambda: self._gate_store().publish_gate(job.version, job.tflite_path, job.manifest,
+                                                                job.eval_samples, tolerance=self.ranking.tolerance,
+                                                                last_n=self.ranking.last_n))
+                else:
+                    outcome = await loop.run_in_executor(
+                        self._publish_pool,
+                        lambda: self.store.publish(job.version, job.artifact_paths, job.checkpoint_prefix,
+                                                   job.manifest, job.eval_samples, tolerance=self.ranking.tolerance,
+                                                   last_n=self.ranking.last_n))
             except Exception as exc:  # noqa: BLE001
                 CHECKPOINTS.labels(reason=job.reason, outcome="publish_failed").inc()
                 log.exception("publish_failed", version=job.version, error=repr(exc))
+                return
+            if isinstance(job, GateExportJob):
+                log.info("gate_published", model=outcome.manifest.get("model"), version=outcome.version,
+                         state=outcome.state, reasons=list(outcome.decision.reasons))
+                try:
+                    await self.announce(outcome)
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("announce_failed", version=job.version, error=repr(exc))
                 return
             EXPORT_SECONDS.labels(phase="publish").observe(outcome.seconds)
             CHECKPOINTS.labels(reason=job.reason, outcome=outcome.state.lower()).inc()

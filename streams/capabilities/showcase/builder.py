@@ -40,7 +40,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
@@ -61,7 +61,7 @@ from processors.showcase import (
     should_replace,
     view_meta,
 )
-from processors.showcase.assemble import ModelScores
+from processors.showcase.assemble import ModelScores, model_candidates
 from processors.showcase.checks import check_daily_novelty
 from processors.showcase.experiments import ab_params_key, loads_params
 from processors.showcase.config import DEFAULT_POLICY, DEVICE_TYPES, ShowcasePolicy
@@ -310,8 +310,36 @@ def model_scores_for(models: Any, index: CatalogueIndex, policy: ShowcasePolicy,
     recent title (today's order then)."""
     if models is None or not models.arms or not recent:
         return None
-    durations = _durations(index)
-    return models.scores(f"user:{user_id}", user_id, device_type, recent, lambda item: durations.get(item, 0), now)
+    return models.scores(f"user:{user_id}", user_id, device_type, recent, _durations(index), now)
+
+
+def model_scores_batch(models: Any, index: CatalogueIndex, users: Sequence[tuple[Viewer, Any, dict | None]],
+                       similar: dict, now: datetime) -> list[ModelScores | None]:
+    """``model_scores_for`` for a batch of users (``users``: viewer, history, A/B params), as the build
+    thread runs it before assembling them: the candidates each user's ML shelves will likely ask for
+    (``model_candidates``) are scored per serving version in a few large LiteRT calls and handed over
+    prefetched; a shelf asking for more scores the rest on demand. The showcases equal those built with
+    ``model_scores_for`` one user at a time (tests/unit/showcase/test_showcase_batch_scoring.py)."""
+    if models is None or not models.arms:
+        return [None] * len(users)
+    jobs, at, memos = [], [], []
+    for k, (viewer, history, params) in enumerate(users):
+        recent = history.recent if history is not None else ()
+        if not recent or viewer.user_id is None:
+            continue
+        memo: dict = {}
+        try:
+            likely = model_candidates(index, viewer, history, similar=similar, params=params, prepared=memo)
+        except Exception as err:  # noqa: BLE001 - only a guess: the user's shelves then score on demand
+            log.warning("showcase_model_candidates_failed", user=viewer.user_id, error=repr(err))
+            likely, memo = [], {}
+        jobs.append((f"user:{viewer.user_id}", viewer.user_id, viewer.device_type, recent, likely))
+        at.append(k)
+        memos.append(memo)
+    out: list[ModelScores | None] = [None] * len(users)
+    for k, scores in zip(at, models.batch_scores(jobs, _durations(index), now, prepared=memos)):
+        out[k] = scores
+    return out
 
 
 _DURATIONS: dict[int, tuple[CatalogueIndex, dict[str, int]]] = {}
@@ -556,15 +584,17 @@ class ShowcaseBuilder:
         kept: list[tuple[str, str]] = []
         alarms: list[tuple[str, Alarm]] = []
         decided_ms = iso_ms(utc_now())
+        viewers = []
         for plan in plans:
             try:
-                viewer = Viewer(user_id=plan.user_id, device_type=plan.device_type, now=now,
-                                app_version=plan.app_version)
+                viewers.append(Viewer(user_id=plan.user_id, device_type=plan.device_type, now=now,
+                                      app_version=plan.app_version))
             except ShowcaseInputError:  # an app version we cannot parse: build for an unknown client
                 plan.app_version = None
-                viewer = Viewer(user_id=plan.user_id, device_type=plan.device_type, now=now)
+                viewers.append(Viewer(user_id=plan.user_id, device_type=plan.device_type, now=now))
+        models = self._model_scores(index, plans, viewers, similar, now)
+        for plan, viewer, model in zip(plans, viewers, models):
             try:
-                model = self._model_scores(index, plan, similar, now)
                 showcase = assemble(index, viewer, plan.history, similar=similar, model=model, params=plan.params)
             except Exception as err:
                 alarms.append((plan.view_key, Alarm("build_failed", f"{type(err).__name__}: {err}"[:300], "critical")))
@@ -591,13 +621,14 @@ class ShowcaseBuilder:
                                       decided_ms, user_id=plan.user_id, device_type=plan.device_type), plan))
         return writes, kept, alarms
 
-    def _model_scores(self, index: CatalogueIndex, plan: _Plan, similar: dict, now: datetime) -> ModelScores | None:
+    def _model_scores(self, index: CatalogueIndex, plans: list[_Plan], viewers: list[Viewer], similar: dict,
+                      now: datetime) -> list[ModelScores | None]:
         try:
-            return model_scores_for(self.models, index, self.policy, plan.user_id, plan.device_type,
-                                    plan.history.recent, similar, now)
-        except Exception as err:  # noqa: BLE001 - a model failure must not cost the user a showcase
-            log.warning("showcase_model_scoring_failed", user=plan.user_id, error=repr(err))
-            return None
+            return model_scores_batch(self.models, index, [(v, p.history, p.params) for p, v in zip(plans, viewers)],
+                                      similar, now)
+        except Exception as err:  # noqa: BLE001 - a model failure must not cost the users their showcases
+            log.warning("showcase_model_scoring_failed", users=len(plans), error=repr(err))
+            return [None] * len(plans)
 
     # -- variants ----------------------------------------------------------------------------------
 
