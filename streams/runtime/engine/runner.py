@@ -30,12 +30,15 @@ from streams.runtime import replay_mode
 from streams.kafka.codec import Codec, default_codec
 from streams.kafka.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
 from streams.runtime.engine.store import PartitionStore
-from streams.runtime.records import Inbound, Refused, attempts_of, decode_record
+from streams.runtime.records import DecodeCache, Inbound, Refused, attempts_of, decode_record
 from streams.runtime.metrics import BATCH_SECONDS, DEAD_LETTERS, EVENTS_IN, EVENTS_OUT
 from streams.kafka.topics import TopicSpec, explain_invalid_record, full_name, require_key
 
 
 explain_invalid_record()  # a refused batch fails the checkpoint as INVALID_RECORD with its cause, not UnknownError()
+
+# one per worker process: the processors reading the same topic decode each record once between them
+DECODED = DecodeCache()
 
 STATE_KEYS = Gauge("vitrina_engine_state_keys", "Keys held in memory", ["processor"])
 RESTORED = Counter("vitrina_engine_restored_records_total", "Changelog records read at assignment", ["processor"])
@@ -204,6 +207,7 @@ class Runner:
         self.changelog = changelog_spec(self.settings, processor.name, processor.sources[0].partitions)
         self.changelog_topic = full_name(self.settings, self.changelog.name)
         self.codec = default_codec()
+        self.decoded = DECODED
         self.log = get_logger("vitrina.engine", agent=self.name)
         self.stores: dict[int, PartitionStore] = {}
         self.standby: dict[int, PartitionStore] = {}   # revoked partitions kept in case they come back
@@ -323,7 +327,7 @@ class Runner:
                 continue
             try:
                 events.append(decode_record(codec, source, record.key, record.value, record.headers, partition,
-                                            offset, record.timestamp or 0))
+                                            offset, record.timestamp or 0, cache=self.decoded))
             except Refused as refused:
                 self.log.warning("dead_letter", partition=partition, offset=offset, reason=refused.code,
                                  error=refused.text)

@@ -1,0 +1,28 @@
+"""The worker's decode cache: one decode per record for every processor reading those bytes, never a
+stale or shared value."""
+from __future__ import annotations
+
+from streams.runtime.records import DecodeCache
+
+
+def test_a_hit_needs_the_same_schema_and_bytes_and_returns_a_copy_of_its_own():
+    cache = DecodeCache(max_entries=10)
+    value = {"item_id": "t1", "position_ms": 5}
+    cache.put("vitrina.PlaybackEvent", b"raw-7", value)
+    first = cache.get("vitrina.PlaybackEvent", b"raw-7")
+    assert first == value and first is not value
+    first["item_id"] = "changed by one reader"
+    assert cache.get("vitrina.PlaybackEvent", bytearray(b"raw-7")) == {"item_id": "t1", "position_ms": 5}
+    assert cache.get("vitrina.PlaybackEvent", b"other bytes") is None
+    assert cache.get("vitrina.SessionEvent", b"raw-7") is None
+    assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_nested_values_are_not_kept_and_the_oldest_entries_go_first():
+    cache = DecodeCache(max_entries=3)
+    cache.put("vitrina.RankingImpression", b"x", {"labels": {"evr": True}})
+    assert cache.get("vitrina.RankingImpression", b"x") is None  # a shallow copy would share the labels
+    for n in range(5):
+        cache.put("vitrina.PlaybackEvent", b"%d" % n, {"n": n})
+    assert [cache.get("vitrina.PlaybackEvent", b"%d" % n) for n in range(5)] == [None, None, {"n": 2}, {"n": 3},
+                                                                                 {"n": 4}]
