@@ -317,13 +317,17 @@ class Runner:
         events: list[Inbound] = []
         skipped = 0
         applied = store.applied_offset(topic)
+        last = records[-1].offset  # the marker after this batch
         for record in records:
             offset = record.offset
             if offset <= applied:
                 skipped += 1
                 continue
             if bounded and replay_mode.beyond_bound(topic, partition, offset):
+                # a replay worker stops at its range's end: what lies beyond is neither processed nor
+                # marked applied (a catch-up under the same group restores this marker and must read it)
                 replay_mode.REPLAY_DROPPED.labels(topic=topic).inc()
+                last = min(last, offset - 1)
                 continue
             try:
                 events.append(decode_record(codec, source, record.key, record.value, record.headers, partition,
@@ -343,7 +347,7 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the partition: keep the batch
                 for event in events:
                     await out.failed(event, exc)
-        store.mark_applied(topic, records[-1].offset)
+        store.mark_applied(topic, last)
         BATCH_SECONDS.labels(agent=self.name).observe(time.perf_counter() - started)
 
     # -- checkpoints and rebalances ---------------------------------------------------------------

@@ -281,3 +281,24 @@ def test_changelog_records_per_partition_are_counted_once_per_checkpoint():
         keys = Counter(key for key, _ in producer.log(runner.changelog_topic, 0))
         assert keys == {b"t0": 1, b"t1": 1, APPLIED_PREFIX + b"playback": 1}
     asyncio.run(scenario())
+
+
+def test_a_replay_worker_marks_applied_only_up_to_its_range_end(monkeypatch):
+    """A replay (or rebuild) worker reads up to its range's end: records beyond it are not processed and
+    not marked applied, so its catch-up under the same group (same changelog) reads them after the
+    swap. Before: the marker took the batch's last offset and the catch-up skipped the records that
+    arrived during the rebuild (tests/faults/test_redis_loss.py, traffic during the rebuild)."""
+    from streams.runtime import replay_mode
+
+    monkeypatch.setenv("VITRINA_REPLAY_ID", "t1")
+    monkeypatch.setattr(replay_mode, "_bounds", {"playback": {0: 3}})
+
+    async def scenario():
+        producer = FakeProducer()
+        runner = make_runner(Counting(), producer)
+        await runner.assign([0])
+        await runner._process(source_topic(runner), 0, records(range(6)))  # offsets 3..5 are beyond the end
+        assert runner.stores[0].get("t1") == 3 and runner.stores[0].applied_offset("playback") == 2
+        await runner.checkpoint()
+        assert runner.consumer.commits[-1] == {(source_topic(runner), 0): 3}
+    asyncio.run(scenario())
