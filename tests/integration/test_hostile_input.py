@@ -34,7 +34,8 @@ from streams.kafka.topics import TOPICS, full_name
 T0 = datetime.now(timezone.utc) - timedelta(hours=6)
 MIN = 60_000
 DURATION_MS = 90 * MIN
-PLAYBACK_AGENTS = {"playback-by-item", "viewer-history", "ranking-label-join", "coview-sessions"}
+PLAYBACK_AGENTS = {"playback-by-item", "viewer-history", "ranking-label-join", "coview-sessions",
+                   "ranking-gate-samples"}
 CRASH_MARKS = ("Crashed reason", "Restarting dead", "engine_restart", "engine_failed", "dead_letter_write_failed",
                "engine_checkpoint_failed")
 

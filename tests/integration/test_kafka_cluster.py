@@ -81,6 +81,10 @@ def worker(cluster):
     prefix = f"{app_id}:"
     process = start_pipeline_worker(settings, app_id, VITRINA_AGENTS="plays", VITRINA_VIEW_PREFIX=prefix)
     try:
+        # the engine processors create their changelogs once they start, just after the worker is ready
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        wait_for(lambda: set(worker_topics(app_id)) <= set(admin.list_topics(timeout=10).topics),
+                 "the worker's topics, its engine changelog included", 60)
         yield process, app_id, prefix
     finally:
         process.stop()

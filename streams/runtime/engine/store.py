@@ -50,6 +50,11 @@ class PartitionStore:
         if self.data.pop(key, None) is not None:
             self.dirty.add(key)
 
+    def __delitem__(self, key: str) -> None:
+        """``del store[key]`` (a MutableMapping user such as the label join's ``persist``): a tombstone
+        at the next checkpoint; an absent key is not an error here."""
+        self.delete(key)
+
     def items(self) -> Iterator[tuple[str, Any]]:
         return iter(self.data.items())
 

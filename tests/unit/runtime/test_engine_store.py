@@ -35,3 +35,26 @@ def test_unknown_topics_have_no_marker():
     assert store.applied_offset("playback") == -1
     store.delete("missing")
     assert not store.pending()
+
+
+def test_a_mapping_user_can_delete_keys_and_the_changelog_gets_a_tombstone():
+    """The label join persists through the mapping protocol (``del table[key]`` for a settled key): in a
+    worker this raised AttributeError('__delitem__') and dead-lettered every impression of the batch."""
+    from datetime import timedelta
+
+    from processors.ranking.labels import JoinerConfig
+    from streams.capabilities.ranking.join import PartitionJoin
+
+    store = PartitionStore(1)
+    store["v\x1fi"] = {"p": 1, "state": {}}
+    store.take_changes()
+    del store["v\x1fi"]
+    assert "v\x1fi" not in store and store.take_changes() == [(b"v\x1fi", None)]
+    join = PartitionJoin(1, JoinerConfig())
+    join.joiner._dirty.add(("v", "i"))  # a key that settled: dirty, no state left
+    store["v\x1fi"] = {"p": 1, "state": {}}
+    store.take_changes()
+    join.persist(store)  # deletes it from the store through the mapping protocol
+    assert "v\x1fi" not in store
+    assert (b"v\x1fi", None) in store.take_changes()
+    assert join.expire(timedelta(minutes=1)) == []
