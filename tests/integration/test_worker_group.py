@@ -291,11 +291,16 @@ def test_three_workers_one_killed_mid_stream_give_the_views_of_an_uninterrupted_
     print(f"reference run done {time.monotonic() - started:.0f}s after the start")
 
     # every consumer group of the app, each with its topics, uploads included
-    assert groups == sorted([app_id, f"{app_id}.coview-sessions", f"{app_id}.coview-titles"])
-    assert {"playback", "playback.by-item", "ranking.impressions", "catalogue.titles", "uploads.requested",
-            "uploads.by-content", "ranking.samples"} <= {t for group in (app_id,) for (t, _) in lags[group]}
+    # the Faust app's group (low-volume agents, uploads) and one group per engine processor
+    processors = ("coview-sessions", "coview-titles", "play-counter", "playback-by-item", "ranking-label-join",
+                  "showcase-impressions", "viewer-history")
+    assert groups == sorted([app_id, *(f"{app_id}.{name}" for name in processors)])
+    assert {"catalogue.titles", "uploads.requested", "uploads.by-content",
+            "ranking.samples"} <= {t for (t, _) in lags[app_id]}
     assert {t for (t, _) in lags[f"{app_id}.coview-sessions"]} >= {"playback"}
     assert {t for (t, _) in lags[f"{app_id}.coview-titles"]} == {"coview.contributions"}
+    assert {t for (t, _) in lags[f"{app_id}.play-counter"]} == {"playback.by-item"}
+    assert {t for (t, _) in lags[f"{app_id}.ranking-label-join"]} == {"ranking.impressions", "playback"}
     assert all(len({p for (t, p) in rows if t == "playback"}) in (0, 6) for rows in lags.values())
 
     families = {k.split(":", 1)[0] for k in expected} - TIMED_FAMILIES
