@@ -342,15 +342,23 @@ class ModelStore:
                 manifest: dict[str, Any], eval_samples: Sequence[Mapping[str, Any]], *, tolerance: float,
                 last_n: int, at: datetime | None = None) -> PublishOutcome:
         """Upload, register, stage, evaluate against Production on the same window, promote or archive (KION)."""
+        return self._publish(version, artifact_paths, checkpoint_prefix, manifest, eval_samples, TASKS,
+                             self.evaluate, tolerance=tolerance, last_n=last_n, at=at)
+
+    def _publish(self, version: str, artifact_paths: Mapping[str, str], checkpoint_prefix: str | None,
+                 manifest: dict[str, Any], eval_samples: Sequence[Mapping[str, Any]], tasks: Sequence[str],
+                 evaluate: Any, *, tolerance: float, last_n: int, at: datetime | None) -> PublishOutcome:
+        """The one publication path of both models: ``evaluate(manifest, samples)`` scores a version on
+        ``tasks`` (the ranking model's heads, or the gate's ``choppy``)."""
         started = time.perf_counter()
         at = at or datetime.now(timezone.utc)
         uploaded = self.upload_version(version, artifact_paths, checkpoint_prefix, manifest)
-        metrics = {task: (uploaded.get("metrics") or {}).get(task) for task in TASKS}
+        metrics = {task: (uploaded.get("metrics") or {}).get(task) for task in tasks}
         production = self.load().production()
         production_metrics = None
         if production is not None and eval_samples:
             try:
-                production_metrics = self.evaluate(self.manifest(production.version), eval_samples)
+                production_metrics = evaluate(self.manifest(production.version), eval_samples)
             except Exception as exc:  # noqa: BLE001 - a broken old version must not block new ones
                 log.warning("production_evaluation_failed", model=self.name, version=production.version,
                             error=repr(exc))
@@ -363,7 +371,7 @@ class ModelStore:
             current = registry.production()
             if current is not None and production_metrics is not None and current.version == production.version:
                 registry = record_evaluation(registry, current.version, production_metrics, at)
-            return evaluate_candidate(registry, version, at, tolerance=tolerance, last_n=last_n)
+            return evaluate_candidate(registry, version, at, tolerance=tolerance, last_n=last_n, tasks=tasks)
 
         registry, decision = self.update(change, manifests={version: uploaded})
         return PublishOutcome(version, registry.get(version).state.value, decision, uploaded,
@@ -389,30 +397,5 @@ class ModelStore:
                      at: datetime | None = None) -> PublishOutcome:
         """Upload a gate version (TFLite + manifest), register, stage, compare its AUC with the
         Production gate's on the same window and promote or archive it: KION's rule on ``choppy``."""
-        started = time.perf_counter()
-        at = at or datetime.now(timezone.utc)
-        uploaded = self.upload_version(version, {FLOAT_KIND: tflite_path}, None, manifest)
-        metrics = {task: (uploaded.get("metrics") or {}).get(task) for task in GATE_TASKS}
-        production = self.load().production()
-        production_metrics = None
-        if production is not None and eval_samples:
-            try:
-                production_metrics = self.evaluate_gate(self.manifest(production.version), eval_samples)
-            except Exception as exc:  # noqa: BLE001 - a broken old version must not block new ones
-                log.warning("production_evaluation_failed", model=self.name, version=production.version,
-                            error=repr(exc))
-        record = ModelVersion(version=version, created_at=at, sha256=uploaded["artifacts"][FLOAT_KIND]["sha256"],
-                              paths=self.keys(version).as_paths([FLOAT_KIND]), metrics=metrics)
-
-        def change(registry: Registry) -> tuple[Registry, Decision]:
-            registry = stage(register(registry, record), version, at)
-            registry = record_evaluation(registry, version, metrics, at)
-            current = registry.production()
-            if current is not None and production_metrics is not None and current.version == production.version:
-                registry = record_evaluation(registry, current.version, production_metrics, at)
-            return evaluate_candidate(registry, version, at, tolerance=tolerance, last_n=last_n, tasks=GATE_TASKS)
-
-        registry, decision = self.update(change, manifests={version: uploaded})
-        return PublishOutcome(version, registry.get(version).state.value, decision, uploaded,
-                              production.version if production else None, production_metrics,
-                              time.perf_counter() - started)
+        return self._publish(version, {FLOAT_KIND: tflite_path}, None, manifest, eval_samples, GATE_TASKS,
+                             self.evaluate_gate, tolerance=tolerance, last_n=last_n, at=at)
