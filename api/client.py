@@ -71,6 +71,13 @@ class VitrinaClient:
     def showcase(self, user_id: str | None, device_type: str = "TV", **params: Any) -> dict:
         return self.get("/v1/showcase", user_id=user_id, device_type=device_type, **params)
 
+    def cache_pool(self, user_id: str | None, device_type: str, count: int,
+                   exclude: list[str] | tuple[str, ...] = ()) -> list[dict]:
+        """Titles to replenish a device's cache pool (GRF), none of ``exclude``: item_id, shelf_id, row,
+        position, model_version, model_score. Fits ``DeviceModelClient.maintain_pool``'s ``replenish``."""
+        return self.get("/v1/cache-pool", user_id=user_id, device_type=device_type, count=min(count, 100),
+                        exclude=",".join(exclude) or None)["items"]
+
     def current_model(self, name: str = "ranking") -> dict:
         return self.get(f"/v1/models/{urllib.parse.quote(name)}/current")
 

@@ -15,18 +15,26 @@ Without a published gate, ``next_video`` plays the best-ranked candidate.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from processors.ranking.artifacts import FLOAT_KIND, sha256_hex
-from processors.ranking.cache_pool import return_choppy
+from processors.ranking.cache_pool import PoolPlan, add_to_pool, plan_pool, return_choppy
 from processors.ranking.device import DeviceRanker, RankedCandidate
 from processors.ranking.errors import ModelIntegrityError
 from processors.ranking.gate_runtime import DeviceGate, NextPlay, pick_next, play_context
 from processors.ranking.registry import gate_model_name
+
+
+@dataclass(frozen=True)
+class PoolUpkeep:
+    pool: list[dict[str, Any]]  # the pool after eviction and replenishment
+    plan: PoolPlan
+    fetched: int  # titles the server sent
+    offline: bool  # the server could not be reached: nothing fetched
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,22 @@ class DeviceModelClient:
         for item in decision.skipped:
             new_pool = return_choppy(new_pool, {**by_id[item], "item_id": item}, now, pool_capacity)
         return NextDecision(decision, ranked, new_pool)
+
+    def maintain_pool(self, pool: Sequence[Mapping[str, Any]], plays: Iterable[datetime], now: datetime,
+                      replenish: Callable[[int, list[str]], Sequence[Mapping[str, Any]]]) -> PoolUpkeep:
+        """GRF's cache-pool policy applied (``cache_pool.plan_pool``): entries older than 2 weeks and over
+        the capacity Cu leave; below 0.75 x Cu the server is asked for ``Cu - fresh`` titles the pool does
+        not hold (``replenish(count, exclude)``, e.g. ``VitrinaClient.cache_pool``). An unreachable server
+        (``OSError``: offline) leaves the kept pool as is; the device then ranks the pool only."""
+        plan = plan_pool(pool, plays, now)
+        fetched: list[dict[str, Any]] = []
+        offline = False
+        if plan.replenish:
+            try:
+                fetched = [dict(item) for item in replenish(plan.replenish, [str(e["item_id"]) for e in plan.keep])]
+            except OSError:
+                offline = True
+        return PoolUpkeep(add_to_pool(plan.keep, fetched, now, plan.capacity), plan, len(fetched), offline)
 
     def _cached(self, sha256: str) -> bytes | None:
         if self.cache_dir is None:

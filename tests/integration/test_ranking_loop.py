@@ -17,7 +17,7 @@ import sys
 import urllib.request
 import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -304,6 +304,35 @@ def test_the_cache_pool_is_replenished_through_the_api(loop):
     with pytest.raises(ApiError) as anonymous:  # a personal pool needs the user's own token
         VitrinaClient(loop["base_url"]).get("/v1/cache-pool", user_id=user, device_type="TV")
     assert anonymous.value.status == 401
+
+
+def test_the_device_client_keeps_its_pool_with_the_policy_and_the_api(loop):
+    """The device client applies the pool policy itself: evicts, asks the API below 0.75 x Cu for the
+    missing titles it does not hold, and keeps its pool when the server cannot be reached."""
+    from api.client import VitrinaClient
+    from sinks.device_client import DeviceModelClient, RedisManifestSource
+
+    client, user, settings = loop["client"], USERS[2], loop["settings"]
+    device = DeviceModelClient(settings, RedisManifestSource(settings), loop["name"])
+    plays = [NOW - timedelta(days=1)] * 8  # Cu = 8
+    pool = [{"item_id": "stale", "cached_at": NOW - timedelta(days=15)},
+            *({"item_id": f"kept{i}", "cached_at": NOW - timedelta(days=1)} for i in range(3))]
+    asked: list[tuple[int, list[str]]] = []
+
+    def replenish(count, exclude):
+        asked.append((count, exclude))
+        return client.cache_pool(user, "TV", count, exclude)
+
+    upkeep = device.maintain_pool(pool, plays, NOW, replenish)
+    assert upkeep.plan.capacity == 8 and upkeep.plan.evicted == ["stale"]
+    assert asked == [(5, ["kept0", "kept1", "kept2"])] and upkeep.fetched == 5 and not upkeep.offline
+    ids = [e["item_id"] for e in upkeep.pool]
+    assert len(ids) == len(set(ids)) == 8 and {"kept0", "kept1", "kept2"} <= set(ids) and "stale" not in ids
+    again = device.maintain_pool(upkeep.pool, plays, NOW, replenish)  # full: no request
+    assert len(asked) == 1 and again.fetched == 0 and len(again.pool) == 8
+    down = VitrinaClient("http://127.0.0.1:9", timeout_s=1.0)  # nothing listens on port 9: the device is offline
+    offline = device.maintain_pool(pool, plays, NOW, lambda n, ex: down.cache_pool(user, "TV", n, ex))
+    assert offline.offline and [e["item_id"] for e in offline.pool] == ["kept0", "kept1", "kept2"]
 
 
 def test_the_gate_ships_beside_the_ranking_model_and_the_device_uses_both(loop, tmp_path):
