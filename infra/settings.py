@@ -106,6 +106,15 @@ class Settings:
     showcase_tick_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_TICK_S", "1.0")))
     showcase_settle_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLE_S", "2.0")))
     showcase_settled_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLED_S", "30.0")))
+    # co-view (streams/agents/coview.py; the README's table says what each does)
+    coview_k: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_K", "50")))
+    coview_half_life_days: str = field(default_factory=lambda: _env("VITRINA_COVIEW_HALF_LIFE_DAYS", "").strip())
+    coview_flush_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_FLUSH_S", "0.25")))
+    coview_flush_max_titles: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_FLUSH_MAX_TITLES", "2000")))
+    coview_sweep_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_SWEEP_S", "60")))
+    coview_settle_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_SETTLE_S", "2")))
+    coview_settle_max_titles: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_SETTLE_MAX_TITLES", "200000")))
+    coview_titles_commit_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_TITLES_COMMIT_S", "5")))
 
     def __post_init__(self) -> None:
         # an embedded cluster is reachable through every node: one bootstrap port names them all

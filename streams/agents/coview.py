@@ -41,7 +41,6 @@ batching, timing, crashes or rebalances; tests/faults/):
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import zlib
 from collections import OrderedDict
@@ -50,7 +49,6 @@ from itertools import islice
 from prometheus_client import Counter, Histogram
 
 from infra.logs import get_logger
-from infra.settings import load
 from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, arrange, blend
 from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions, decayed
 from processors.coview.routing import pack_views, unpack_by_title
@@ -63,13 +61,14 @@ from sinks.similar_views import (count_field, fetch_counts, list_signature, queu
                                  updated_event)
 from streams.kafka.codec import default_codec
 from streams.runtime.engine.runner import Output
+from streams.runtime.app import app_settings
 from streams.runtime.engine.service import register
 from streams.runtime.engine.store import PartitionStore
 from streams.runtime.records import Inbound
 from streams.runtime.metrics import VIEW_WRITES
 from streams.kafka.topics import spec
 
-settings = load()
+settings = app_settings()
 log = get_logger("vitrina.agent.coview")
 PLAYBACK = spec("playback")
 SESSIONS = spec("sessions")
@@ -83,19 +82,19 @@ ORIGIN_BASE = {PLAYBACK.name: 0, SESSIONS.name: 10_000}
 CLOCKS = "#clocks"
 
 _DAY_MS = 24 * 3600 * 1000
-_half_life_days = os.environ.get("VITRINA_COVIEW_HALF_LIFE_DAYS", "").strip()
+_half_life_days = settings.coview_half_life_days
 SESSION_CONFIG = SessionConfig()
 COVIEW_CONFIG = CoviewConfig() if not _half_life_days else CoviewConfig(
     half_life_ms=None if _half_life_days == "0" else int(float(_half_life_days) * _DAY_MS))
-SIMILARITY = SimilarityConfig(k=int(os.environ.get("VITRINA_COVIEW_K", "50")))
+SIMILARITY = SimilarityConfig(k=settings.coview_k)
 BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/coview/coldstart.py)
-FLUSH_INTERVAL_S = float(os.environ.get("VITRINA_COVIEW_FLUSH_S", "0.25"))
+FLUSH_INTERVAL_S = settings.coview_flush_s
 FLUSH_SHARE = 5.0
-FLUSH_MAX_TITLES = int(os.environ.get("VITRINA_COVIEW_FLUSH_MAX_TITLES", "2000"))
+FLUSH_MAX_TITLES = settings.coview_flush_max_titles
 CATALOGUE_CHECK_S = 5.0
-SWEEP_S = float(os.environ.get("VITRINA_COVIEW_SWEEP_S", "60"))
-SETTLE_S = float(os.environ.get("VITRINA_COVIEW_SETTLE_S", "2"))
-SETTLE_MAX_TITLES = int(os.environ.get("VITRINA_COVIEW_SETTLE_MAX_TITLES", "200000"))
+SWEEP_S = settings.coview_sweep_s
+SETTLE_S = settings.coview_settle_s
+SETTLE_MAX_TITLES = settings.coview_settle_max_titles
 
 VIEWS = Counter("vitrina_coview_views_total", "Views completed by the sessionizer")
 DUPLICATES = Counter("vitrina_coview_duplicates_total", "Redelivered records skipped", ["agent"])
@@ -456,7 +455,7 @@ class TitleProcessor:
     sources = (CONTRIBUTIONS,)
     # a title's state is its whole neighbour map (KBs): checkpoint less often than the small session
     # states (fewer full rewrites of hot titles; a crash replays at most this much, deduplicated)
-    commit_interval_s = float(os.environ.get("VITRINA_COVIEW_TITLES_COMMIT_S", "5"))
+    commit_interval_s = settings.coview_titles_commit_s
 
     def __init__(self) -> None:
         self.last_applied = time.monotonic()

@@ -11,24 +11,21 @@ live labels are what `vitrina model list` shows next to the offline AUCs.
 """
 from __future__ import annotations
 
-import os
-
 from infra.logs import get_logger
-from infra.settings import load
 from sinks.redis_views import async_client
 from streams.capabilities.ranking.online import OnlineMetricsSink
 from streams.capabilities.ranking.settings import load_ranking_settings
 from streams.kafka.topics import spec
 from streams.runtime import replay_mode
-from streams.runtime.app import app
+from streams.runtime.app import app, app_settings
 from streams.runtime.inbound import decoded_batches, raw_topic
 from streams.runtime.metrics import VIEW_WRITES
 
-settings = load()
+settings = app_settings()
 ranking = load_ranking_settings()
 log = get_logger("vitrina.agent.ranking_online", model=ranking.model_name)
 SAMPLES = spec("ranking.samples")
-EVERY_S = float(os.environ.get("VITRINA_RANKING_ONLINE_EVERY_S", "30"))
+EVERY_S = ranking.online_every_s
 
 samples_topic = raw_topic(app, SAMPLES)
 

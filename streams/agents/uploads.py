@@ -35,7 +35,6 @@ from typing import Any, Awaitable, Callable, TypeVar
 from prometheus_client import Counter, Gauge, Histogram
 
 from infra.logs import get_logger
-from infra.settings import load
 from processors.media import (ContentKey, EncodeSettings, EncoderPool, Limits, MediaTools, ProcessResult, Progress,
                               Rejection, RejectionCode, process_upload)
 from processors.media.orphans import claim, sweep_orphans
@@ -47,14 +46,14 @@ from sinks.media_store import MediaStore, MissingObject, safe_file_name
 from sinks.redis_views import async_client
 from sinks.upload_views import (asset_view, processed_status, rejected_status, write_progress_views,
                                 write_upload_views)
-from streams.runtime.app import app
+from streams.runtime.app import app, app_settings
 from streams.kafka.codec import default_codec
 from streams.runtime.inbound import ORIGIN_HEADER, Inbound, dead_letter_failed, decoded_batches, raw_topic
 from streams.runtime.metrics import EVENTS_OUT
 from streams.runtime.tables import json_table
 from streams.kafka.topics import spec
 
-settings = load()
+settings = app_settings()
 log = get_logger("vitrina.agent.uploads")
 
 REQUESTED = spec("uploads.requested")

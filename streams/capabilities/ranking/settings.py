@@ -13,6 +13,7 @@
 | ``VITRINA_LABEL_WINDOW_S`` | 1800 | a play is attributed to an impression shown at most this long before it |
 | ``VITRINA_LABEL_MAX_AGE_S`` | 21600 | an impression is labelled at the latest this long after it was shown |
 | ``VITRINA_LABEL_LATENESS_S`` | 21600 | watermark = min over both inputs of the max event time seen - this |
+| ``VITRINA_RANKING_ONLINE_EVERY_S`` | 30 | period of the per-version online metrics snapshots in the registry |
 | ``VITRINA_RANKING_BATCH`` | 256 | training mini-batch size |
 | ``VITRINA_RANKING_BUFFER`` | 100000 | bounded sample buffer; the oldest samples are dropped (and counted) when full |
 | ``VITRINA_RANKING_LEARNING_RATE`` | 0.002 | Adam learning rate |
@@ -91,6 +92,7 @@ class RankingSettings:
     tolerance: float
     last_n: int
     export_batch: int | None
+    online_every_s: float = 30.0  # the online metrics' snapshot period (streams/agents/ranking_online.py)
 
     @property
     def joiner(self) -> JoinerConfig:
@@ -144,4 +146,5 @@ def load_ranking_settings() -> RankingSettings:
         tolerance=float(_number("VITRINA_RANKING_PROMOTION_TOLERANCE", "0.01", float, 0.0)),
         last_n=int(_number("VITRINA_RANKING_PROMOTION_LAST_N", "5", int, 1)),
         export_batch=export_batch,
+        online_every_s=float(_number("VITRINA_RANKING_ONLINE_EVERY_S", "30", float, 1.0)),
     )
