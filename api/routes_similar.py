@@ -37,7 +37,7 @@ DEVICE_TYPES = ("TV", "MOBILE", "TABLET", "WEB", "STB")
 AGE_LIMITS = (0, 6, 12, 16, 18)
 MAX_LIMIT = 100
 CHECK_EVERY_S = 1.0
-_CACHES: "weakref.WeakKeyDictionary[web.Application, CatalogueCache]" = weakref.WeakKeyDictionary()
+_CACHES: "weakref.WeakKeyDictionary[web.Application, TitleLookup]" = weakref.WeakKeyDictionary()
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -50,7 +50,11 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-class CatalogueCache:
+class TitleLookup:
+    """The API's read-only view of the catalogue for similar lists and autoplay: titles by id, the series
+    index and the metadata index, reloaded when the catalogue version moves. (The showcase builder's
+    ``CatalogueCache`` is a different thing: it builds the shelf index the assembly runs on.)"""
+
     def __init__(self) -> None:
         self.titles: dict[str, dict] = {}
         self.series: dict = {}
@@ -83,14 +87,14 @@ class CatalogueCache:
             self.checked = time.monotonic()
 
 
-def _cache(request: web.Request) -> CatalogueCache:
+def _cache(request: web.Request) -> TitleLookup:
     cache = _CACHES.get(request.app)
     if cache is None:
-        cache = _CACHES[request.app] = CatalogueCache()
+        cache = _CACHES[request.app] = TitleLookup()
     return cache
 
 
-async def _catalogue(request: web.Request, item: str | None = None) -> CatalogueCache:
+async def _catalogue(request: web.Request, item: str | None = None) -> TitleLookup:
     """The cached catalogue; a title it does not know forces a version check (it may be new)."""
     cache = _cache(request)
     await cache.refresh(request.app[REDIS])
