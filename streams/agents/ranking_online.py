@@ -5,6 +5,7 @@
     timer (every VITRINA_RANKING_ONLINE_EVERY_S, default 30 s, one worker at a time)
                     --> the totals appended to each version's ``online`` history in the registry
 
+Each sample is counted once (offset markers beside the counters, streams/capabilities/ranking/online.py).
 Only samples of impressions served by a model version (``model_version`` set: showcase shelves the
 builder re-ranked) count; the rates (evr/lvr/svr/fpr) and the AUC of the served score against the
 live labels are what `vitrina model list` shows next to the offline AUCs.
@@ -50,7 +51,7 @@ async def online_metrics(stream):
     async for batch in decoded_batches(app, stream, SAMPLES, "ranking-online-metrics"):
         if replay_mode.active():  # not a view: a replay or rebuild must not count the samples again
             continue
-        counted = await sink().add([event.value for event in batch])
+        counted = await sink().add_records([(event.partition, event.offset, event.value) for event in batch])
         if counted:
             VIEW_WRITES.labels(view="ranking_online").inc(counted)
 

@@ -19,9 +19,19 @@ class WorkerProcess:
     web_port: int
     log_path: Path
 
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as response:
-            return response.read().decode()
+    def metrics(self, timeout_s: float = 30.0) -> str:
+        """The worker's Prometheus page. Its web server shares the event loop with the agents, so on a
+        loaded machine a long batch (a training step, a showcase build round) can hold an answer back
+        for seconds: the timeout is generous and a timed-out read is tried again once."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        for attempt in (1, 2):
+            try:
+                with urllib.request.urlopen(url, timeout=timeout_s / 2) as response:
+                    return response.read().decode()
+            except TimeoutError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
         """(labels, value) of every sample of the metric family ``name``."""

@@ -232,6 +232,20 @@ def test_playoff_splits_users_and_online_metrics_reach_the_registry(loop):
         return await sink.snapshot()
 
     assert asyncio.run(count_and_snapshot()) == 2
+    # from the stream: (partition, offset) records counted once, a redelivered batch skipped
+    records = [(i % 2, i // 2, s) for i, s in enumerate(samples)]
+
+    async def redelivered() -> tuple[int, int, int, dict]:
+        counter = OnlineMetricsSink(async_client(settings), name, lambda: store)  # a client of this loop
+        await counter.redis.delete(online_key(name), counter.applied_key)
+        first = await counter.add_records(records[: len(records) // 2 + 3])
+        again = await counter.add_records(records)  # the first part comes again after a "crash"
+        twice = await counter.add_records(records)
+        return first, again, twice, await counter.summary()
+
+    first, again, twice, summary = asyncio.run(redelivered())
+    assert first + again == len(samples) and twice == 0
+    assert sum(v["impressions"] for v in summary.values()) == len(samples)
     registry = store.load()
     for version in arms:
         online = registry.get(version).online[-1]

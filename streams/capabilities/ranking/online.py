@@ -2,8 +2,12 @@
 
 * ``OnlineMetricsSink.add(samples)``: each labelled sample served by a model version adds its counter
   increments (``online.sample_increments``) to one Redis hash, ``vitrina:model:{name}:online``
-  (HINCRBY in one pipeline), so every worker's partitions add up in one place. Counting is
-  at-least-once: a batch redelivered after a crash is counted again (the rates move by that batch).
+  (HINCRBY in one transaction), so every worker's partitions add up in one place.
+* ``OnlineMetricsSink.add_records(records)``: the same, each record counted exactly once: beside the
+  counters, ``...:online:applied`` keeps per partition of ``ranking.samples`` the last offset counted,
+  written in the same MULTI/EXEC as the increments; records at or below it (a batch redelivered after a
+  crash before the offset commit) are skipped. The marker key is WATCHed, so a zombie consumer still
+  writing after a rebalance retries against the new marker instead of counting twice.
 * ``OnlineMetricsSink.snapshot()``: at most every ``every_s`` (one worker at a time, a Redis lock),
   the totals are summarised per version and appended to each serving version's ``online`` history in
   the registry (``registry.record_online`` through ``ModelStore.update``): cumulative figures with
@@ -14,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
+
+from redis.exceptions import WatchError
 
 from infra.logs import get_logger
 from processors.ranking.errors import RegistryError
@@ -40,24 +46,62 @@ def apply_snapshot(registry: Registry, summary: Mapping[str, Mapping[str, Any]],
     return registry, recorded
 
 
+def _impressions(increments: Mapping[str, int]) -> int:
+    return sum(v for k, v in increments.items() if k.endswith("|n"))
+
+
 class OnlineMetricsSink:
     def __init__(self, redis: Any, name: str, store_factory: Any, *, every_s: float = 30.0) -> None:
         self.redis = redis
         self.name = name
         self.key = online_key(name)
+        self.applied_key = self.key + ":applied"
         self.every_s = every_s
         self._store_factory = store_factory  # () -> ModelStore (sync: used in a thread)
         self._store: Any = None
 
     async def add(self, samples: Sequence[Mapping[str, Any]]) -> int:
+        """Count ``samples`` (no offsets: at-least-once; tests and benches)."""
         increments = merge_increments(samples)
         if not increments:
             return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             for field, value in increments.items():
                 pipe.hincrby(self.key, field, value)
             await pipe.execute()
-        return sum(v for k, v in increments.items() if k.endswith("|n"))
+        return _impressions(increments)
+
+    async def add_records(self, records: Sequence[tuple[int, int, Mapping[str, Any]]], attempts: int = 10) -> int:
+        """Count (partition, offset, sample) records of ``ranking.samples`` exactly once; returns the
+        impressions counted (0 for a batch counted before)."""
+        if not records:
+            return 0
+        partitions = sorted({partition for partition, _, _ in records})
+        for _ in range(attempts):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(self.applied_key)
+                    marks = dict(zip(partitions, await pipe.hmget(self.applied_key, [str(p) for p in partitions])))
+                    fresh, last = [], {}
+                    for partition, offset, sample in records:
+                        mark = marks[partition]
+                        if mark is not None and offset <= int(mark):
+                            continue
+                        fresh.append(sample)
+                        last[partition] = max(offset, last.get(partition, -1))
+                    if not last:
+                        await pipe.unwatch()
+                        return 0
+                    increments = merge_increments(fresh)
+                    pipe.multi()
+                    for field, value in increments.items():
+                        pipe.hincrby(self.key, field, value)
+                    pipe.hset(self.applied_key, mapping={str(p): o for p, o in last.items()})
+                    await pipe.execute()
+                    return _impressions(increments)
+                except WatchError:
+                    continue  # another consumer moved a marker meanwhile: read the markers again
+        raise RuntimeError(f"online metrics of {self.name}: the offset markers kept changing ({attempts} tries)")
 
     async def summary(self) -> dict[str, dict[str, Any]]:
         return summarize(await self.redis.hgetall(self.key))
