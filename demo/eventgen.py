@@ -100,8 +100,10 @@ def _scores(rng: random.Random, affinity: float) -> dict:
             "svr": noisy(0.5 - 0.4 * affinity), "fpr": noisy(0.05 + 0.4 * affinity)}
 
 
-def _playback(rng: random.Random, viewer: Viewer, session_id: str, title: dict, at: datetime,
-              watch_fraction: float) -> tuple[list[dict], datetime]:
+def playback_session(rng: random.Random, viewer: Viewer, session_id: str, title: dict, at: datetime,
+                     watch_fraction: float) -> tuple[list[dict], datetime]:
+    """One title's playback from ``at`` (START, heartbeats, stalls on slow networks, STOP or CREDITS_START
+    + COMPLETE); returns the events and the clock when it ended."""
     duration = max(int(title.get("duration_ms") or 0), 60_000)
     watched = int(duration * watch_fraction)
     base = dict(session_id=session_id, user_id=viewer.user_id, device_id=viewer.device_id,
@@ -180,7 +182,7 @@ def generate(titles: list[dict], config: StreamConfig, seed: int = 7) -> Iterato
                 fraction = rng.uniform(0.1, 0.9)
             else:
                 fraction = 1.0
-            events, clock = _playback(rng, viewer, session_id, title, clock, fraction)
+            events, clock = playback_session(rng, viewer, session_id, title, clock, fraction)
             for event in events:
                 yield "playback", event
             viewer.watched.append(title["item_id"])

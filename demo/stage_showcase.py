@@ -14,6 +14,7 @@ from sinks.redis_views import (SHOWCASE_DIRTY_KEY, SHOWCASE_FORCE_KEY, SHOWCASE_
 from demo.main import DemoContext, stage, wait_until
 from streams.kafka.producer import utc_now
 from streams.ops.supervisor import start_api
+from streams.capabilities.ranking.settings import load_ranking_settings
 from streams.kafka.topics import spec
 
 
@@ -122,7 +123,7 @@ def show_showcase(ctx: DemoContext) -> None:
         kids = client.showcase(None, "TV", kids="true", age_limit=6)
         ctx.say(f"\n  kids profile (age limit 6) on TV: view {kids['view_key']}, "
                 f"{len(kids['showcase']['shelves'])} shelves")
-        _report_impressions(ctx, redis, client, users=60 if playoff else 20)
+        _report_impressions(ctx, redis, client, playoff, users=60 if playoff else 20)
     finally:
         api.stop()
     ctx.say("\n  alarms from daily checks and rule limits (metric vitrina_showcase_alarms_total, log event "
@@ -137,7 +138,6 @@ def _start_playoff(ctx: DemoContext) -> tuple[str, ...] | None:
     below builds each user's shelves with their arm, and the simulated client's impressions carry it."""
     from processors.ranking.registry import ModelState, start_playoff
     from sinks.model_store import ModelStore
-    from streams.capabilities.ranking.settings import load_ranking_settings
 
     store = ModelStore(ctx.settings, load_ranking_settings().model_name)
     registry = store.load()
@@ -155,35 +155,108 @@ def _start_playoff(ctx: DemoContext) -> tuple[str, ...] | None:
     return arms
 
 
-def _report_impressions(ctx: DemoContext, redis, client, users: int = 20, visible: int = 6) -> None:
+def _report_impressions(ctx: DemoContext, redis, client, arms: tuple[str, ...] | None, users: int = 20,
+                        visible: int = 6) -> None:
     """The simulated client: the pages it was served, reported as impressions (request id, row, position,
     the serving model version and score of re-ranked shelves) on ranking.impressions, where the label
-    join and the per-version online metrics pick them up (contract: processors/showcase/impressions.py)."""
-    from datetime import datetime
+    join and the per-version online metrics pick them up (contract: processors/showcase/impressions.py);
+    then what the simulated viewer watched of them (demo/simulated_client.py); and a second visit
+    (label max age + lateness + 1 h later), whose events move the label join's watermark past the first
+    visit, so its labels are final and the online metrics of the serving versions reach the registry."""
+    import random
+    from datetime import datetime, timedelta
 
+    from demo.eventgen import Viewer
+    from demo.simulated_client import choose_plays, tastes_of, watch
     from processors.showcase.impressions import autoplay_impression, page_impressions
 
-    sent, versions = 0, Counter()
-    for user in list(redis.sscan_iter(SHOWCASE_USERS_KEY, count=500))[:users]:
+    titles = _catalogue_titles(redis) or ctx.titles  # the whole catalogue (MovieLens titles included)
+    genres_of = {t["item_id"]: list(t.get("genres") or ()) for t in titles}
+    durations = {t["item_id"]: int(t.get("duration_ms") or 0) for t in titles}
+    rng = random.Random(ctx.seed)
+    ranking = load_ranking_settings()
+    next_visit = timedelta(seconds=ranking.max_label_age_s + ranking.lateness_s + 3600)
+    sent, plays, versions = 0, 0, Counter()
+    viewers: dict[str, tuple[Viewer, list[str], datetime | None]] = {}
+    for user in sorted(redis.sscan_iter(SHOWCASE_USERS_KEY, count=500))[:users]:
         raw = redis.get(history_key(user))
         history = json.loads(raw) if raw else {}
         device = next(iter(sorted(history.get("devices", {}))), "TV")
-        page = client.showcase(user, device)
-        shown_at = datetime.fromisoformat(page["showcase"]["meta"]["built_at"])  # the builder's event time
         recent = list(history.get("watched", ()))[-20:][::-1]
-        impressions = page_impressions(page, user_id=user, device_id=f"{user}-{device}", device_type=device,
-                                       shown_at=shown_at, visible=visible, recent_watched=recent)
-        if recent:
-            auto = client.autoplay_next(recent[0], user_id=user, device_type=device)
-            one = autoplay_impression(auto, user_id=user, device_id=f"{user}-{device}", device_type=device,
-                                      shown_at=shown_at, recent_watched=recent)
-            impressions += [one] if one else []
-        ctx.producer.publish_many(spec("ranking.impressions"), impressions)
-        sent += len(impressions)
-        versions.update(i["model_version"] or "not model-ranked" for i in impressions)
+        viewers[user] = (Viewer(user_id=user, device_id=f"{user}-{device}", device_type=device, app_version="4.1.2",
+                                tastes=sorted(tastes_of(recent, genres_of)), network_kbps=6000, device_score=0.8),
+                         recent, None)
+    # every viewer's first visit before anyone's second: the label join's watermark (per partition) must
+    # not pass a first visit before its plays are in
+    for visit in range(2):
+        for user, (viewer, recent, first_seen) in viewers.items():
+            device = viewer.device_type
+            page = client.showcase(user, device)
+            if first_seen is None:
+                first_seen = datetime.fromisoformat(page["showcase"]["meta"]["built_at"])  # the builder's event time
+                viewers[user] = (viewer, recent, first_seen)
+            shown_at = first_seen + visit * next_visit
+            impressions = page_impressions(page, user_id=user, device_id=viewer.device_id, device_type=device,
+                                           shown_at=shown_at, visible=visible, recent_watched=recent,
+                                           durations=durations)
+            if recent:
+                auto = client.autoplay_next(recent[0], user_id=user, device_type=device)
+                one = autoplay_impression(auto, user_id=user, device_id=viewer.device_id, device_type=device,
+                                          shown_at=shown_at, recent_watched=recent)
+                impressions += [one] if one else []
+            watched = watch(choose_plays(impressions, set(viewer.tastes), genres_of, rng), viewer=viewer,
+                            durations=durations, shown_at=shown_at, session_id=f"demo-client-{user}-{visit}", rng=rng)
+            ctx.producer.publish_many(spec("ranking.impressions"), impressions)
+            ctx.producer.publish_many(spec("playback"), watched)
+            sent += len(impressions)
+            plays += sum(1 for e in watched if e["event_type"] == "START")
+            versions.update(i["model_version"] or "not model-ranked" for i in impressions)
+        ctx.producer.flush()
     ctx.producer.flush()
-    ctx.say(f"\n  simulated client: {sent} impressions of the pages served to {users} users reported on "
-            f"ranking.impressions (request id, row, position): " + ", ".join(f"{n} {v}" for v, n in versions.most_common()))
+    ctx.say(f"\n  simulated client: {sent} impressions of the pages served to {users} users over two visits "
+            f"{next_visit.total_seconds() / 3600:g} h apart reported on ranking.impressions (request id, row, "
+            f"position): " + ", ".join(f"{n} {v}" for v, n in versions.most_common()))
+    ctx.say(f"  simulated viewer (demo/simulated_client.py: position-biased, taste-driven): started {plays} titles")
+    if arms:
+        _show_online_metrics(ctx, arms)
+
+
+def _catalogue_titles(redis) -> list[dict]:
+    from sinks.redis_views import TITLES_SET, title_key
+
+    ids = sorted(redis.smembers(TITLES_SET))
+    return [json.loads(raw) for raw in redis.mget([title_key(i) for i in ids]) if raw] if ids else []
+
+
+def _show_online_metrics(ctx: DemoContext, arms: tuple[str, ...]) -> None:
+    """Wait for each serving version's online metrics (label join -> ranking.samples -> the online
+    metrics agent -> the registry) and print them as `vitrina model list` does."""
+    from processors.ranking.tasks import TASKS
+    from sinks.model_store import ModelStore
+
+    store = ModelStore(ctx.settings, load_ranking_settings().model_name)
+
+    def online() -> dict[str, dict]:
+        registry = store.load()
+        found = {v: registry.get(v).online[-1] for v in arms if registry.get(v) and registry.get(v).online}
+        return found if len(found) == len(arms) else {}
+
+    try:
+        waited = wait_until(lambda: bool(online()), 240, "the online metrics of the serving versions", poll_s=2.0)
+    except TimeoutError as exc:
+        ctx.say(f"  online metrics: not in the registry yet ({exc}); see `vitrina model list` later")
+        return
+    ctx.say(f"  online metrics per serving version ({waited:.0f}s later; `vitrina model list`, "
+            "`vitrina model promote V --online`):")
+    for version, figures in online().items():
+        rates = " ".join(f"{t} {_rate(figures.get(t))}" for t in TASKS)
+        aucs = " ".join(f"{t} {_rate(figures.get('auc_' + t))}" for t in TASKS)
+        ctx.say(f"    {version:<26} {figures.get('impressions', 0):>5} impressions  rates {rates}  AUC {aucs}")
+    ctx.facts["online_metrics"] = online()
+
+
+def _rate(value) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
 
 
 def _alarm_counts(metrics: str) -> Counter:

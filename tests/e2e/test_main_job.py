@@ -34,4 +34,9 @@ def test_vitrina_demo_runs_every_stage_and_stops_the_stack(tmp_path: Path) -> No
     missing = [stage for stage in STAGES if stage not in out]
     assert not missing, f"stages missing from the output: {missing}\n{out[-3000:]}"
     assert out.rstrip().endswith("done.")
+    # issue 14's loop in the main job: the model re-ranks served shelves; with two versions a playoff
+    # splits users and the online metrics of both arms reach the registry
+    assert "[re-ranked by " in out
+    if "split users by a stable hash" in out:
+        assert "online metrics per serving version" in out, out[-3000:]
     assert not list((tmp_path / "data" / "run").glob("*.pid")), "the stack was not stopped"
