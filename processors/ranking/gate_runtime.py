@@ -8,7 +8,6 @@ and replaced from the cached pool.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -72,58 +71,71 @@ class GateConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-@dataclass
-class _Play:
-    features: dict[str, Any]
-    stalled: bool = False
-    ended: bool = False
+MAX_OPEN_PLAYS = 16  # per viewer: plays that never stop (an app killed mid-play) do not pile up
+
+
+def gate_step(state: Mapping[str, Any] | None, event: Mapping[str, Any], *, history_len: int = 20,
+              device_scores: Mapping[str, float] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+    """One playback event on one viewer's gate state -> (state, finished sample or None, state changed).
+
+    The state is plain JSON (an engine store keeps it): ``open`` = {play id: {"f": features at START,
+    "s": stalled so far}}, ``h`` = the viewer's last ``history_len`` outcomes (1 = stalled). A sample
+    ({features..., "label": 0|1}) is finished on STOP/COMPLETE; a play joined mid-way (no START seen)
+    is ignored, its START features being unknown."""
+    event_type = event.get("event_type")
+    if event_type not in PLAYBACK_EVENT_TYPES:
+        raise RankingInputError("bad_event_type", f"unknown event_type {event_type!r}", field="event_type")
+    require_time(event)
+    current: dict[str, Any] = {"open": dict((state or {}).get("open") or {}), "h": list((state or {}).get("h") or ())}
+    play_id = f"{event.get('session_id')}\x1f{event.get('item_id')}"
+    play = current["open"].get(play_id)
+    if play is None:
+        if event_type != "START":
+            return current, None, False
+        history = current["h"]
+        duration_ms = event.get("duration_ms") or 0
+        bitrate = event.get("bitrate_kbps")
+        play = {"f": {
+            "viewer": viewer_key(event),
+            "device_type": event.get("device_type"),
+            "duration_s": duration_ms / 1000 if duration_ms else None,
+            "size_mb": bitrate * duration_ms / 8_000_000 if bitrate and duration_ms else None,
+            "network_kbps": event.get("network_kbps"),
+            "cached_ratio": event.get("buffered_ratio"),
+            "device_score": (device_scores or {}).get(str(event.get("device_id"))),
+            "choppy_history": (sum(history) / len(history)) if history else None,
+        }, "s": 0}
+        current["open"][play_id] = play
+        while len(current["open"]) > MAX_OPEN_PLAYS:
+            current["open"].pop(next(iter(current["open"])))  # the oldest open play
+    else:
+        play = current["open"][play_id] = dict(play)
+    if event_type == "STALL" or (event.get("stall_ms") or 0) > 0:
+        play["s"] = 1
+    if event_type in ("STOP", "COMPLETE"):
+        del current["open"][play_id]
+        current["h"] = (current["h"] + [int(play["s"])])[-history_len:]
+        return current, {**play["f"], "label": int(play["s"])}, True
+    return current, None, True
 
 
 @dataclass
 class GateSampleBuilder:
-    """Incremental playback -> (features at START, stalled?) samples; one agent owns it."""
+    """Incremental playback -> (features at START, stalled?) samples over many viewers, in memory
+    (tests, benches; the worker keeps the same per-viewer state in an engine store)."""
 
     config: GateConfig = field(default_factory=GateConfig)
     device_scores: Mapping[str, float] = field(default_factory=dict)
-    _plays: dict[str, _Play] = field(default_factory=dict)
-    _history: dict[str, deque] = field(default_factory=dict)
+    _states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_playback(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
         """Feed one event; returns a finished sample {features..., "label": 0|1} on STOP/COMPLETE."""
-        event_type = event.get("event_type")
-        if event_type not in PLAYBACK_EVENT_TYPES:
-            raise RankingInputError("bad_event_type", f"unknown event_type {event_type!r}", field="event_type")
-        require_time(event)
         viewer = viewer_key(event)
-        play_id = f"{event.get('session_id')}\x1f{event.get('item_id')}"
-        play = self._plays.get(play_id)
-        if play is None:
-            if event_type != "START":
-                return None  # joined mid-play: its START features are unknown
-            history = self._history.setdefault(viewer, deque(maxlen=self.config.history_len))
-            duration_ms = event.get("duration_ms") or 0
-            bitrate = event.get("bitrate_kbps")
-            size_mb = bitrate * duration_ms / 8_000_000 if bitrate and duration_ms else None
-            play = _Play(
-                {
-                    "viewer": viewer,
-                    "device_type": event.get("device_type"),
-                    "duration_s": duration_ms / 1000 if duration_ms else None,
-                    "size_mb": size_mb,
-                    "network_kbps": event.get("network_kbps"),
-                    "cached_ratio": event.get("buffered_ratio"),
-                    "device_score": self.device_scores.get(str(event.get("device_id"))),
-                    "choppy_history": (sum(history) / len(history)) if history else None,
-                }
-            )
-            self._plays[play_id] = play
-        if event_type == "STALL" or (event.get("stall_ms") or 0) > 0:
-            play.stalled = True
-        if event_type in ("STOP", "COMPLETE"):
-            del self._plays[play_id]
-            self._history[play.features["viewer"]].append(int(play.stalled))
-            return {**play.features, "label": int(play.stalled)}
-        return None
+        state, sample, changed = gate_step(self._states.get(viewer), event, history_len=self.config.history_len,
+                                           device_scores=self.device_scores)
+        if changed:
+            self._states[viewer] = state
+        return sample
 
 
 def encode_gate_batch(samples: Sequence[Mapping[str, Any]], config: GateConfig) -> dict[str, np.ndarray]:

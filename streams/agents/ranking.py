@@ -2,7 +2,7 @@
 
     ranking.impressions --+
                           +--> label join (engine processor, one store per partition) --> ranking.samples
-    playback -------------+
+    playback -------------+--> gate samples (engine processor, per-viewer play state) --> gate trainer
     ranking.samples --> forward (key 'ranking') --> ranking.samples.trainer (1 partition)
     ranking.samples.trainer --> trainer (SampleBuffer, train_step in a thread, checkpoints,
                                 TFLite export, S3 + registry + Redis pointer) --> models.published
@@ -14,13 +14,13 @@ worker holding it trains; on a rebalance the new holder restores the last checkp
 """
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 
 from faust.types import TP
 
 from infra.logs import get_logger
-from processors.ranking.gate_runtime import GateSampleBuilder
+from processors.ranking.gate_runtime import gate_step
+from processors.ranking.labels import viewer_key
 from sinks.model_store import PublishOutcome, published_event
 from sinks.redis_views import async_client, model_checkpoint_request_key
 from streams.runtime.app import app, app_settings
@@ -138,32 +138,42 @@ async def train(stream):
         await training.offer(accepted)
 
 
-def gate_enabled() -> bool:
-    return os.environ.get("VITRINA_RANKING_GATE", "1").strip().lower() not in ("0", "false", "no", "off")
+class GateSamples:
+    """playback -> gate samples (a play's START features + whether it stalled, GRF stage 1) for the gate
+    model trained beside the ranking model. Per-viewer state (open plays, recent outcomes) lives in the
+    partition's store (``gate_runtime.gate_step``), so a restart or a rebalance loses no play in
+    progress. Only the worker holding the trainer partition trains: with several workers, the gate
+    learns from the playback partitions of that worker (the others keep their state current)."""
 
+    name = "ranking-gate-samples"
+    sources = (PLAYBACK,)
 
-if gate_enabled():
-    playback_topic = raw_topic(app, PLAYBACK)
-    gate_samples = GateSampleBuilder()
-
-    @app.agent(playback_topic, name="ranking-gate-samples")
-    async def gate_from_playback(stream):
-        """Playback -> gate samples (a play's START features + whether it stalled, GRF stage 1) for the
-        gate model trained beside the ranking model. Only the worker holding the trainer partition
-        trains: with several workers, the gate learns from the playback partitions of that worker."""
-        async for batch in decoded_batches(app, stream, PLAYBACK, "ranking-gate-samples"):
-            if not training.active:
+    async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
+        states: dict[str, dict] = {}
+        samples = []
+        for event in events:
+            try:
+                viewer = viewer_key(event.value)
+                state = states[viewer] if viewer in states else store.get(viewer)
+                state, sample, changed = gate_step(state, event.value)
+            except Exception as exc:  # noqa: BLE001 - RankingInputError mostly: dead-letter the event
+                await out.failed(event, exc)
                 continue
-            samples = []
-            for event in batch:
-                try:
-                    sample = gate_samples.add_playback(event.value)
-                except Exception as exc:  # noqa: BLE001 - RankingInputError mostly: skip the event
-                    log.warning("gate_sample_skipped", error=repr(exc))
-                    continue
-                if sample is not None:
-                    samples.append(sample)
+            if changed:
+                states[viewer] = state
+            if sample is not None:
+                samples.append(sample)
+        for viewer, state in states.items():
+            store[viewer] = state
+        if samples and training.active:
             await training.offer_gate(samples)
+
+    async def tick(self, out: Output, stores: dict[int, PartitionStore]) -> None:
+        return None
+
+
+if ranking.gate:
+    register(GateSamples())
 
 
 @app.timer(interval=2.0)

@@ -292,8 +292,8 @@ def test_three_workers_one_killed_mid_stream_give_the_views_of_an_uninterrupted_
 
     # every consumer group of the app, each with its topics, uploads included
     # the Faust app's group (low-volume agents, uploads) and one group per engine processor
-    processors = ("coview-sessions", "coview-titles", "play-counter", "playback-by-item", "ranking-label-join",
-                  "showcase-impressions", "viewer-history")
+    processors = ("coview-sessions", "coview-titles", "play-counter", "playback-by-item", "ranking-gate-samples",
+                  "ranking-label-join", "showcase-impressions", "viewer-history")
     assert groups == sorted([app_id, *(f"{app_id}.{name}" for name in processors)])
     assert {"catalogue.titles", "uploads.requested", "uploads.by-content",
             "ranking.samples"} <= {t for (t, _) in lags[app_id]}
@@ -301,6 +301,7 @@ def test_three_workers_one_killed_mid_stream_give_the_views_of_an_uninterrupted_
     assert {t for (t, _) in lags[f"{app_id}.coview-titles"]} == {"coview.contributions"}
     assert {t for (t, _) in lags[f"{app_id}.play-counter"]} == {"playback.by-item"}
     assert {t for (t, _) in lags[f"{app_id}.ranking-label-join"]} == {"ranking.impressions", "playback"}
+    assert {t for (t, _) in lags[f"{app_id}.ranking-gate-samples"]} == {"playback"}
     assert all(len({p for (t, p) in rows if t == "playback"}) in (0, 6) for rows in lags.values())
 
     families = {k.split(":", 1)[0] for k in expected} - TIMED_FAMILIES

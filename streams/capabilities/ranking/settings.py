@@ -14,6 +14,7 @@
 | ``VITRINA_LABEL_MAX_AGE_S`` | 21600 | an impression is labelled at the latest this long after it was shown |
 | ``VITRINA_LABEL_LATENESS_S`` | 21600 | watermark = min over both inputs of the max event time seen - this |
 | ``VITRINA_RANKING_ONLINE_EVERY_S`` | 30 | period of the per-version online metrics snapshots in the registry |
+| ``VITRINA_RANKING_GATE`` | 1 | 0 = no gate model (the ranking-gate-samples processor is not registered) |
 | ``VITRINA_RANKING_BATCH`` | 256 | training mini-batch size |
 | ``VITRINA_RANKING_BUFFER`` | 100000 | bounded sample buffer; the oldest samples are dropped (and counted) when full |
 | ``VITRINA_RANKING_LEARNING_RATE`` | 0.002 | Adam learning rate |
@@ -93,6 +94,7 @@ class RankingSettings:
     last_n: int
     export_batch: int | None
     online_every_s: float = 30.0  # the online metrics' snapshot period (streams/agents/ranking_online.py)
+    gate: bool = True  # the ranking-gate-samples processor feeds the gate model trained beside the ranking model
 
     @property
     def joiner(self) -> JoinerConfig:
@@ -147,4 +149,5 @@ def load_ranking_settings() -> RankingSettings:
         last_n=int(_number("VITRINA_RANKING_PROMOTION_LAST_N", "5", int, 1)),
         export_batch=export_batch,
         online_every_s=float(_number("VITRINA_RANKING_ONLINE_EVERY_S", "30", float, 1.0)),
+        gate=os.environ.get("VITRINA_RANKING_GATE", "1").strip().lower() not in ("0", "false", "no", "off"),
     )
