@@ -94,3 +94,41 @@ def test_gate_learns_stalls_from_the_synthetic_stream_and_exports():
     assert diff <= 1e-4
     got = run_tflite(model_bytes, encode_gate_batch(test[:50], trainer.config), output=GATE_OUTPUT)[:, 0]
     np.testing.assert_allclose(got, trainer.predict(test[:50]), atol=1e-4)
+
+
+def test_gate_step_state_is_plain_json_bounded_and_ignores_plays_joined_midway():
+    """The engine store keeps gate_step's state as JSON: a restart between two events of a play (state
+    serialised and read back) gives the same sample as an uninterrupted run."""
+    import json
+
+    from processors.ranking.gate_runtime import MAX_OPEN_PLAYS, gate_step
+
+    t0 = datetime(2026, 11, 2, 20, 0, tzinfo=timezone.utc)
+
+    def ev(kind, session="s1", item="i1", minute=0, **extra):
+        return {"event_type": kind, "session_id": session, "item_id": item, "user_id": "u1", "device_id": "d1",
+                "device_type": "TV", "duration_ms": 600_000, "bitrate_kbps": 3000, "network_kbps": 900,
+                "buffered_ratio": 0.2, "stall_ms": 0, "event_time": t0 + timedelta(minutes=minute), **extra}
+
+    state, sample, changed = gate_step(None, ev("HEARTBEAT"))
+    assert sample is None and not changed and state == {"open": {}, "h": []}  # joined mid-play: ignored
+    plays = [ev("START"), ev("STALL", minute=1, stall_ms=4000), ev("STOP", minute=2)]
+    straight = None
+    for event in plays:
+        straight, sample, _ = gate_step(straight, event)
+    restarted = None
+    for event in plays:
+        restarted, resumed, _ = gate_step(json.loads(json.dumps(restarted)) if restarted else None, event)
+    assert sample == resumed and sample["label"] == 1 and sample["choppy_history"] is None
+    assert straight == restarted == {"open": {}, "h": [1]}
+    _, second, _ = gate_step(straight, ev("START", session="s2"))
+    assert second is None
+    state = straight
+    for n in range(MAX_OPEN_PLAYS + 5):  # apps killed mid-play: open plays stay bounded
+        state, _, _ = gate_step(state, ev("START", session=f"k{n}"))
+    assert len(state["open"]) == MAX_OPEN_PLAYS
+    state, done, _ = gate_step(state, ev("START", session="s3", minute=5))
+    state, done, _ = gate_step(state, ev("COMPLETE", session="s3", minute=15))
+    assert done["label"] == 0 and done["choppy_history"] == 1.0 and state["h"] == [1, 0]
+    with pytest.raises(RankingInputError):
+        gate_step(state, ev("REWIND"))
