@@ -7,7 +7,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from infra.settings import Settings
+from infra.settings import Settings, with_dev_s3_credentials
 
 # Bucket names S3 itself reports as "already there" when two creators race.
 _ALREADY_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
@@ -33,7 +33,11 @@ def object_store(
     read_timeout: float = 60.0,
     retries: int = 3,
 ) -> Minio:
-    """A Minio client for ``settings.s3_endpoint``; short timeouts/no retries suit health probes."""
+    """A Minio client for ``settings.s3_endpoint``; short timeouts/no retries suit health probes.
+
+    Dev settings with the default credentials use the embedded stack's generated ones (from the data
+    dir), so a Settings object made before the stack generated them still reaches its S3."""
+    settings = with_dev_s3_credentials(settings)
     return Minio(
         settings.s3_endpoint,
         access_key=settings.s3_access_key,

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-from infra.settings import REDIS_PASSWORD_SECRET, Settings, with_redis_password
+from infra.settings import (
+    REDIS_PASSWORD_SECRET,
+    S3_CREDENTIALS_SECRET,
+    Settings,
+    read_dev_s3_credentials,
+    uses_dev_s3_credentials,
+    with_redis_password,
+)
 
 
 class MissingSecretError(RuntimeError):
@@ -30,8 +38,10 @@ def secrets_dir(settings: Settings) -> Path:
     return settings.data_dir / "secrets"
 
 
-def dev_secret(settings: Settings, name: str, variable: str, *, nbytes: int = 32) -> str:
-    """The dev secret ``name``: read from the data dir, or created there atomically (first writer wins)."""
+def dev_secret(settings: Settings, name: str, variable: str, *, nbytes: int = 32,
+               generate: Callable[[], str] | None = None) -> str:
+    """The dev secret ``name``: read from the data dir, or created there atomically (first writer wins).
+    ``generate`` makes the value (default: ``nbytes`` random bytes, URL-safe base64)."""
     if settings.env == "production":
         raise MissingSecretError(variable, "no generated secrets outside the embedded dev stack")
     folder = secrets_dir(settings)
@@ -47,7 +57,7 @@ def dev_secret(settings: Settings, name: str, variable: str, *, nbytes: int = 32
             import time
             time.sleep(0.02)
         raise RuntimeError(f"{path} stays empty: delete it to have it generated again") from None
-    value = secrets.token_urlsafe(nbytes)
+    value = generate() if generate is not None else secrets.token_urlsafe(nbytes)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(value + "\n")
     return value
@@ -61,3 +71,43 @@ def ensure_dev_redis_password(settings: Settings) -> Settings:
         return settings
     password = dev_secret(settings, REDIS_PASSWORD_SECRET, "VITRINA_REDIS_URL", nbytes=24)
     return replace(settings, redis_url=with_redis_password(settings.redis_url, password))
+
+
+def _new_s3_credentials() -> str:
+    # an AWS-shaped access key (20 upper-case characters) and a 40-character secret
+    return f"VT{secrets.token_hex(9).upper()}\n{secrets.token_urlsafe(30)}"
+
+
+def ensure_dev_s3_credentials(settings: Settings) -> Settings:
+    """Settings with S3 credentials of their own: the ones configured, else (dev, the published defaults)
+    the data dir's generated access key and secret, created now. The embedded SeaweedFS accepts only
+    them (``EmbeddedStack`` writes its S3 identity from these settings); production is never changed
+    (it refuses the defaults, api/hardening.py)."""
+    if settings.env == "production" or not uses_dev_s3_credentials(settings):
+        return settings
+    access_key, secret_key = dev_secret(settings, S3_CREDENTIALS_SECRET, "VITRINA_S3_ACCESS_KEY/VITRINA_S3_SECRET_KEY",
+                                        generate=_new_s3_credentials).splitlines()[:2]
+    return replace(settings, s3_access_key=access_key.strip(), s3_secret_key=secret_key.strip())
+
+
+def record_dev_s3_credentials(settings: Settings) -> None:
+    """Write the credentials the embedded S3 starts with into the data dir (dev only), so that every
+    process of the stack that is not given them (default credentials) finds them: also when the stack
+    was started with configured ones, e.g. settings carried over from another data dir."""
+    if settings.env == "production" or uses_dev_s3_credentials(settings):
+        return
+    if read_dev_s3_credentials(settings.data_dir) == (settings.s3_access_key, settings.s3_secret_key):
+        return
+    folder = secrets_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / S3_CREDENTIALS_SECRET
+    temporary = folder / f".{S3_CREDENTIALS_SECRET}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(f"{settings.s3_access_key}\n{settings.s3_secret_key}\n")
+    os.replace(temporary, path)  # readers see the old or the new pair, never half of one
+
+
+def ensure_dev_secrets(settings: Settings) -> Settings:
+    """Every generated secret of the embedded stack: the Redis password and the S3 credentials."""
+    return ensure_dev_s3_credentials(ensure_dev_redis_password(settings))

@@ -14,6 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 DEV_URL_SIGNING_KEY = "dev-only-change-me"
+# the published S3 defaults: in dev they stand for "not configured" and resolve to the data dir's generated
+# credentials (with_dev_secrets); production refuses them (api/hardening.py)
+DEV_S3_ACCESS_KEY = "vitrina"
+DEV_S3_SECRET_KEY = "vitrina-secret"
 
 
 def _env(name: str, default: str) -> str:
@@ -40,8 +44,8 @@ class Settings:
     schema_compatibility: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_COMPATIBILITY", "BACKWARD").strip().upper())
     redis_url: str = field(default_factory=lambda: _env("VITRINA_REDIS_URL", "redis://127.0.0.1:16379/0"))
     s3_endpoint: str = field(default_factory=lambda: _env("VITRINA_S3_ENDPOINT", "127.0.0.1:18333"))
-    s3_access_key: str = field(default_factory=lambda: _env("VITRINA_S3_ACCESS_KEY", "vitrina"))
-    s3_secret_key: str = field(default_factory=lambda: _env("VITRINA_S3_SECRET_KEY", "vitrina-secret"))
+    s3_access_key: str = field(default_factory=lambda: _env("VITRINA_S3_ACCESS_KEY", DEV_S3_ACCESS_KEY))
+    s3_secret_key: str = field(default_factory=lambda: _env("VITRINA_S3_SECRET_KEY", DEV_S3_SECRET_KEY))
     s3_secure: bool = field(default_factory=lambda: _env("VITRINA_S3_SECURE", "0") == "1")
     s3_region: str = field(default_factory=lambda: _env("VITRINA_S3_REGION", "us-east-1"))
     media_bucket: str = field(default_factory=lambda: _env("VITRINA_MEDIA_BUCKET", "media"))
@@ -163,6 +167,9 @@ class Settings:
 
 # the embedded dev stack's generated Redis password (infra/secrets.py writes it, `vitrina up` starts Redis with it)
 REDIS_PASSWORD_SECRET = "redis-password"
+# the embedded S3's access key and secret (two lines), generated once by infra/secrets.py; the stack
+# configures SeaweedFS's S3 identity with them and rewrites the file with whatever credentials it starts with
+S3_CREDENTIALS_SECRET = "s3-credentials"
 
 
 def with_redis_password(url: str, password: str) -> str:
@@ -174,9 +181,17 @@ def with_redis_password(url: str, password: str) -> str:
 
 
 def with_dev_secrets(settings: Settings) -> Settings:
-    """In dev, a Redis URL without a password gets the one the embedded stack generated into the data
-    dir (when it did): every process of the same stack finds it there. Production is never changed."""
-    if settings.env == "production" or urlsplit(settings.redis_url).password:
+    """In dev, the secrets the embedded stack generated into the data dir (when it did) fill in what is not
+    configured: a Redis URL without a password gets the generated password, the published default S3
+    credentials become the generated ones. Every process of the same stack finds them there. Production
+    is never changed."""
+    if settings.env == "production":
+        return settings
+    return with_dev_s3_credentials(_with_dev_redis_password(settings))
+
+
+def _with_dev_redis_password(settings: Settings) -> Settings:
+    if urlsplit(settings.redis_url).password:
         return settings
     path = settings.data_dir / "secrets" / REDIS_PASSWORD_SECRET
     try:
@@ -184,6 +199,32 @@ def with_dev_secrets(settings: Settings) -> Settings:
     except OSError:
         return settings
     return replace(settings, redis_url=with_redis_password(settings.redis_url, password)) if password else settings
+
+
+def uses_dev_s3_credentials(settings: Settings) -> bool:
+    """Whether ``settings`` carry the published default S3 credentials (in dev: "not configured")."""
+    return (settings.s3_access_key, settings.s3_secret_key) == (DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY)
+
+
+def read_dev_s3_credentials(data_dir: Path) -> tuple[str, str] | None:
+    """The S3 access key and secret the embedded stack of ``data_dir`` runs with, if it wrote them."""
+    try:
+        lines = (Path(data_dir) / "secrets" / S3_CREDENTIALS_SECRET).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    if len(lines) < 2 or not lines[0].strip() or not lines[1].strip():
+        return None
+    return lines[0].strip(), lines[1].strip()
+
+
+def with_dev_s3_credentials(settings: Settings) -> Settings:
+    """Dev settings with the default S3 credentials get the data dir's generated ones (when there are)."""
+    if settings.env == "production" or not uses_dev_s3_credentials(settings):
+        return settings
+    found = read_dev_s3_credentials(settings.data_dir)
+    if found is None:
+        return settings
+    return replace(settings, s3_access_key=found[0], s3_secret_key=found[1])
 
 
 def load() -> Settings:

@@ -41,6 +41,8 @@ from infra import kafka_node
 from infra.logs import get_logger
 from infra.object_store import app_buckets, ensure_buckets, object_store
 from infra.ports import LOOPBACK, pick_free_ports, port_accepts, port_holder, port_is_free
+from infra.secrets import ensure_dev_s3_credentials, record_dev_s3_credentials
+from infra.seaweed_security import seaweed_security_toml, write_tls_material
 from infra.settings import Settings
 
 COMPONENTS: tuple[str, ...] = ("s3", "broker", "redis")  # start order (a cluster adds broker-2, broker-3)
@@ -155,7 +157,8 @@ class EmbeddedStack:
     """
 
     def __init__(self, settings: Settings, *, die_with_parent: bool = False) -> None:
-        self.settings = settings
+        # dev with the published default S3 credentials: the data dir's generated ones (created now)
+        self.settings = settings = ensure_dev_s3_credentials(settings)
         self.die_with_parent = die_with_parent
         self.data_dir = Path(settings.data_dir)
         self.run_dir = self.data_dir / "run"
@@ -627,9 +630,12 @@ class EmbeddedStack:
         s3_dir = self.data_dir / "s3"
         (s3_dir / "master").mkdir(parents=True, exist_ok=True)
         identities = s3_dir / "identities.json"
-        identities.write_text(json.dumps(self._s3_identities(), indent=2))
-        identities.chmod(0o600)
-        _write_private(s3_dir / "security.toml", seaweed_security_toml())  # read by weed from its cwd
+        _write_private(identities, json.dumps(self._s3_identities(), indent=2))
+        record_dev_s3_credentials(self.settings)  # every process of this data dir finds the S3 keys
+        # JWT keys + a throwaway CA and certificates (mutual TLS on gRPC, HTTPS with client certificates on
+        # the master/volume/filer HTTP ports), new at every start; weed reads security.toml from its cwd
+        tls = write_tls_material(s3_dir / "tls")
+        _write_private(s3_dir / "security.toml", seaweed_security_toml(tls))
         base = self.settings.s3_port
         port = {key: base + offset for key, offset in S3_INTERNAL_PORTS.items()}
         argv = [
@@ -841,20 +847,6 @@ def _probe_write(client: Minio, bucket: str) -> None:
     key = ".vitrina-ready"
     client.put_object(bucket, key, io.BytesIO(b"ok"), 2)
     client.remove_object(bucket, key)
-
-
-def seaweed_security_toml() -> str:
-    """SeaweedFS's security.toml for the embedded S3: fresh random JWT keys at every start.
-
-    With them the volume servers answer reads and writes only with a JWT signed by the master or filer
-    (the master's HTTP API hands none out), and the filer's HTTP API only with one signed by the
-    filer key: a local process can no longer read private originals through the filer port, list a
-    bucket, or write and delete objects (tests/integration/test_stack.py). The S3 gateway signs its own
-    requests, so S3 with the access key works as before. Still open: the gRPC ports (master, volume,
-    filer) accept any local client until mutual TLS is configured ([grpc] in the same file)."""
-    keys = {name: secrets.token_urlsafe(32) for name in ("signing", "signing.read", "filer_signing",
-                                                          "filer_signing.read")}
-    return "".join(f'[jwt.{name}]\nkey = "{key}"\nexpires_after_seconds = 10\n\n' for name, key in keys.items())
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -37,9 +37,9 @@ def _parse_time(text: str) -> int:
 # --- stack ---------------------------------------------------------------------------------
 
 def _stack():
-    from infra.secrets import ensure_dev_redis_password
+    from infra.secrets import ensure_dev_secrets
     from infra.stack import EmbeddedStack
-    return EmbeddedStack(ensure_dev_redis_password(load()))
+    return EmbeddedStack(ensure_dev_secrets(load()))
 
 
 def _up_args(p: argparse.ArgumentParser) -> None:

@@ -32,8 +32,8 @@ def run_demo(args: argparse.Namespace) -> int:
     import_all("demo", prefix="stage_")  # every demo/stage_*.py registers its stages
     settings = load()
     if not args.external:  # the embedded Redis requires a password generated into the data dir
-        from infra.secrets import ensure_dev_redis_password
-        settings = ensure_dev_redis_password(settings)
+        from infra.secrets import ensure_dev_secrets
+        settings = ensure_dev_secrets(settings)
     stack = None if args.external else EmbeddedStack(settings)
     if stack:
         broker = "Tansu broker on S3" if settings.broker == "tansu" else "Apache Kafka"

@@ -231,7 +231,8 @@ def test_ops_routes_need_the_ops_key(secured: Settings) -> None:
 # -- safe by default -------------------------------------------------------------------------------------
 
 def test_production_refuses_dev_secrets_naming_each_setting(secured: Settings) -> None:
-    production = replace(secured, env="production")
+    # the session stack runs on generated S3 credentials: put the published defaults back
+    production = replace(secured, env="production", s3_access_key="vitrina", s3_secret_key="vitrina-secret")
     with pytest.raises(InsecureSettingsError) as refused:
         check_production(production)
     assert set(refused.value.variables) == {"VITRINA_URL_SIGNING_KEY", "VITRINA_JWT_KEY", "VITRINA_OPS_KEY",

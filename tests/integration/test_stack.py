@@ -51,6 +51,8 @@ def fresh_settings(data_dir: Path, **overrides: object) -> Settings:
     env = free_port_env(data_dir)
     values: dict[str, object] = {_ENV_FIELDS[key]: value for key, value in env.items()}
     values["data_dir"] = Path(env["VITRINA_DATA_DIR"])
+    # the S3 credentials load() found belong to another data dir: this stack generates its own
+    values["s3_access_key"], values["s3_secret_key"] = settings_module.DEV_S3_ACCESS_KEY, settings_module.DEV_S3_SECRET_KEY
     values.update(overrides)
     return dataclasses.replace(settings_module.load(), **values)
 
@@ -245,10 +247,13 @@ def test_the_embedded_redis_answers_only_clients_with_its_password(private_stack
 
 
 def test_the_embedded_s3_serves_objects_only_through_s3_with_its_keys(private_stack: EmbeddedStack) -> None:
-    """SeaweedFS runs with JWT keys (infra/stack.py seaweed_security_toml): its filer and volume HTTP
-    ports refuse anonymous reads, listings and writes, which used to hand any local process the private
-    originals; the S3 API with the access key works."""
+    """SeaweedFS runs with JWT keys and client certificates (infra/seaweed_security.py): its master,
+    filer and volume ports speak HTTPS only to clients with a certificate of the stack's throwaway CA
+    (tests/integration/test_s3_lockdown.py), and even with one the filer and volume HTTP ports refuse
+    reads, listings and writes without a JWT, which used to hand any local process the private
+    originals; the S3 API with the stack's generated access key works."""
     import json
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -256,7 +261,11 @@ def test_the_embedded_s3_serves_objects_only_through_s3_with_its_keys(private_st
 
     running(private_stack)
     settings = private_stack.settings
-    assert (private_stack.data_dir / "s3" / "security.toml").stat().st_mode & 0o077 == 0
+    s3_dir = private_stack.data_dir / "s3"
+    for private in (s3_dir / "security.toml", s3_dir / "identities.json", *sorted((s3_dir / "tls").iterdir()),
+                    private_stack.data_dir / "secrets" / "s3-credentials"):
+        assert private.stat().st_mode & 0o077 == 0, private
+    assert (settings.s3_access_key, settings.s3_secret_key) != ("vitrina", "vitrina-secret")
     client = object_store(settings)
     bucket = settings.media_bucket
     if not client.bucket_exists(bucket):
@@ -264,25 +273,27 @@ def test_the_embedded_s3_serves_objects_only_through_s3_with_its_keys(private_st
     client.put_object(bucket, "originals/lockdown/secret.bin", io.BytesIO(b"private" * 100), 700)
     assert client.get_object(bucket, "originals/lockdown/secret.bin").read() == b"private" * 100
     base = settings.s3_port
+    tls = ssl.create_default_context(cafile=str(s3_dir / "tls" / "ca.crt"))
+    tls.load_cert_chain(s3_dir / "tls" / "client.crt", s3_dir / "tls" / "client.key")  # past the TLS layer
 
     def status(url: str, data: bytes | None = None) -> int:
         request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
         try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
+            with urllib.request.urlopen(request, timeout=10, context=tls) as answer:
                 return answer.status
         except urllib.error.HTTPError as error:
             return error.code
 
-    filer = f"http://127.0.0.1:{base + S3_INTERNAL_PORTS['filer']}"
+    filer = f"https://127.0.0.1:{base + S3_INTERNAL_PORTS['filer']}"
     assert status(f"{filer}/buckets/{bucket}/originals/lockdown/secret.bin") == 401
     assert status(f"{filer}/buckets/{bucket}/?pretty=y") == 401
     assert status(f"{filer}/buckets/{bucket}/originals/lockdown/planted.bin", b"evil") == 401
-    master = f"http://127.0.0.1:{base + S3_INTERNAL_PORTS['master']}"
-    with urllib.request.urlopen(f"{master}/dir/assign", timeout=10) as answer:
+    master = f"https://127.0.0.1:{base + S3_INTERNAL_PORTS['master']}"
+    with urllib.request.urlopen(f"{master}/dir/assign", timeout=10, context=tls) as answer:
         assigned = json.loads(answer.read())
     assert "auth" not in assigned  # the master's HTTP API hands out no write token
-    assert status(f"http://{assigned['url']}/{assigned['fid']}", b"evil") == 401
-    assert status(f"http://{assigned['url']}/{assigned['fid']}") == 401
+    assert status(f"https://{assigned['url']}/{assigned['fid']}", b"evil") == 401
+    assert status(f"https://{assigned['url']}/{assigned['fid']}") == 401
     assert [o.object_name for o in client.list_objects(bucket, prefix="originals/lockdown/")] == [
         "originals/lockdown/secret.bin"]
     client.remove_object(bucket, "originals/lockdown/secret.bin")
