@@ -54,8 +54,9 @@ def publish_input(settings: Settings, requests: int, seed: int = 5) -> dict[str,
             "impressions": len(data.impressions)}
 
 
-def first_pass(settings: Settings, replay_plan, modules: list[str]) -> float:
-    """Seconds from worker ready until a normal worker's group committed every record of the plan's ranges."""
+def first_pass(settings: Settings, replay_plan, modules: list[str]) -> tuple[float, float | None]:
+    """Seconds from worker ready until a normal worker's group committed every record of the plan's ranges,
+    and the share of its processors' decodes answered by the shared decode cache."""
     from infra.ports import pick_free_ports
     from streams.ops.replay import committed_progress
     from streams.ops.supervisor import start_worker
@@ -67,7 +68,10 @@ def first_pass(settings: Settings, replay_plan, modules: list[str]) -> float:
         while True:
             done, finished = committed_progress(settings, replay_plan)
             if finished:
-                return time.monotonic() - ready
+                seconds = time.monotonic() - ready
+                lookups = {labels["result"]: value for labels, value in worker.samples("vitrina_decode_cache_lookups")}
+                total = sum(lookups.values())
+                return seconds, (round(lookups.get("hit", 0.0) / total, 3) if total else None)
             if not worker.alive():
                 raise RuntimeError(worker.log_tail())
             time.sleep(0.5)
@@ -99,7 +103,7 @@ def main() -> int:
             counts = publish_input(settings, args.requests)
             load_before = os.getloadavg()
             first_plan = plan(settings, modules, None, replay_id=f"first-{uuid.uuid4().hex[:6]}")
-            first_s = first_pass(settings, first_plan, modules)
+            first_s, hit_ratio = first_pass(settings, first_plan, modules)
             replay_plan = plan(settings, modules, None, shadow=True, agents=first_plan.agents)
             result = run(settings, replay_plan, progress=lambda line: print("\r" + line, end="", flush=True))
             print()
@@ -112,6 +116,7 @@ def main() -> int:
         "coview_included": "coview" in modules,
         "input": counts, "records": records, "replayed_records": replay_plan.total,
         "first_pass_seconds": round(first_s, 2), "first_pass_events_per_s": round(records / first_s, 1),
+        "first_pass_decode_cache_hit_ratio": hit_ratio, "decode_cache_entries": settings.engine_decode_cache,
         "replay_seconds": round(result.processing_seconds, 2), "replay_events_per_s": round(result.events_per_s, 1),
         # `vitrina rebuild` is this replay (every view module, into a shadow namespace, swapped in)
         "rebuild_events_per_s": round(result.events_per_s, 1),
@@ -122,7 +127,8 @@ def main() -> int:
         "note": "events/s = input records / seconds from worker ready until the group committed the last record; "
                 "2-core machine shared with other test runs, figures are noisy",
     }
-    for key in ("records", "first_pass_events_per_s", "rebuild_events_per_s", "replay_to_first_pass_ratio", "agents"):
+    for key in ("records", "first_pass_events_per_s", "first_pass_decode_cache_hit_ratio", "rebuild_events_per_s",
+                "replay_to_first_pass_ratio", "agents"):
         print(f"{key}: {figures[key]}")
     write_result("replay", figures)
     return 0

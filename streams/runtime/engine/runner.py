@@ -39,6 +39,10 @@ explain_invalid_record()  # a refused batch fails the checkpoint as INVALID_RECO
 
 # one per worker process: the processors reading the same topic decode each record once between them
 DECODED = DecodeCache()
+DECODE_LOOKUPS = Gauge("vitrina_decode_cache_lookups", "Decoded-value cache lookups of this worker's processors",
+                       ["result"])
+DECODE_LOOKUPS.labels(result="hit").set_function(lambda: DECODED.hits)
+DECODE_LOOKUPS.labels(result="miss").set_function(lambda: DECODED.misses)
 
 STATE_KEYS = Gauge("vitrina_engine_state_keys", "Keys held in memory", ["processor"])
 RESTORED = Counter("vitrina_engine_restored_records_total", "Changelog records read at assignment", ["processor"])
@@ -208,6 +212,7 @@ class Runner:
         self.changelog_topic = full_name(self.settings, self.changelog.name)
         self.codec = default_codec()
         self.decoded = DECODED
+        DECODED.max_entries = self.settings.engine_decode_cache
         self.log = get_logger("vitrina.engine", agent=self.name)
         self.stores: dict[int, PartitionStore] = {}
         self.standby: dict[int, PartitionStore] = {}   # revoked partitions kept in case they come back
