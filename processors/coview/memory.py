@@ -19,7 +19,7 @@ from processors.coview.cooccurrence import (
     contributions_for_view,
     decayed,
 )
-from processors.coview.sessionize import Emitted, SessionConfig, SessionState, ViewCompleted, apply, close_idle, viewer_key
+from processors.coview.sessionize import Emitted, SessionConfig, SessionState, ViewCompleted, apply, close_idle, sessionizer_key
 from processors.coview.similarity import SimilarityConfig, title_count, top_similar
 
 __all__ = ["SessionStore", "CoviewIndex"]
@@ -31,7 +31,7 @@ class SessionStore:
         self.states: dict[str, SessionState] = {}
 
     def feed(self, event: Mapping[str, Any]) -> list[Emitted]:
-        key = viewer_key(event) if isinstance(event, Mapping) else None
+        key = sessionizer_key(event) if isinstance(event, Mapping) else None
         new, emitted = apply(self.states.get(key) if key else None, event, self.config)
         if key is not None:
             if new is None:

@@ -50,7 +50,7 @@ __all__ = [
     "SessionClosed",
     "Rejected",
     "Emitted",
-    "viewer_key",
+    "sessionizer_key",
     "event_time_ms",
     "apply",
     "close_idle",
@@ -137,7 +137,12 @@ class Rejected(NamedTuple):
 Emitted = Union[ViewCompleted, SessionClosed, Rejected]
 
 
-def viewer_key(event: Mapping[str, Any]) -> str | None:
+def sessionizer_key(event: Mapping[str, Any]) -> str | None:
+    """The sessionizer's state key for an event's viewer: ``u:<user>``, ``d:<device>`` or, for an event
+    naming neither, ``s:<session>``; None when it names nothing. Not the system's viewer key
+    (processors/partition_keys.viewer_key, which partitions the topic): these keys share a partition
+    store with the ``#clocks`` entry and take session-only events, so they carry a namespace prefix;
+    the prefixes also start the session ids (``u:42@1700000000000``) kept in the changelog."""
     user = event.get("user_id")
     if user:
         return f"u:{user}"
@@ -269,7 +274,7 @@ def _apply_playback(
     t = event_time_ms(event.get("event_time"))
     if t is None:
         return state, [Rejected("bad_time", "event_time must be an aware datetime or epoch ms", _event_id(event))]
-    viewer = viewer_key(event)
+    viewer = sessionizer_key(event)
     if viewer is None:
         return state, [Rejected("missing_field", "user_id/device_id/session_id", _event_id(event))]
     pos = event.get("position_ms")
@@ -357,7 +362,7 @@ def _apply_session_event(
     t = event_time_ms(event.get("event_time"))
     if t is None:
         return state, [Rejected("bad_time", "event_time must be an aware datetime or epoch ms", _event_id(event))]
-    viewer = viewer_key(event)
+    viewer = sessionizer_key(event)
     if viewer is None:
         return state, [Rejected("missing_field", "user_id/device_id/session_id", _event_id(event))]
     client = event.get("session_id")

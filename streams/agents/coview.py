@@ -53,7 +53,7 @@ from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, arra
 from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions, decayed
 from processors.coview.routing import pack_views, unpack_by_title
 from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply, event_time_ms, expired
-from processors.coview.sessionize import viewer_key as session_viewer
+from processors.coview.sessionize import sessionizer_key
 from processors.coview.similarity import SimilarityConfig, title_count, top_similar
 from sinks.catalogue_views import catalogue_version, load_titles
 from sinks.redis_views import async_client
@@ -78,7 +78,7 @@ SESSION_AGENT, TITLES_AGENT = "coview-sessions", "coview-titles"
 # Contribution origins: one offset sequence per (topic, partition); the sessions topic's partitions
 # are numbered from here so the title stage's per-origin dedupe never mixes the two topics.
 ORIGIN_BASE = {PLAYBACK.name: 0, SESSIONS.name: 10_000}
-# The sessionizer partition's clocks (never a viewer key: those start with u:, d: or s:)
+# The sessionizer partition's clocks (never a sessionizer_key: those start with u:, d: or s:)
 CLOCKS = "#clocks"
 
 _DAY_MS = 24 * 3600 * 1000
@@ -165,7 +165,7 @@ class SessionProcessor:
         playback = events[0].topic == PLAYBACK.name
         for event in events:
             offset = event.offset if playback else position
-            groups.setdefault(session_viewer(event.value) or "", []).append((event, watermark, offset))
+            groups.setdefault(sessionizer_key(event.value) or "", []).append((event, watermark, offset))
             if playback:
                 position = event.offset
                 at = event_time_ms(event.value.get("event_time"))

@@ -13,7 +13,7 @@ from processors.coview.sessionize import (
     ViewCompleted,
     apply,
     close_idle,
-    viewer_key,
+    sessionizer_key,
 )
 from support.coview import MIN, S, T0_MS, playback, session_event, watch
 
@@ -185,8 +185,8 @@ def test_open_plays_are_bounded():
     "user, device, session, key",
     [("42", "d1", "c1", "u:42"), (None, "d1", "c1", "d:d1"), (None, "", "c1", "s:c1"), (None, None, None, None)],
 )
-def test_viewer_key(user, device, session, key):
-    assert viewer_key({"user_id": user, "device_id": device, "session_id": session}) == key
+def test_sessionizer_key(user, device, session, key):
+    assert sessionizer_key({"user_id": user, "device_id": device, "session_id": session}) == key
 
 
 def test_guests_and_users_are_separate_viewers():
