@@ -394,8 +394,9 @@ class ModelStore:
 
     def publish_gate(self, version: str, tflite_path: str, manifest: dict[str, Any],
                      eval_samples: Sequence[Mapping[str, Any]], *, tolerance: float, last_n: int,
-                     at: datetime | None = None) -> PublishOutcome:
-        """Upload a gate version (TFLite + manifest), register, stage, compare its AUC with the
-        Production gate's on the same window and promote or archive it: KION's rule on ``choppy``."""
-        return self._publish(version, {FLOAT_KIND: tflite_path}, None, manifest, eval_samples, GATE_TASKS,
+                     at: datetime | None = None, checkpoint_prefix: str | None = None) -> PublishOutcome:
+        """Upload a gate version (TFLite + manifest + its training checkpoint when given), register,
+        stage, compare its AUC with the Production gate's on the same window and promote or archive it:
+        KION's rule on ``choppy``."""
+        return self._publish(version, {FLOAT_KIND: tflite_path}, checkpoint_prefix, manifest, eval_samples, GATE_TASKS,
                              self.evaluate_gate, tolerance=tolerance, last_n=last_n, at=at)

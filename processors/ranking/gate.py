@@ -58,6 +58,9 @@ class GateTrainer:
         self.model = build_gate_model(self.config)
         self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         self.optimizer.build(self.model.trainable_variables)
+        # counters kept in the checkpoint beside the weights (processors/ranking/export.py save_checkpoint)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.samples_trained = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples_trained")
         spec = {n: tf.TensorSpec((None, *s), tf.as_dtype(d), name=n) for n, (s, d) in self.config.specs().items()}
         self._train_fn = tf.function(self._train_graph, input_signature=[spec, tf.TensorSpec((None, 1), tf.float32)])
         self._predict_fn = tf.function(lambda x: tf.sigmoid(self.model(x, training=False)), input_signature=[spec])
@@ -73,7 +76,10 @@ class GateTrainer:
         inputs = encode_gate_batch(samples, self.config)
         labels = np.asarray([[float(s["label"])] for s in samples], dtype=np.float32)
         with self.lock:
-            return float(self._train_fn(inputs, labels).numpy())
+            loss = float(self._train_fn(inputs, labels).numpy())
+            self.step.assign_add(1)
+            self.samples_trained.assign_add(len(samples))
+            return loss
 
     def predict(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
         with self.lock:

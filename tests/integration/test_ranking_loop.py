@@ -378,8 +378,14 @@ def test_the_gate_ships_beside_the_ranking_model_and_the_device_uses_both(loop, 
     core.train(samples[:256])
     second = core.export(tmp_path, "gate-v2", "test")
     again = gates.publish_gate(second.version, second.tflite_path, second.manifest, second.eval_samples,
-                               tolerance=1.0, last_n=5)
+                               tolerance=1.0, last_n=5, checkpoint_prefix=second.checkpoint_prefix)
     assert again.state == "PRODUCTION" and again.production_before == "gate-v1"
+    # the next holder of the trainer continues from the newest gate checkpoint (gate-v1 has none)
+    successor = GateCore()
+    assert successor.restore(gates) == "gate-v2" and successor.trained == core.trained
+    probe = second.eval_samples[:30]
+    np.testing.assert_allclose(successor.trainer.predict(probe), core.trainer.predict(probe), atol=1e-6)
+    assert int(successor.trainer.step.numpy()) == int(core.trainer.step.numpy()) > 0
     assert again.production_metrics is not None and again.production_metrics["choppy"] is not None
     assert gates.load().get("gate-v1").state.value == "ARCHIVED"
 

@@ -13,7 +13,8 @@ samples (``push_gate``: a play's START features + whether it stalled, built from
 ``GateSampleBuilder``); every 10th is held out. With each ranking checkpoint, a gate that trained on
 new samples and has a held-out window with both outcomes is exported (verified TFLite + manifest) and
 published under its own name (``registry.gate_model_name``: ``ranking-gate``) by the same KION rule on
-its AUC (``ModelStore.publish_gate``). The gate restarts from scratch after a restart (no checkpoint).
+its AUC (``ModelStore.publish_gate``), with its checkpoint; the next holder of the trainer continues from
+the newest gate checkpoint (``GateCore.restore``), as the ranking model does from its own.
 
 Restart: the core restores the latest registered version's checkpoint from S3 (model +
 optimizer + counters) and the checkpoint mark from its manifest, so the schedule goes on
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import tempfile
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -99,6 +101,7 @@ class GateExportJob:
     tflite_path: str
     manifest: dict[str, Any]
     eval_samples: list[Mapping[str, Any]]
+    checkpoint_prefix: str | None = None  # weights + optimizer, so the next holder of the trainer continues
 
 
 class GateCore:
@@ -134,12 +137,37 @@ class GateCore:
         labels = np.asarray([int(s["label"]) for s in window])
         measured = gate_metrics(labels, self.trainer.predict(window))
         metrics = {"choppy": measured["auc"], "recall_at_p0.7": measured["recall_at_p0.7"]}
+        from processors.ranking.export import save_checkpoint
+
         manifest, path = export_gate_version(self.trainer, export_dir, version, window[:512], metrics=metrics,
                                              stream={"samples_seen": self.seen, "trained": self.trained,
                                                      "eval_window": len(window)})
+        prefix = save_checkpoint(self.trainer, Path(path).parent / "checkpoint", max_to_keep=1)
         self.trained_at_export = self.trained
         log.info("gate_exported", version=version, reason=reason, metrics=metrics, trained=self.trained)
-        return GateExportJob(version, reason, path, manifest, window)
+        return GateExportJob(version, reason, path, manifest, window, prefix)
+
+    def restore(self, store: Any) -> str | None:
+        """Continue from the newest gate version with a checkpoint and this gate configuration; returns
+        the version restored from (None: starts from scratch)."""
+        from processors.ranking.export import restore_checkpoint
+
+        registry = store.load()
+        for record in sorted(registry.versions, key=lambda v: v.created_at, reverse=True):
+            manifest = store.manifest(record.version)
+            keys = (manifest.get("keys") or {}).get("checkpoint") or []
+            if not keys or manifest.get("gate_config") != self.trainer.config.to_dict():
+                continue
+            with tempfile.TemporaryDirectory(prefix="gate-restore-") as folder:
+                for key in keys:
+                    (Path(folder) / key.rsplit("/", 1)[1]).write_bytes(store.get_bytes(key))
+                restore_checkpoint(self.trainer, Path(folder) / "ckpt")
+            stream = manifest.get("stream") or {}
+            self.seen = int(stream.get("samples_seen", 0))
+            self.trained = self.trained_at_export = int(stream.get("trained", 0))
+            log.info("gate_restored", version=record.version, trained=self.trained)
+            return record.version
+        return None
 
 
 class TrainingCore:
@@ -395,6 +423,13 @@ class TrainingService:
             core.restore()
         except Exception as exc:  # noqa: BLE001 - a broken old checkpoint must not stop training
             log.error("restore_failed", error=repr(exc))
+        if self.ranking.gate:
+            try:
+                gate = GateCore()
+                if gate.restore(self._gate_store()) is not None:
+                    core.gate = gate
+            except Exception as exc:  # noqa: BLE001 - the gate then starts from scratch
+                log.error("gate_restore_failed", error=repr(exc))
         return core
 
     async def ensure_core(self) -> TrainingCore:
@@ -459,7 +494,8 @@ class TrainingService:
                         self._publish_pool,
                         lambda: self._gate_store().publish_gate(job.version, job.tflite_path, job.manifest,
                                                                 job.eval_samples, tolerance=self.ranking.tolerance,
-                                                                last_n=self.ranking.last_n))
+                                                                last_n=self.ranking.last_n,
+                                                                checkpoint_prefix=job.checkpoint_prefix))
                 else:
                     outcome = await loop.run_in_executor(
                         self._publish_pool,
