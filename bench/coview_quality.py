@@ -12,7 +12,8 @@ states the split, the same-second tie rule, the ranking and the metrics):
 Methods (every one tuned on the validation slice, budgets in the result's ``tuning`` entries, the
 test slice read once per reported configuration, each read logged in ``test_reads``):
 vitrina's served list (co-view counts from the agents' code, ``top_similar`` K = 50, blended with
-the metadata list where a catalogue exists), popularity, item-kNN, EASE, SAR and V-SKNN
+the metadata list where a catalogue exists, and with the closed-form item model of the stream's sessions
+when that wins validation: ``coview_item_model_blend``, processors/coview/item_model.py), popularity, item-kNN, EASE, SAR and V-SKNN
 (``bench/quality/baselines.py``, whole-catalogue scores) and GRU4Rec in TensorFlow
 (``bench/quality/sequential.py``, early-stopped on validation).
 
@@ -55,9 +56,10 @@ from bench.quality.protocol import (
     rounded,
     tie_stats,
 )
-from bench.quality.served import IndexCache, MetaCache, Served
+from bench.quality.served import IndexCache, MetaCache, ModelCache, Served
 from processors.coview.coldstart import MetadataIndex, blend
 from processors.coview.cooccurrence import DAY_MS, CoviewConfig
+from processors.coview.item_model import ItemModelConfig
 from processors.coview.memory import CoviewIndex, SessionStore
 from processors.coview.sessionize import SessionConfig, ViewCompleted
 from processors.coview.similarity import SimilarityConfig
@@ -71,7 +73,17 @@ CITATION = (
 RSC_CITATION = ('D. Ben-Shimon et al., "RecSys Challenge 2015 and the YOOCHOOSE Dataset", RecSys 2015; '
                 'split from session-rec (Ludewig and Jannach, UMUAI 28, 2018)')
 K = 50
-GRU_GRID = [{"hidden": 100, "lr": 5e-3}]
+GRU_GRID = [{"hidden": 100, "lr": 5e-3}, {"hidden": 200, "lr": 5e-3, "dropout": 0.25},
+            {"hidden": 100, "lr": 1e-2, "dropout": 0.1}]
+SERVED = ("coview", "coview_metadata_blend")  # what the streaming worker serves (streams/agents/coview.py)
+# measured like the served variants, but not served: the streaming worker has no item model yet
+CANDIDATES = ("coview_item_model_blend",)
+# the item model of the served blend: EASE on the stream's sessions, bounded to the MODEL_ITEMS titles seen in
+# the most sessions (processors/coview/item_model.py); tuned: ridge x blend weight, on top of the best
+# co-view (+ metadata) configuration found on validation
+MODEL_ITEMS = 8000
+MODEL_L2 = [50.0, 200.0, 1000.0]
+MODEL_WEIGHTS = [0.1, 0.25, 0.5]
 CONTEXTS = [3, 10, 30]  # recent titles of the session a prefix is scored from (context 1 lost everywhere in a first run)
 
 
@@ -224,15 +236,24 @@ def served_candidates() -> list[dict]:
                 context=CONTEXTS)
 
 
+def item_model_candidates(base: dict) -> list[dict]:
+    return [dict(base, model_l2=l2, model_weight=w) for l2 in MODEL_L2 for w in MODEL_WEIGHTS]
+
+
 def served_builder(data: Slice, views: list[ViewCompleted], metadata: MetadataIndex | None):
     cache = IndexCache(views)
     meta = MetaCache(metadata) if metadata is not None else None
+    models = ModelCache(data)
 
     def build(params: dict) -> Served:
         config = CoviewConfig(window=params["window"])
         similarity = SimilarityConfig(measure=params["measure"], k=K, min_support=params["min_support"])
+        model = None
+        if params.get("model_weight"):
+            model = models.get(ItemModelConfig(max_items=MODEL_ITEMS, l2=params["model_l2"], k=K))
         return Served(data, cache.get(config), similarity, params["context"], meta, params.get("prior"),
-                      series_slots=params.get("series_slots", 0), kids_share=params.get("kids_share", 0.0))
+                      series_slots=params.get("series_slots", 0), kids_share=params.get("kids_share", 0.0),
+                      item_model=model, model_weight=params.get("model_weight", 0.0))
 
     return build
 
@@ -280,7 +301,11 @@ def run_dataset(name: str, val: Slice, test: Slice, val_views, test_views, val_m
         n_candidates += len(priors)
         if val_b > val_ndcg:
             report("coview_metadata_blend", params_b, val_b, n_candidates, lambda: build_test_m(params_b))
-            served_name, served_params = "coview_metadata_blend", params_b
+            served_name, served_params, val_ndcg = "coview_metadata_blend", params_b, val_b
+    else:
+        build_val_m, build_test_m = build_val, build_test
+    tune_item_model_blend(name, served_name, served_params, val_ndcg, n_candidates, build_val_m, build_test_m, val,
+                          log, report)
 
     # --- baselines
     report("popularity", {}, evaluate(bl.Popularity(val), val)["ndcg10"], 1, lambda: bl.Popularity(test))
@@ -300,10 +325,29 @@ def run_dataset(name: str, val: Slice, test: Slice, val_views, test_views, val_m
         report("sequential", params, val_ndcg, len(gru_grid), lambda p=params: sequential.fit_for_test(test, p),
                {"model": "GRU4Rec (TensorFlow, full softmax)", "epoch_trace": trace})
 
-    # --- comparisons
-    baselines = {m: r for m, r in methods.items() if m not in ("coview", "coview_metadata_blend")}
+    return compare(methods, gains, served_name, served_params, coview_params, per_measure, val, test)
+
+
+def tune_item_model_blend(name, served_name, served_params, served_val, n_candidates, build_val, build_test, val,
+                          log, report) -> None:
+    """Candidate: co-view (+ metadata) blended with a closed-form item model fitted on the sessions, tuned on
+    validation on top of the served configuration, its test slice read once. Reported beside the served
+    list, never as it: the streaming worker does not run the item model (processors/coview/item_model.py
+    is its pure part only)."""
+    candidates = item_model_candidates(served_params)
+    log(f"[{name}] tuning the item-model blend candidate ({len(candidates)} configurations)")
+    params_m, val_m, _ = tune("coview+item_model", candidates, build_val, val, log)
+    report("coview_item_model_blend", params_m, val_m, n_candidates + len(candidates), lambda: build_test(params_m),
+           {"item_model": f"EASE on the fit sessions, <= {MODEL_ITEMS} titles (most sessions), top {K} per title",
+            "served": False, "better_than_served_on_validation": val_m > served_val})
+
+
+def compare(methods, gains, served_name, served_params, coview_params, per_measure, val, test) -> dict:
+    baselines = {m: r for m, r in methods.items() if m not in SERVED and m not in CANDIDATES}
     best = max(baselines, key=lambda m: baselines[m]["ndcg10"])
     versus = {f"served_vs_{m}": paired_bootstrap(gains[served_name], gains[m]) for m in baselines}
+    versus.update({f"{c}_vs_{m}": paired_bootstrap(gains[c], gains[m]) for c in CANDIDATES if c in gains
+                   for m in baselines})
     if served_name != "coview":
         versus["coview_only_vs_best_baseline"] = paired_bootstrap(gains["coview"], gains[best])
     return {
@@ -312,7 +356,8 @@ def run_dataset(name: str, val: Slice, test: Slice, val_views, test_views, val_m
         "ndcg10_per_session": methods[served_name]["ndcg10_per_session"],
         "best_baseline": best, "best_baseline_ndcg10": baselines[best]["ndcg10"],
         "per_measure_validation": per_measure,
-        "served": {m: methods[m] for m in ("coview", "coview_metadata_blend") if m in methods},
+        "served": {m: methods[m] for m in SERVED if m in methods},
+        "candidates": {m: methods[m] for m in CANDIDATES if m in methods},
         "baselines": baselines, "paired_bootstrap": versus,
         "split": {"validation_fit_sessions": len(val.fit), "validation_targets": len(val.targets),
                   "validation_sessions": len(val.evaluate), "test_fit_sessions": len(test.fit),
@@ -396,9 +441,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only-throughput", action="store_true",
                         help="re-measure events/s only and update that key of an existing result file")
     parser.add_argument("--merge", nargs="+", type=Path, help="combine per-dataset result files into --out")
+    parser.add_argument("--add-item-model", action="store_true",
+                        help="add the item-model blend (and the sequential model of the current GRU_GRID when its "
+                             "tuning is cached) to the existing result in --out, other methods kept (add_item_model)")
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out, args.data, argv)
+    if args.add_item_model:
+        return add_item_model(args, argv)
     log = lambda message: print(message, flush=True)
     began = time.perf_counter()
     ratings = load_ratings(args.data)
@@ -443,6 +493,139 @@ def main(argv: list[str] | None = None) -> dict:
     result = assemble(datasets, tests.reads, ratings, skip, argv, began)
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    log(f"wrote {args.out}")
+    return result
+
+
+def setup_dataset(name: str, data: Path, rsc: Path) -> tuple:
+    """(val, test, val_views, test_views, val_meta, test_meta, has_users, extra split info)."""
+    if name == "rsc15":
+        val, test = bench_rsc(rsc)
+        return val, test, views_of_sessions(val.fit), views_of_sessions(test.fit), None, None, False, {}
+    ratings = load_ratings(data)
+    ratings.sort(key=lambda r: (r[2], r[0], r[1]))
+    views = sessionize(ratings)
+    val, test, cuts = movielens_slices(views)
+    metas = []
+    for cut in (cuts["validation_from_ms"], cuts["test_from_ms"]):
+        meta = MetadataIndex()
+        for title in load_titles(data, cut).values():
+            meta.add_title(title)
+        metas.append(meta)
+    return (val, test, [v for v in views if v.at_ms < cuts["validation_from_ms"]],
+            [v for v in views if v.at_ms < cuts["test_from_ms"]], metas[0], metas[1], True, cuts)
+
+
+def add_item_model(args, argv) -> dict:
+    """Adds ``coview_item_model_blend`` to an existing result (``--out``) without re-tuning the other methods.
+
+    Per dataset: the blend is tuned on validation on top of the recorded served configuration and reads the
+    test slice once (``test_reads``); where the tuning of the current ``GRU_GRID`` is cached
+    (``python -m bench.quality.sequential``), the sequential baseline is replaced by it (one test read). The
+    served list becomes the blend if it is better on validation. Paired bootstraps that involve a changed
+    method need per-session gains of the recorded methods: those are recomputed with the recorded
+    configuration (deterministic; listed in ``recomputed_for_bootstrap`` with the recorded figure, not new
+    test reads of a new configuration)."""
+    from bench.quality import sequential
+
+    log = lambda message: print(message, flush=True)
+    began = time.perf_counter()
+    result = json.loads(args.out.read_text())
+    tests = TestLog()
+    recomputed: list[dict] = []
+    for name in args.datasets.split(","):
+        old = result["datasets"][name]
+        val, test, val_views, test_views, val_meta, test_meta, has_users, _ = setup_dataset(name, args.data, args.rsc)
+        log(f"[{name}] add item-model blend: {len(val.targets)} validation targets, {len(test.targets)} test targets")
+        methods = {**old["served"], **old["baselines"]}
+        changed: set[str] = set()
+        gains: dict[str, list] = {}
+        builders = {None: (served_builder(val, val_views, None), served_builder(test, test_views, None))}
+        if val_meta is not None:
+            builders["meta"] = (served_builder(val, val_views, val_meta), served_builder(test, test_views, test_meta))
+        build_val_m, build_test_m = builders["meta" if val_meta is not None else None]
+
+        def report(method, params, val_ndcg, candidates, model_for_test, extra=None):
+            got = tests.read(name, method, params, lambda: evaluate(model_for_test(), test))
+            gains[method] = got["gains"]
+            methods[method] = {**rounded(got), "val_ndcg10": round(val_ndcg, 4), "params": params,
+                               "configurations_tuned": candidates, **(extra or {})}
+            changed.add(method)
+            log(f"[{name}] {method}: test ndcg10 {got['ndcg10']:.4f} per-session {got['ndcg10_per_session']:.4f} "
+                f"({params})")
+
+        served_name, served_params = old["served_list"], old["served_params"]
+        methods.update(old.get("candidates") or {})
+        if "coview_item_model_blend" not in methods:  # added once: a second run only updates the sequential model
+            tune_item_model_blend(name, served_name, served_params, methods[served_name]["val_ndcg10"],
+                                  methods[served_name]["configurations_tuned"], build_val_m, build_test_m, val, log,
+                                  report)
+        gru_cache = sequential.CACHE / f"gru-tune-{sequential.signature(val, [GRU_GRID, args.gru_epochs, 3])}.json"
+        if gru_cache.exists() and methods["sequential"].get("configurations_tuned") != len(GRU_GRID):
+            params, val_ndcg, trace = sequential.tune(val, GRU_GRID, args.gru_epochs, 3, log, args.gru_budget_s)
+            report("sequential", params, val_ndcg, len(GRU_GRID), lambda p=params: sequential.fit_for_test(test, p),
+                   {"model": "GRU4Rec (TensorFlow, full softmax)", "epoch_trace": trace})
+
+        def gains_of(method: str) -> list:
+            if method not in gains:
+                params = methods[method]["params"]
+                if method in SERVED or method in CANDIDATES:
+                    build = builders["meta" if method != "coview" and "meta" in builders else None][1]
+                    model = build(params)
+                elif method == "popularity":
+                    model = bl.Popularity(test)
+                elif method == "sequential":
+                    model = sequential.fit_for_test(test, params)
+                else:
+                    model = baseline_builders(test, has_users)[method][1](params)
+                got = evaluate(model, test)
+                gains[method] = got["gains"]
+                recomputed.append({"dataset": name, "method": method, "params": params,
+                                   "ndcg10": round(got["ndcg10"], 4), "recorded_ndcg10": methods[method]["ndcg10"]})
+                log(f"[{name}] {method} recomputed for the bootstrap: {got['ndcg10']:.4f} "
+                    f"(recorded {methods[method]['ndcg10']})")
+            return gains[method]
+
+        baselines = {m: r for m, r in methods.items() if m not in SERVED and m not in CANDIDATES}
+        best = max(baselines, key=lambda m: baselines[m]["ndcg10"])
+        versus = dict(old["paired_bootstrap"])
+        served_changed = served_name != old["served_list"]
+        for m in baselines:
+            if served_changed or m in changed or f"served_vs_{m}" not in versus:
+                versus[f"served_vs_{m}"] = paired_bootstrap(gains_of(served_name), gains_of(m))
+            for c in CANDIDATES:
+                if c in methods and (c in changed or m in changed or f"{c}_vs_{m}" not in versus):
+                    versus[f"{c}_vs_{m}"] = paired_bootstrap(gains_of(c), gains_of(m))
+        if served_name != "coview" and (best != old["best_baseline"] or best in changed
+                                         or "coview_only_vs_best_baseline" not in versus):
+            versus["coview_only_vs_best_baseline"] = paired_bootstrap(gains_of("coview"), gains_of(best))
+        old.update({
+            "served_list": served_name, "served_params": served_params,
+            "hr10": methods[served_name]["hr10"], "ndcg10": methods[served_name]["ndcg10"],
+            "ndcg10_per_session": methods[served_name]["ndcg10_per_session"],
+            "best_baseline": best, "best_baseline_ndcg10": baselines[best]["ndcg10"],
+            "served": {m: methods[m] for m in SERVED if m in methods},
+            "candidates": {m: methods[m] for m in CANDIDATES if m in methods}, "baselines": baselines,
+            "paired_bootstrap": versus})
+    datasets = result["datasets"]
+    first = datasets.get("movielens") or next(iter(datasets.values()))
+    result.update({
+        "hr10": first["hr10"], "ndcg10": first["ndcg10"], "measure": first["served_params"]["measure"],
+        "served_list": first["served_list"], "params": first["served_params"],
+        "best_baseline": first["best_baseline"], "best_baseline_ndcg10": first["best_baseline_ndcg10"],
+        "baselines": first["baselines"], "paired_bootstrap": first["paired_bootstrap"],
+        "blend": first["served"].get("coview_metadata_blend"),
+        "item_model_blend": (first.get("candidates") or {}).get("coview_item_model_blend"),
+        "goal_met": {name: all(c["ci95"][0] > 0 for key, c in d["paired_bootstrap"].items()
+                               if key.startswith("served_vs_")) for name, d in datasets.items()},
+        "test_reads": result["test_reads"] + tests.reads,
+        "recomputed_for_bootstrap": result.get("recomputed_for_bootstrap", []) + recomputed,
+        "commands": result.get("commands", []) + [
+            ".venv/bin/python -m bench.coview_quality " + " ".join(argv if argv is not None else sys.argv[1:])],
+        "seconds": round(result.get("seconds", 0.0) + time.perf_counter() - began, 1),
+    })
+    print_table(result)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     log(f"wrote {args.out}")
     return result

@@ -6,6 +6,11 @@ The fit views go through the same code the agents run (``CoviewIndex.add_view`` 
 dataset has a catalogue). A prefix is scored from the lists of its last ``context`` titles,
 weight 1 / distance (``similarity.aggregate_similar``'s rule); titles outside every list score 0.
 With a catalogue the list is put in served order by ``coldstart.arrange`` (series first, children's rule).
+
+``coview_item_model_blend``: before the metadata blend, the co-view list is mixed with the list of a
+closed-form item model (EASE on the stream's sessions, ``processors/coview/item_model.py``) fitted at the
+cut on the fit sessions (the worker refits it every few minutes on the recent stream; at the cut the
+bench's model is as fresh as a refit just before it), weight ``model_weight`` (``item_model.blend_lists``).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import numpy as np
 from bench.quality.protocol import Prefix, Slice
 from processors.coview.coldstart import MetadataIndex, arrange, blend
 from processors.coview.cooccurrence import CoviewConfig
+from processors.coview.item_model import ItemModel, ItemModelConfig, blend_lists, fit_item_model
 from processors.coview.memory import CoviewIndex
 from processors.coview.similarity import SimilarityConfig
 
@@ -52,10 +58,28 @@ class MetaCache:
         return found
 
 
+class ModelCache:
+    """Item models of the fit sessions by config (the stream's sessions before the cut)."""
+
+    def __init__(self, data: Slice) -> None:
+        self.sessions = [s.items for s in data.fit]
+        self.cut_ms = data.cut_ms
+        self.models: dict[ItemModelConfig, ItemModel] = {}
+
+    def get(self, config: ItemModelConfig) -> ItemModel:
+        model = self.models.get(config)
+        if model is None:
+            if len(self.models) >= 3:
+                self.models.pop(next(iter(self.models)))
+            model = self.models[config] = fit_item_model(self.sessions, config, self.cut_ms)
+        return model
+
+
 class Served:
     def __init__(self, data: Slice, index: CoviewIndex, similarity: SimilarityConfig, context: int,
                  metadata: MetaCache | None = None, prior: float | None = None,
-                 list_fn=None, series_slots: int = 0, kids_share: float = 0.0) -> None:
+                 list_fn=None, series_slots: int = 0, kids_share: float = 0.0,
+                 item_model: ItemModel | None = None, model_weight: float = 0.0) -> None:
         self.data = data
         self.index = index
         self.similarity = similarity
@@ -65,6 +89,8 @@ class Served:
         self.list_fn = list_fn  # optional override: item -> served list
         self.series_slots = series_slots
         self.kids_share = kids_share
+        self.item_model = item_model
+        self.model_weight = model_weight
         self.lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def served_list(self, item: str) -> list[tuple[str, float]]:
@@ -72,6 +98,8 @@ class Served:
             return self.list_fn(item)
         now = self.data.cut_ms
         coview = self.index.similar(item, now, self.similarity)
+        if self.item_model is not None and self.model_weight > 0.0:
+            coview = blend_lists(coview, self.item_model.similar(item, K), self.model_weight, K)
         if self.metadata is None or self.prior is None:
             return coview
         meta = self.metadata.similar(item, K)
