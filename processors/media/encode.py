@@ -45,7 +45,12 @@ class EncodeSettings:
     # (the probe costs a few seconds; a short clip gains nothing from it), "1" always, "0" never
     per_title: str = "auto"
     per_title_min_s: float = 20.0
-    per_title_target_vmaf: float = 95.0
+    per_title_target_vmaf: float = 90.0    # complexity.DEFAULT_TARGET_VMAF: the fixed CRF 23 on a typical clip
+    # Per-title encoder effort (complexity.effort_preset): an easy title whose whole ladder costs at most
+    # per_title_effort_mpx_s (source seconds x megapixels of all rungs; 60 = ~36 s of a 720p ladder) is
+    # encoded with per_title_easy_preset instead of `preset`; "" = never
+    per_title_easy_preset: str = "slower"
+    per_title_effort_mpx_s: float = 60.0
     # Chunked parallel encoding (encode_chunked) for titles of at least chunked_min_s; 0 = never
     chunked_min_s: float = 600.0
     chunk_s: float = 30.0
@@ -63,7 +68,9 @@ class EncodeSettings:
             hls=env.get("VITRINA_ENCODE_HLS", "0") == "1",
             per_title=env.get("VITRINA_PER_TITLE", "auto"),
             per_title_min_s=float(env.get("VITRINA_PER_TITLE_MIN_S", "20")),
-            per_title_target_vmaf=float(env.get("VITRINA_PER_TITLE_VMAF", "95")),
+            per_title_target_vmaf=float(env.get("VITRINA_PER_TITLE_VMAF", "90")),
+            per_title_easy_preset=env.get("VITRINA_PER_TITLE_EASY_PRESET", "slower"),
+            per_title_effort_mpx_s=float(env.get("VITRINA_PER_TITLE_EFFORT_MPX_S", "60")),
             chunked_min_s=float(env.get("VITRINA_CHUNKED_MIN_S", "600")),
             chunk_s=float(env.get("VITRINA_CHUNK_S", "30")),
             chunk_workers=int(env.get("VITRINA_CHUNK_WORKERS", "2")),
@@ -187,7 +194,7 @@ def build_filter_complex(info: MediaInfo, recipes: Sequence[Recipe], scale_flags
 
 def output_args(info: MediaInfo, recipe: Recipe, index: int, settings: EncodeSettings) -> list[str]:
     args = ["-map", f"[v{index}]",
-            "-c:v", "libx264", "-preset", settings.preset, "-profile:v", recipe.profile,
+            "-c:v", "libx264", "-preset", recipe.preset or settings.preset, "-profile:v", recipe.profile,
             "-crf", str(recipe.crf if recipe.crf is not None else settings.crf), "-maxrate", f"{recipe.video_kbps}k", "-bufsize", f"{recipe.bufsize_kbps}k",
             "-force_key_frames", f"expr:gte(t,n_forced*{settings.keyframe_interval_s:g})"]
     if settings.threads:

@@ -60,6 +60,7 @@ class Recipe:
     fps_cap: float = 30.0
     audio_channels: int | None = None
     crf: int | None = None          # None: EncodeSettings.crf; set by the per-title ladder (complexity.py)
+    preset: str | None = None       # None: EncodeSettings.preset; the per-title effort decision (complexity.py)
 
     @property
     def bufsize_kbps(self) -> int:

@@ -184,7 +184,8 @@ def process_upload(
     else:
         log.info("upload processed", file=Path(local_path).name, asset_id=result.asset_id,
                  renditions=[r.recipe.name for r in result.renditions],
-                 ladder={r.recipe.name: {"kbps": r.recipe.video_kbps, "crf": r.recipe.crf} for r in result.renditions},
+                 ladder={r.recipe.name: {"kbps": r.recipe.video_kbps, "crf": r.recipe.crf, "preset": r.recipe.preset}
+                         for r in result.renditions},
                  complexity=result.complexity.as_dict() if result.complexity else None, timings_s=result.timings_s,
                  quality={r.recipe.name: r.quality for r in result.renditions}, elapsed_s=elapsed)
     return result
@@ -247,7 +248,8 @@ def _process(
         except (ToolFailed, QualityError, OSError, ValueError) as exc:   # advisory: the fixed ladder stays
             log.warning("complexity_probe_failed", file=source.name, error=str(exc))
         if complexity is not None:
-            recipes = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=recipes)
+            recipes = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=recipes,
+                                       settings=settings)
         lap("complexity")
     workdir.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []

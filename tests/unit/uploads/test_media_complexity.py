@@ -94,3 +94,104 @@ def test_process_upload_builds_the_per_title_ladder_when_asked(tmp_path: Path):
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-crf"] == [str(r.recipe.crf) for r in result.renditions]
     # short titles keep the fixed ladder by default ("auto": per_title_min_s)
     assert not EncodeSettings().wants_per_title(3.0) and EncodeSettings().wants_per_title(60.0)
+
+
+# ---------------------------------------------------------------- equal-VMAF comparison (bench.transcode)
+
+from processors.media.complexity import DEFAULT_TARGET_VMAF, bits_saved_at_equal_vmaf, kbps_at_vmaf  # noqa: E402
+
+FIXED_CURVE = [(200.0, 80.0), (400.0, 88.0), (800.0, 94.0)]
+
+
+def test_kbps_at_vmaf_interpolates_log_rate_and_never_extrapolates():
+    assert kbps_at_vmaf(FIXED_CURVE, 88.0) == pytest.approx(400.0)
+    assert kbps_at_vmaf(FIXED_CURVE, 84.0) == pytest.approx((200 * 400) ** 0.5)   # halfway in log rate
+    assert kbps_at_vmaf(FIXED_CURVE, 91.0) == pytest.approx((400 * 800) ** 0.5)
+    assert kbps_at_vmaf(FIXED_CURVE, 79.9) is None and kbps_at_vmaf(FIXED_CURVE, 94.1) is None
+    assert kbps_at_vmaf(list(reversed(FIXED_CURVE)), 88.0) == pytest.approx(400.0)   # order does not matter
+    # a dearer point scoring below a cheaper one (measurement noise) is dropped: the curve stays monotonic
+    assert kbps_at_vmaf(FIXED_CURVE + [(500.0, 87.0)], 88.0) == pytest.approx(400.0)
+    assert kbps_at_vmaf([], 50.0) is None
+
+
+def test_bits_saved_at_equal_vmaf_is_zero_on_the_reference_curve_and_pools_by_rate():
+    on_curve = bits_saved_at_equal_vmaf([(400.0, 88.0, FIXED_CURVE), (800.0, 94.0, FIXED_CURVE)])
+    assert on_curve["saved"] == pytest.approx(0.0) and on_curve["out_of_range"] == 0
+    # lower quality for fewer bits along the same curve is NOT a saving at equal VMAF
+    cheaper_worse = bits_saved_at_equal_vmaf([(200.0, 80.0, FIXED_CURVE)])
+    assert cheaper_worse["saved"] == pytest.approx(0.0)
+    better = bits_saved_at_equal_vmaf([(200.0, 88.0, FIXED_CURVE), (800.0, 94.0, FIXED_CURVE),
+                                       (100.0, 99.0, FIXED_CURVE)])
+    assert better["per_rung"][:2] == [pytest.approx(0.5), pytest.approx(0.0)]
+    assert better["per_rung"][2] is None and better["out_of_range"] == 1 and better["rungs_used"] == 2
+    assert better["saved"] == pytest.approx(1 - 1000 / 1200)                  # pooled by rate, not averaged
+    assert bits_saved_at_equal_vmaf([(1.0, 10.0, FIXED_CURVE)])["saved"] is None
+
+
+def test_default_target_keeps_a_typical_title_at_the_fixed_crf():
+    """The target is calibrated on the fixed ladder (CRF 23): a typical clip's probe scores ~90 at CRF 23,
+    so it keeps CRF 23; an easy one gets a higher CRF (fewer bits), a hard one a lower CRF (>= 18)."""
+    info = make_info(1280, 720)
+    assert EncodeSettings().per_title_target_vmaf == DEFAULT_TARGET_VMAF == 90.0
+    typical = Complexity(640, 360, (ProbePoint(20, 660.0, 93.1), ProbePoint(26, 300.0, 85.3),
+                                    ProbePoint(32, 145.0, 70.2)), 6.0, 1.0)       # Big Buck Bunny's probe
+    easy = Complexity(640, 360, (ProbePoint(20, 1300.0, 98.6), ProbePoint(26, 520.0, 96.3),
+                                 ProbePoint(32, 220.0, 86.0)), 2.4, 1.0)          # fire2's probe
+    hard = Complexity(640, 360, (ProbePoint(20, 3000.0, 84.0), ProbePoint(26, 1500.0, 75.0),
+                                 ProbePoint(32, 700.0, 62.0)), 6.0, 1.0)
+    crfs = {name: per_title_ladder(info, c)[0].crf for name, c in (("typical", typical), ("easy", easy),
+                                                                  ("hard", hard))}
+    assert crfs["typical"] in (22, 23, 24) and crfs["easy"] == 27 and crfs["hard"] == 18, crfs   # CRF_BOUNDS
+
+
+def test_effort_preset_only_for_easy_titles_within_the_budget():
+    """The per-title effort decision: an easy, cheap title gets the slower preset; a typical one, or an easy
+    one whose ladder exceeds the budget (seconds x megapixels), keeps the fixed preset."""
+    from processors.media.complexity import effort_preset, is_easy, ladder_mpx_s
+    settings = EncodeSettings()
+    easy = Complexity(640, 360, (ProbePoint(20, 1300.0, 98.6), ProbePoint(26, 520.0, 96.3),
+                                 ProbePoint(32, 220.0, 86.0)), 2.4, 1.0)
+    typical = Complexity(640, 360, (ProbePoint(20, 660.0, 93.1), ProbePoint(26, 300.0, 85.3),
+                                    ProbePoint(32, 145.0, 70.2)), 6.0, 1.0)
+    assert is_easy(easy) and not is_easy(typical)
+    short = make_info(1280, 720)                                    # 10 s
+    long = dataclasses.replace(short, duration_s=600.0)
+    assert 10 < ladder_mpx_s(short, build_ladder(short)) < 20
+    assert effort_preset(short, easy, build_ladder(short)) == "slower"
+    assert effort_preset(short, typical, build_ladder(short)) is None
+    assert effort_preset(long, easy, build_ladder(long)) is None                       # over the budget
+    assert effort_preset(short, easy, build_ladder(short), easy_preset="") is None      # switched off
+    ladder = per_title_ladder(short, easy, settings=settings)
+    assert {r.preset for r in ladder} == {"slower"} and {r.crf for r in ladder} == {27}
+    assert {r.preset for r in per_title_ladder(short, easy)} == {None}                  # no settings: untouched
+    assert {r.preset for r in per_title_ladder(short, typical, settings=settings)} == {None}
+    off = dataclasses.replace(settings, per_title_easy_preset="")
+    assert {r.preset for r in per_title_ladder(short, easy, settings=off)} == {None}
+    from processors.media.encode import output_args
+    args = output_args(short, ladder[0], 0, settings)
+    assert args[args.index("-preset") + 1] == "slower"
+    args = output_args(short, build_ladder(short)[0], 0, settings)
+    assert args[args.index("-preset") + 1] == settings.preset
+
+
+def _rung_scores(path: Path, tmp: Path) -> dict:
+    from processors.media.quality import measure_quality
+    settings = dataclasses.replace(EncodeSettings(), per_title="1")
+    result = process_upload(path, tmp, settings=settings, measure=False)
+    assert isinstance(result, ProcessResult), result
+    return {r.recipe.name: (r.file.size_bytes, measure_quality(path, result.media, r.file.path, r.recipe, max_seconds=None,
+                                                          n_subsample=2)["vmaf"], r.recipe.crf)
+            for r in result.renditions}
+
+
+def test_per_title_encode_gives_a_flat_clip_fewer_bits_than_a_noisy_one_at_comparable_vmaf(tmp_path: Path):
+    """End to end with ffmpeg: the per-title ladder encoded and scored per rung (VMAF at the source size)."""
+    flat = clip(tmp_path / "flat.mp4", "testsrc=size=640x360:rate=25")
+    noisy = clip(tmp_path / "noisy.mp4", "testsrc2=size=640x360:rate=25,noise=alls=20:allf=t+u")
+    got = {p.stem: _rung_scores(p, tmp_path / p.stem) for p in (flat, noisy)}
+    assert set(got["flat"]) == set(got["noisy"]) == {"240p", "360p"}
+    for rung in ("240p", "360p"):
+        (flat_bytes, flat_vmaf, flat_crf), (noisy_bytes, noisy_vmaf, noisy_crf) = got["flat"][rung], got["noisy"][rung]
+        assert flat_crf >= noisy_crf, got
+        assert flat_bytes < noisy_bytes / 2, got
+        assert abs(flat_vmaf - noisy_vmaf) <= 8 or flat_vmaf > noisy_vmaf, got   # comparable (or better) quality
