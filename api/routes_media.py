@@ -5,6 +5,9 @@ GET /v1/uploads/{upload_id}   status of an upload (PROCESSED / REJECTED with the
 GET /v1/assets/{asset_id}     renditions, thumbnails and playlist with signed playback URLs
                               (?ttl_s=60..86400, default VITRINA_URL_TTL_S or 3600); a private upload's
                               asset only for its uploader (or ops), see sinks/upload_views.may_play
+GET /v1/collection            the caller's collection (references to stored assets, newest first; ?user_id=
+                              only the caller's own or ops). Read-only: adding / removing is an event
+                              (assets.commands, `vitrina collection add|remove`).
 GET /media/{object key}       the serving side: streams the object from S3 only for an unexpired URL
                               signed for exactly that key (403 MISSING_SIGNATURE / BAD_SIGNATURE /
                               EXPIRED otherwise); honours a single "Range: bytes=a-b" for players.
@@ -20,8 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from api.app import REDIS, SETTINGS, int_param, json_response, not_found
-from api.auth import AuthError, caller
+from api.auth import AuthError, caller, personal_user
 from processors.media.signing import VerifyResult
+from sinks.asset_references import collection as collection_of
 from sinks.media_store import MediaStore, MissingObject, PlaybackSigner
 from sinks.redis_views import asset_access_key, asset_key, upload_status_key
 from sinks.upload_views import may_play
@@ -93,6 +97,15 @@ def register(routes: web.RouteTableDef) -> None:
             # another user's upload answers as an unknown one: upload ids are not to be probed
             return not_found("UNKNOWN_UPLOAD", f"no answer for upload {upload_id!r} yet (or unknown)")
         return json_response(status)
+
+    @routes.get("/v1/collection")
+    async def collection(request: web.Request) -> web.Response:
+        user_id = personal_user(request)
+        if user_id is None:
+            raise AuthError(401, "UNAUTHENTICATED", "a collection needs its owner's bearer token")
+        limit = int_param(request, "limit", 100, 1, 500)
+        items = await collection_of(request.app[REDIS], user_id, limit)
+        return json_response({"user_id": user_id, "items": items})
 
     @routes.get("/v1/assets/{asset_id}")
     async def asset(request: web.Request) -> web.Response:

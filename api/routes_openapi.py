@@ -144,13 +144,28 @@ def document(servers: list[str] | None = None) -> dict[str, Any]:
             "responses": {"200": _json({"type": "object", "required": ["status", "upload_id", "uploader_id"],
                                         "properties": {
                                             "status": {"type": "string", "enum": [
-                                                "PENDING", "INSPECTING", "ENCODING", "PROCESSED", "REJECTED"]},
+                                                "PENDING", "INSPECTING", "ENCODING", "PROCESSED", "REJECTED",
+                                                "DELETED"]},
                                             "state": {"type": ["string", "null"], "enum": [
-                                                "PENDING", "INSPECTING", "ENCODING", "READY", "REJECTED", None]},
+                                                "PENDING", "INSPECTING", "ENCODING", "READY", "REJECTED", "DELETED",
+                                                None]},
                                             "percent": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
                                             "stage": {"type": ["string", "null"]}}},
                                        "In flight (state, percent, stage) or final: processed or rejected"),
                           **_errors(*PERSONAL, 404)}}},
+        "/v1/collection": {"get": {
+            "operationId": "collection", "summary": "The caller's collection: references to stored assets",
+            "security": [{"bearer": []}, {"opsKey": []}],
+            "parameters": [USER_ID, _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "How many")],
+            "responses": {"200": _json({"type": "object", "required": ["user_id", "items"], "properties": {
+                "user_id": {"type": "string"},
+                "items": {"type": "array", "items": {
+                    "type": "object", "required": ["asset_id", "added_at_ms", "available"], "properties": {
+                        "asset_id": {"type": "string"}, "added_at_ms": {"type": "integer"},
+                        "title": {"type": "string", "nullable": True},
+                        "duration_s": {"type": "number", "nullable": True},
+                        "available": {"type": "boolean"}}}}}},
+                                       "Newest first"), **_errors(*PERSONAL)}}},
         "/v1/assets/{asset_id}": {"get": {
             "operationId": "asset", "summary": "Renditions with signed playback URLs (private: uploader only)",
             "security": SECURED,

@@ -29,6 +29,7 @@ EVENTS = (
     "vitrina.DeadLetter",
     "vitrina.ShowcaseRebuildRequested",
     "vitrina.CoViewBatch",
+    "vitrina.AssetCommand",
 )
 
 

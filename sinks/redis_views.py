@@ -16,7 +16,11 @@ the rebuild tool agree on them. JSON views are stored as one string per key
 | ``vitrina:model:{name}:registry`` | JSON {"model", "revision", "versions": [ModelVersion records]} (copy in S3 ``registry/{name}.json``) |
 | ``vitrina:model:{name}:checkpoint-request`` | ISO time an operator asked for a checkpoint (``vitrina model checkpoint``) |
 | ``vitrina:asset:{asset_id}`` | JSON {"asset_id", "owner": {"upload_id", "uploader_id"}, "fields": UploadProcessed fields of the asset} |
-| ``vitrina:upload:{upload_id}`` | JSON {"status": PROCESSED/REJECTED, "upload_id", "asset_id", "deduplicated", "original_upload_id", "reason_code", "message", "updated_at"} |
+| ``vitrina:upload:{upload_id}`` | JSON {"status": PROCESSED/REJECTED/DELETED, "upload_id", "asset_id", "deduplicated", "original_upload_id", "reason_code", "message", "updated_at"} |
+| ``vitrina:asset-access:{asset_id}`` | hash upload_id -> "<private|public>:<uploader_id>" |
+| ``vitrina:asset-refs:{asset_id}`` / ``vitrina:collection:{user}`` | hash user -> added_at ms / zset asset -> added_at ms |
+| ``vitrina:asset-deleted:{asset_id}`` | tombstone of a reaped asset ("reaping:<ms>", then "reaped:<ms>") |
+| ``vitrina:asset-gone-uploads:{asset_id}`` | set of deleted uploads (originals deleted with the asset) |
 
 Showcase capability (appended):
 
@@ -94,6 +98,26 @@ def upload_status_key(upload_id: str) -> str:
 def asset_access_key(asset_id: str) -> str:
     """Hash upload_id -> "<private|public>:<uploader_id>" (sinks/upload_views.py: who may play it)."""
     return f"{PREFIX}asset-access:{asset_id}"
+
+
+def asset_refs_key(asset_id: str) -> str:
+    """Hash user_id -> added_at ms: the collections that reference the asset (sinks/asset_references.py)."""
+    return f"{PREFIX}asset-refs:{asset_id}"
+
+
+def collection_key(user_id: str) -> str:
+    """Zset asset_id -> added_at ms: a user's collection ("add to my collection")."""
+    return f"{PREFIX}collection:{user_id}"
+
+
+def asset_deleted_key(asset_id: str) -> str:
+    """Tombstone of a reaped asset: "reaping:<ms>" while its files are deleted, then "reaped:<ms>"."""
+    return f"{PREFIX}asset-deleted:{asset_id}"
+
+
+def asset_gone_uploads_key(asset_id: str) -> str:
+    """Set of the asset's deleted uploads whose originals are deleted with the asset."""
+    return f"{PREFIX}asset-gone-uploads:{asset_id}"
 
 
 def _retry_policy(asynchronous: bool) -> dict:

@@ -6,7 +6,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sinks.redis_views import asset_access_key, asset_key, upload_status_key
+from processors.asset_references import may_play as _may_play
+from sinks.redis_views import asset_access_key, asset_deleted_key, asset_key, upload_status_key
 
 PROCESSED, REJECTED = "PROCESSED", "REJECTED"
 
@@ -35,17 +36,54 @@ def rejected_status(event: Mapping[str, Any], asset_id: str | None) -> dict[str,
             "state": "REJECTED", "stage": None, "percent": 100, "updated_at": datetime.now(timezone.utc)}
 
 
-async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses: list[dict[str, Any]]) -> None:
+# An asset's access entry (and its view) is written only while the asset has no tombstone, and the reaper
+# (sinks.asset_references) sets the tombstone only while the access hash is empty: the two are mutually
+# exclusive, so a dedupe hit either lands before the reap (the asset is referenced again and stays) or is
+# refused (the caller sees False and transcodes afresh) -- never an entry on an asset whose files are gone.
+_HSET_UNLESS_TOMBSTONE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+_SET_UNLESS_TOMBSTONE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+async def claim_access_entry(redis: Any, asset_id: str, upload_id: str, uploader_id: str, private: bool) -> bool:
+    """Write one upload's access entry unless the asset is tombstoned (reaped); False when refused."""
+    entry = access_entry({"private": private, "uploader_id": uploader_id})
+    return bool(int(await redis.eval(_HSET_UNLESS_TOMBSTONE, 2, asset_access_key(asset_id),
+                                     asset_deleted_key(asset_id), upload_id, entry)))
+
+
+async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses: list[dict[str, Any]]) -> list[str]:
     """One pipeline: the asset view (if any), every answered upload's status, and for processed uploads
-    the asset's access entry (uploader -> private | public)."""
+    the asset's access entry (uploader -> private | public). The asset view and the access entries are
+    written only if the asset has no tombstone; returns the upload ids whose entry was refused so."""
+    entries: list[tuple[int, str]] = []   # (position in the pipeline's answers, upload id)
+    count = 0
     async with redis.pipeline(transaction=False) as pipe:
         if asset is not None:
-            pipe.set(asset_key(asset["asset_id"]), _dumps(asset))
+            pipe.eval(_SET_UNLESS_TOMBSTONE, 2, asset_key(asset["asset_id"]), asset_deleted_key(asset["asset_id"]),
+                      _dumps(asset))
+            count += 1
         for status in statuses:
             pipe.set(upload_status_key(status["upload_id"]), _dumps(status))
+            count += 1
             if status["status"] == PROCESSED:
-                pipe.hset(asset_access_key(status["asset_id"]), status["upload_id"], access_entry(status))
-        await pipe.execute()
+                pipe.eval(_HSET_UNLESS_TOMBSTONE, 2, asset_access_key(status["asset_id"]),
+                          asset_deleted_key(status["asset_id"]), status["upload_id"], access_entry(status))
+                entries.append((count, status["upload_id"]))
+                count += 1
+        results = await pipe.execute()
+    return [upload for at, upload in entries if not int(results[at])]
 
 
 # A progress status (PENDING / INSPECTING / ENCODING) never replaces a final one: a late progress write
@@ -54,7 +92,8 @@ async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses:
 _SET_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if current and (string.find(current, '"status":"PROCESSED"', 1, true)
-                or string.find(current, '"status":"REJECTED"', 1, true)) then
+                or string.find(current, '"status":"REJECTED"', 1, true)
+                or string.find(current, '"status":"DELETED"', 1, true)) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -82,12 +121,6 @@ def access_entry(status: Mapping[str, Any]) -> str:
 
 
 def may_play(entries: Mapping[str, str], asset: Mapping[str, Any] | None, user_id: str | None) -> bool:
-    """Whether ``user_id`` (None: a guest) may get playback URLs of an asset (ops are let in before)."""
-    if not entries:
-        owner = ((asset or {}).get("owner") or {}).get("uploader_id")
-        return user_id is not None and user_id == owner
-    for entry in entries.values():
-        visibility, _, uploader = entry.partition(":")
-        if visibility == "public" or (user_id is not None and uploader == user_id):
-            return True
-    return False
+    """Whether ``user_id`` (None: a guest) may get playback URLs of an asset (ops are let in before);
+    the rule lives in processors.asset_references (the collection decisions use it too)."""
+    return _may_play(entries, asset, user_id)

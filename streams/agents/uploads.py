@@ -40,12 +40,15 @@ from processors.media import (ContentKey, EncodeSettings, EncoderPool, Limits, M
 from processors.media.orphans import claim, sweep_orphans
 from processors.upload_status import (FINAL, PENDING, READY, REJECTED, Throttle, progress_view, status_event,
                                       status_of_progress)
+from processors.upload_dedupe import DONE as ASSET_DONE, REJECTED as ASSET_REJECTED
 from processors.upload_dedupe import (ENCODE_FAILED, IN_PROGRESS, Decision, Uploader, finished, is_new_waiter,
                                       on_request, processed_event, recipients, refused, rejected_event, retry)
 from sinks.media_store import MediaStore, MissingObject, safe_file_name
 from sinks.redis_views import async_client
-from sinks.upload_views import (asset_view, processed_status, rejected_status, write_progress_views,
-                                write_upload_views)
+from sinks.asset_references import clear_reaped_tombstone, tombstone
+from sinks.redis_views import asset_deleted_key
+from sinks.upload_views import (asset_view, claim_access_entry, processed_status, rejected_status,
+                                write_progress_views, write_upload_views)
 from streams.runtime.app import app, app_settings
 from streams.kafka.codec import default_codec
 from streams.runtime.inbound import ORIGIN_HEADER, Inbound, dead_letter_failed, decoded_batches, raw_topic
@@ -266,7 +269,10 @@ async def send_rejected(who: list[Uploader], reason_code: str, message: str, ass
 
 async def write_views(asset: dict | None, statuses: list[dict]) -> None:
     try:
-        await write_upload_views(redis(), asset, statuses)
+        refused = await write_upload_views(redis(), asset, statuses)
+        if refused:   # the asset was reaped meanwhile (sinks.asset_references): say so, do not resurrect it
+            log.error("access_entry_refused_asset_reaped", asset_id=asset["asset_id"] if asset else None,
+                      uploads=refused)
     except Exception as exc:  # noqa: BLE001 - the events are the record; views are rebuilt from them
         log.error("upload_views_failed", error=repr(exc))
 
@@ -613,12 +619,53 @@ async def finish(job: AssetJob, outcome: Done | Refused | None, give_up: str) ->
     discard(job.local_copy)
 
 
-def start_job(event: Inbound, content_key: ContentKey) -> None:
+REAP_WAIT_S = 300.0
+
+
+async def run_job_after_reap(job: AssetJob) -> None:
+    """The asset was deleted (its last reference went) and this upload brings its bytes again: wait until the
+    reaper has finished deleting the old files (tombstone "reaped"), clear the tombstone, then transcode."""
+    deadline = time.monotonic() + REAP_WAIT_S
+    try:
+        while True:
+            try:
+                if await clear_reaped_tombstone(redis(), job.asset_id):
+                    break
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again until the deadline
+                log.warning("reap_wait_failed", asset_id=job.asset_id, error=repr(exc))
+            if time.monotonic() > deadline:
+                log.error("reap_wait_timeout", asset_id=job.asset_id, waited_s=REAP_WAIT_S)
+                with contextlib.suppress(Exception):
+                    await redis().delete(asset_deleted_key(job.asset_id))
+                break
+            await asyncio.sleep(0.5)
+    except BaseException:
+        if jobs.get(job.asset_id) is job:
+            del jobs[job.asset_id]
+        raise
+    await run_job(job)
+
+
+def start_job(event: Inbound, content_key: ContentKey, after_reap: bool = False) -> None:
     job = AssetJob(str(content_key), content_key, event, local_copy_of(event), [event])
     hold(event)
     jobs[job.asset_id] = job
-    job.task = asyncio.ensure_future(run_job(job))
-    log.info("transcode_started", upload_id=event.value["upload_id"], asset_id=job.asset_id)
+    job.task = asyncio.ensure_future(run_job_after_reap(job) if after_reap else run_job(job))
+    log.info("transcode_started", upload_id=event.value["upload_id"], asset_id=job.asset_id, after_reap=after_reap)
+
+
+async def asset_was_reaped(asset_id: str, state: dict, who: Uploader) -> bool:
+    """A DONE (or REJECTED) table state of an asset that has since been deleted (tombstone). For DONE this
+    also writes the upload's access entry first, with the tombstone check in the same Lua script
+    (sinks.upload_views.claim_access_entry): either the entry lands before the reaper looks (the asset is
+    referenced again and is not reaped) or the reaper's tombstone is there and the entry is refused."""
+    try:
+        if state.get("status") == ASSET_DONE:
+            return not await claim_access_entry(redis(), asset_id, who.upload_id, who.uploader_id, who.private)
+        return await tombstone(redis(), asset_id) is not None
+    except Exception as exc:  # noqa: BLE001 - Redis away: answer from the table as before
+        log.warning("tombstone_check_failed", asset_id=asset_id, error=repr(exc))
+        return False
 
 
 async def route(event: Inbound) -> None:
@@ -627,6 +674,18 @@ async def route(event: Inbound) -> None:
     who = Uploader.of(event.value)
     event.bind()
     state = assets_table.get(asset_id)
+    if state is not None and state.get("status") in (ASSET_DONE, ASSET_REJECTED) \
+            and await asset_was_reaped(asset_id, state, who):
+        # its last reference went and its files were deleted: this upload brought its own original
+        event.bind()
+        log.info("asset_reaped_transcoding_again", upload_id=who.upload_id, asset_id=asset_id,
+                 previous=state.get("status"))
+        del assets_table[asset_id]
+        fresh, _ = on_request(None, who, job_running=False, now_ms=now_ms())
+        assets_table[asset_id] = fresh
+        start_job(event, content_key, after_reap=True)
+        return
+    event.bind()
     job = jobs.get(asset_id)
     running = job is not None and job.task is not None and not job.task.done()
     new_state, decision = on_request(state, who, job_running=running, now_ms=now_ms())

@@ -1,4 +1,7 @@
 """``vitrina upload FILE``: put the original into S3, publish UploadRequested, optionally wait.
+``vitrina upload delete UPLOAD_ID --user U``: publish DELETE_UPLOAD for the upload's asset (looked up in the
+upload's status view); the asset-commands agent checks U is the uploader, and the asset's files go with its
+last reference.
 
 Exit status: 0 published (or processed with --wait), 2 rejected, 3 no answer within --timeout,
 1 a local problem (file missing, stack unreachable). With --json the answer is one JSON line.
@@ -18,7 +21,10 @@ EXIT_REJECTED, EXIT_TIMEOUT = 2, 3
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="video file to upload")
+    p.add_argument("file", help="video file to upload, or `delete` followed by an UPLOAD_ID")
+    p.add_argument("upload", nargs="?", metavar="UPLOAD_ID", help="with `delete`: the upload to delete")
+    p.add_argument("--user", default=None, help="with `delete`: who asks (must be the uploader)")
+    p.add_argument("--reason", default=None, help="with `delete`: free text kept with the command")
     p.add_argument("--title", help="title (default: the file name without extension)")
     p.add_argument("--description", default="")
     p.add_argument("--uploader", default=None, help="uploader id (default: the current user name)")
@@ -79,6 +85,8 @@ def run_upload(args: argparse.Namespace) -> int:
     from streams.kafka.producer import EventProducer
     from streams.capabilities.uploads.client import ResultFollower, new_upload_id, upload_file
 
+    if args.file == "delete" and (args.upload is not None or not Path("delete").is_file()):
+        return run_delete(args)
     path = Path(args.file)
     if not path.is_file():
         message = f"no such file: {path}"
@@ -119,3 +127,37 @@ def run_upload(args: argparse.Namespace) -> int:
     else:
         print(f"rejected {upload_id}: {found.event['reason_code']}: {found.event['message']}")
     return 0 if found.processed else EXIT_REJECTED
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from infra.settings import load
+    from processors.asset_references import DELETE_UPLOAD
+    from sinks.redis_views import sync_client, upload_status_key
+    from streams.cli.collection import fail, publish_command
+
+    if not args.upload:
+        return fail("upload delete", "MISSING_FIELD", "UPLOAD_ID: required", args.json)
+    if not args.user:
+        return fail("upload delete", "MISSING_FIELD", "--user: required (the uploader)", args.json)
+    settings = load()
+    try:
+        client = sync_client(settings)
+        raw = client.get(upload_status_key(args.upload))
+        client.close()
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable
+        return fail("upload delete", "UNAVAILABLE", f"cannot read the upload's status: {exc}", args.json)
+    status = json.loads(raw) if raw else None
+    if status is None:
+        return fail("upload delete", "UNKNOWN_UPLOAD", f"upload_id: no upload {args.upload!r}", args.json)
+    if not status.get("asset_id"):
+        return fail("upload delete", "NO_ASSET", f"asset_id: upload {args.upload!r} has no asset (yet)", args.json)
+    try:
+        cmd = publish_command(DELETE_UPLOAD, status["asset_id"], user_id=args.user, upload_id=args.upload,
+                              reason=args.reason, settings=settings)
+    except ValueError as exc:
+        return fail("upload delete", "BAD_ARGUMENT", str(exc), args.json)
+    except Exception as exc:  # noqa: BLE001 - broker unreachable
+        return fail("upload delete", "NOT_PUBLISHED", f"could not publish: {exc}", args.json)
+    print(_json({"published": cmd}) if args.json
+          else f"published DELETE_UPLOAD of {args.upload} (asset {status['asset_id']}) for {args.user}")
+    return 0

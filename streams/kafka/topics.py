@@ -135,6 +135,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("uploads.status", "vitrina.UploadStatus", "upload_id", 6, 7 * DAY_MS,
               description="Every status change of an upload: PENDING, INSPECTING, ENCODING (percent), "
                           "READY, REJECTED."),
+    TopicSpec("assets.commands", "vitrina.AssetCommand", "asset_id", 6, 30 * DAY_MS,
+              description="Requests about a stored asset, in order per asset: ADD_TO_COLLECTION / "
+                          "REMOVE_FROM_COLLECTION (a user's reference), DELETE_UPLOAD (its files go with the "
+                          "last reference), RECOMPUTE_QUALITY."),
     TopicSpec("playback", "vitrina.PlaybackEvent", VIEWER, 6, 7 * DAY_MS,
               description="Player events: start, heartbeat, pause, seek, stall, credits, complete..."),
     TopicSpec("sessions", "vitrina.SessionEvent", VIEWER, 6, 7 * DAY_MS,

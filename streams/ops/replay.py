@@ -85,6 +85,8 @@ REBUILD_SKIP = {
                "its Redis keys are restored from the registry copy in S3",
     "ranking_online": "per-version online metrics: counters appended to the model registry (S3), not a view; "
                       "a replay worker does not run it",
+    "assets": "asset commands act outside Redis (S3 deletion of reaped assets, VMAF recompute): replaying them "
+              "could delete files a later upload of the same bytes brought back; collections are not rebuilt",
 }
 
 
