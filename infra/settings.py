@@ -105,8 +105,9 @@ class Settings:
     # commit; a crash replays at most one period, applied once)
     engine_max_records: int = field(default_factory=lambda: int(_env("VITRINA_ENGINE_MAX_RECORDS", "5000")))
     engine_commit_s: float = field(default_factory=lambda: float(_env("VITRINA_ENGINE_COMMIT_S", "1.0")))
-    # decoded values the processors of one worker share (streams/runtime/records.py DecodeCache; ~1 KB each)
-    engine_decode_cache: int = field(default_factory=lambda: int(_env("VITRINA_ENGINE_DECODE_CACHE", "20000")))
+    # decoded values the processors of one worker share (streams/runtime/records.py DecodeCache; ~1 KB each,
+    # held only while some reader of the partition has not read them yet)
+    engine_decode_cache: int = field(default_factory=lambda: int(_env("VITRINA_ENGINE_DECODE_CACHE", "100000")))
     # showcase builder (streams/agents/showcase.py): seconds between ticks; quiet seconds before a dirty
     # user is built; quiet seconds of unchanged inputs before the settled pass rebuilds every view (0: never)
     showcase_tick_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_TICK_S", "1.0")))

@@ -118,38 +118,70 @@ class DecodeCache:
     """Decoded values of flat records (no nested dict or list), shared by the processors of one worker.
 
     Several processors read the same records (playback: plays' forwarder, history, co-view, the label
-    join; and the play counter the same bytes again from playback.by-item), each with its own consumer;
-    decoding was a third of a worker's time, four to five times per playback event. A value is found
-    by its schema and its exact bytes (so it is always the value those bytes decode to); each reader
-    gets its own shallow copy, which is why only flat values are kept. Bounded: the oldest go first."""
+    join, the gate samples; and the play counter the same bytes again from playback.by-item), each with
+    its own consumer; decoding was a third of a worker's time, four to five times per playback event. A
+    value is found by its schema and its exact bytes (so it is always the value those bytes decode to);
+    each reader gets its own shallow copy, which is why only flat values are kept.
+
+    Bounded two ways. An entry put with ``readers`` (how many processors of this worker read that topic
+    partition: ``register``/``unregister`` on assignment) leaves as soon as the other readers got it, so
+    in steady state (every reader near the head) the cache holds only the records between the fastest
+    and the slowest reader. Beyond ``max_entries`` the oldest go first (readers far apart, catching up
+    after a restart: the trailing one decodes again)."""
 
     def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
         # an OrderedDict: dropping the oldest is O(1) (a plain dict scans the deleted slots at its front)
-        self.entries: OrderedDict[tuple[str, bytes], dict] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, bytes], list] = OrderedDict()  # key -> [value, reads left | None]
+        self.readers: dict[tuple[str, int], int] = {}
         self.hits = self.misses = 0
 
+    def register(self, topic: str, partition: int) -> None:
+        """A processor of this worker now reads ``topic`` partition ``partition``."""
+        self.readers[(topic, partition)] = self.readers.get((topic, partition), 0) + 1
+
+    def unregister(self, topic: str, partition: int) -> None:
+        left = self.readers.get((topic, partition), 0) - 1
+        if left > 0:
+            self.readers[(topic, partition)] = left
+        else:
+            self.readers.pop((topic, partition), None)
+
+    def readers_of(self, topic: str, partition: int) -> int:
+        return self.readers.get((topic, partition), 0)
+
     def get(self, schema: str, raw: bytes) -> dict | None:
-        value = self.entries.get((schema, raw if type(raw) is bytes else bytes(raw)))
-        if value is None:
+        key = (schema, raw if type(raw) is bytes else bytes(raw))
+        entry = self.entries.get(key)
+        if entry is None:
             self.misses += 1
             return None
         self.hits += 1
-        return dict(value)
+        if entry[1] is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self.entries[key]
+        return dict(entry[0])
 
-    def put(self, schema: str, raw: bytes, value: dict) -> None:
+    def put(self, schema: str, raw: bytes, value: dict, readers: int | None = None) -> None:
+        """Keep ``value`` for the other readers: ``readers`` counts every reader of these bytes, this one
+        included (None: unknown, kept until evicted)."""
+        if readers is not None and readers <= 1:
+            return
         if any(isinstance(v, (dict, list)) for v in value.values()):
             return
         entries = self.entries
-        entries[(schema, bytes(raw))] = dict(value)
+        entries[(schema, bytes(raw))] = [dict(value), None if readers is None else readers - 1]
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
 
 
 def decode_record(codec: Codec, source: TopicSpec, key: bytes | None, raw: bytes | None, headers: Any,
                   partition: int, offset: int, timestamp_ms: int, host_record: Any = None,
-                  cls: type[Inbound] = Inbound, cache: DecodeCache | None = None) -> Inbound:
-    """The record as an ``Inbound``, or ``Refused`` (size, schema, header: in that order)."""
+                  cls: type[Inbound] = Inbound, cache: DecodeCache | None = None,
+                  readers: int | None = None) -> Inbound:
+    """The record as an ``Inbound``, or ``Refused`` (size, schema, header: in that order). ``readers``:
+    how many processors of this worker read this record (``DecodeCache.put``)."""
     try:
         if source.name not in INTERNAL_TOPICS:
             too_big = oversized(key, raw)
@@ -159,7 +191,7 @@ def decode_record(codec: Codec, source: TopicSpec, key: bytes | None, raw: bytes
         if value is None:
             value = codec.decode(raw, source.schema)
             if cache is not None and raw is not None:
-                cache.put(source.schema, raw, value)
+                cache.put(source.schema, raw, value, readers)
         origin = origin_of(source.name, headers) if headers else None
     except DecodeError as exc:
         raise Refused(exc.code, exc.message) from exc

@@ -292,6 +292,9 @@ class Runner:
             self.log.warning("engine_stop_timeout", seconds=timeout_s)
 
     async def _close(self) -> None:
+        for partition in list(self.stores):
+            for spec in self.sources.values():
+                self.decoded.unregister(spec.name, partition)
         for client in (self.consumer, self.producer):
             if client is not None:
                 try:
@@ -323,6 +326,7 @@ class Runner:
         skipped = 0
         applied = store.applied_offset(topic)
         last = records[-1].offset  # the marker after this batch
+        readers = self.decoded.readers_of(source.name, partition)
         for record in records:
             offset = record.offset
             if offset <= applied:
@@ -336,7 +340,7 @@ class Runner:
                 continue
             try:
                 events.append(decode_record(codec, source, record.key, record.value, record.headers, partition,
-                                            offset, record.timestamp or 0, cache=self.decoded))
+                                            offset, record.timestamp or 0, cache=self.decoded, readers=readers))
             except Refused as refused:
                 self.log.warning("dead_letter", partition=partition, offset=offset, reason=refused.code,
                                  error=refused.text)
@@ -409,6 +413,9 @@ class Runner:
             self.standby.clear()
         for partition in partitions:
             store = self.stores.pop(partition, None)
+            if store is not None:
+                for spec in self.sources.values():
+                    self.decoded.unregister(spec.name, partition)
             if store is not None and self.failure is None:
                 self.standby[partition] = store
             for physical in self.sources:
@@ -447,6 +454,9 @@ class Runner:
             else:
                 store = self.standby[partition]
             store.changelog_end = ends[partition]
+            if partition not in self.stores:
+                for spec in self.sources.values():
+                    self.decoded.register(spec.name, partition)
             self.stores[partition] = store
             self.standby.pop(partition, None)
         RESTORED.labels(processor=self.name).inc(restored)

@@ -26,3 +26,20 @@ def test_nested_values_are_not_kept_and_the_oldest_entries_go_first():
         cache.put("vitrina.PlaybackEvent", b"%d" % n, {"n": n})
     assert [cache.get("vitrina.PlaybackEvent", b"%d" % n) for n in range(5)] == [None, None, {"n": 2}, {"n": 3},
                                                                                  {"n": 4}]
+
+
+def test_an_entry_leaves_once_every_reader_of_its_partition_got_it():
+    cache = DecodeCache(max_entries=10)
+    for _ in range(3):
+        cache.register("playback", 4)
+    cache.register("playback", 5)
+    assert (cache.readers_of("playback", 4), cache.readers_of("playback", 5), cache.readers_of("playback", 6)) == (3, 1, 0)
+    cache.put("vitrina.PlaybackEvent", b"a", {"n": 1}, readers=cache.readers_of("playback", 4))
+    cache.put("vitrina.PlaybackEvent", b"b", {"n": 2}, readers=cache.readers_of("playback", 5))  # no other reader
+    assert len(cache.entries) == 1
+    assert cache.get("vitrina.PlaybackEvent", b"a") == {"n": 1} and len(cache.entries) == 1
+    assert cache.get("vitrina.PlaybackEvent", b"a") == {"n": 1} and len(cache.entries) == 0  # the third reader's
+    assert cache.get("vitrina.PlaybackEvent", b"a") is None
+    cache.unregister("playback", 4)
+    cache.unregister("playback", 5)
+    assert (cache.readers_of("playback", 4), cache.readers_of("playback", 5)) == (2, 0) and ("playback", 5) not in cache.readers
