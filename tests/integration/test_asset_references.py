@@ -20,10 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 
-from support.uploads import log_events, poll, unique_clip
-from infra.ports import pick_free_ports
+from support.uploads import log_events, poll, private_app, started_worker, unique_clip, views_client
 from infra.settings import Settings, to_env
 from processors.asset_references import ADD_TO_COLLECTION, DELETE_UPLOAD, command
 from sinks.media_store import MediaStore
@@ -31,8 +29,7 @@ from sinks.redis_views import (asset_access_key, asset_deleted_key, asset_key, a
                                upload_status_key)
 from streams.capabilities.uploads.client import ResultFollower, upload_file
 from streams.kafka.producer import EventProducer
-from streams.kafka.topics import ensure_topics, spec
-from streams.ops.supervisor import start_worker
+from streams.kafka.topics import spec
 
 WORKER_ENV = {"VITRINA_AGENTS": "uploads,assets", "VITRINA_ENCODE_THREADS": "1", "VITRINA_FETCH_MAX_WAIT_MS": "100"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,16 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def settings(stack: Settings, tmp_path_factory) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    mine = dataclasses.replace(stack, app_id=f"vitrina-assets-{run}", topic_prefix=f"assets{run}.",
-                               data_dir=tmp_path_factory.mktemp("assets-worker"))
-    ensure_topics(mine)
-    return mine
+    return private_app(stack, tmp_path_factory.mktemp("assets-worker"), "assets")
 
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings):
-    process = start_worker(settings, web_port=pick_free_ports(1)[0], name="assets-1", extra_env=WORKER_ENV)
+    process = started_worker(settings, "assets-1", WORKER_ENV)
     yield process
     process.stop()
 
@@ -61,7 +54,7 @@ def producer(worker, settings: Settings) -> EventProducer:
 
 @pytest.fixture(scope="module")
 def views(settings: Settings):
-    client = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = views_client(settings)
     yield client
     client.close()
 

@@ -7,20 +7,17 @@ session's shared worker.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 
 from support.media import FixtureMedia, media_fixture
-from support.uploads import log_events, poll, unique_clip
+from support.uploads import log_events, poll, private_app, started_worker, unique_clip, views_client
 from infra.ports import pick_free_ports
 from infra.settings import Settings, to_env
 from processors.media.orphans import PID_FILE
@@ -28,7 +25,6 @@ from sinks.media_store import MediaStore
 from sinks.redis_views import asset_key, upload_status_key
 from streams.capabilities.uploads.client import ResultFollower, upload_file
 from streams.kafka.producer import EventProducer
-from streams.kafka.topics import ensure_topics
 from streams.ops.supervisor import start_worker
 
 media = pytest.fixture(scope="module")(media_fixture)
@@ -39,16 +35,12 @@ WORKER_ENV = {"VITRINA_AGENTS": "uploads", "VITRINA_ENCODE_PRESET": "slower", "V
 
 @pytest.fixture(scope="module")
 def settings(stack: Settings, tmp_path_factory) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    mine = dataclasses.replace(stack, app_id=f"vitrina-media-{run}", topic_prefix=f"media{run}.",
-                               data_dir=tmp_path_factory.mktemp("media-worker"))
-    ensure_topics(mine)
-    return mine
+    return private_app(stack, tmp_path_factory.mktemp("media-worker"), "media")
 
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings):
-    process = start_worker(settings, web_port=pick_free_ports(1)[0], name="media-1", extra_env=WORKER_ENV)
+    process = started_worker(settings, "media-1", WORKER_ENV)
     yield process
     process.stop()
 
@@ -60,7 +52,7 @@ def producer(worker, settings: Settings) -> EventProducer:
 
 @pytest.fixture(scope="module")
 def views(settings: Settings):
-    client = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = views_client(settings)
     yield client
     client.close()
 

@@ -40,3 +40,30 @@ def log_events(log_path: Path, event: str, **fields: Any) -> list[dict]:
 
 def poll(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.3) -> Any:
     return wait_for(predicate, what, timeout_s, every_s)
+
+
+def private_app(stack: Any, data_dir: Path, name: str) -> Any:
+    """The session stack's settings for a worker of its own: a fresh app id, topic prefix and data dir,
+    topics created (uploads tests run beside each other on one broker)."""
+    import dataclasses
+
+    from streams.kafka.topics import ensure_topics
+
+    run = uuid.uuid4().hex[:8]
+    mine = dataclasses.replace(stack, app_id=f"vitrina-{name}-{run}", topic_prefix=f"{name}{run}.", data_dir=data_dir)
+    ensure_topics(mine)
+    return mine
+
+
+def started_worker(settings: Any, name: str, env: dict[str, str]) -> Any:
+    """A worker process on ``settings`` with ``env`` (stop it when done)."""
+    from infra.ports import pick_free_ports
+    from streams.ops.supervisor import start_worker
+
+    return start_worker(settings, web_port=pick_free_ports(1)[0], name=name, extra_env=env)
+
+
+def views_client(settings: Any) -> Any:
+    import redis as redis_lib
+
+    return redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
