@@ -105,10 +105,22 @@ def worker_metrics(url: str) -> dict:
 
 
 def lag_rows(settings: Settings, group: str) -> list[dict]:
-    from streams.ops.lag import group_lag
+    """Per topic partition, the slowest of the app's consumer groups that committed there (the Faust app's
+    and each engine processor's, ``<app id>.<processor>``), with its name: several processors read
+    playback, each at its own pace. Another ``group`` (?group=) is shown alone."""
     from streams.kafka.topics import TOPICS
+    from streams.ops.lag import group_lag
+    from streams.runtime.engine import app_groups
 
-    return [row.as_dict() for row in group_lag(settings, group, [t.name for t in TOPICS], only_committed=True)]
+    groups = app_groups(settings.app_id) if group == settings.app_id else [group]
+    slowest: dict[tuple[str, int], dict] = {}
+    for name in groups:
+        for row in group_lag(settings, name, [t.name for t in TOPICS], only_committed=True):
+            entry = {**row.as_dict(), "group": name}
+            known = slowest.get((row.topic, row.partition))
+            if known is None or entry["lag"] > known["lag"]:
+                slowest[(row.topic, row.partition)] = entry
+    return [slowest[k] for k in sorted(slowest)]
 
 
 def recent_dead_letters(settings: Settings, per_topic: int) -> dict[str, list[dict]]:

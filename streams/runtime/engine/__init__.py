@@ -11,3 +11,19 @@ an Event object, a stream buffer and an acknowledgement per record.
 ``store.py`` is the state, ``runner.py`` one consumer-group member per processor, ``service.py``
 starts the registered processors inside the Faust worker (same process, metrics page and shutdown).
 """
+from __future__ import annotations
+
+# Every engine processor, one registry like streams/kafka/topics.py: each is a consumer group of the app,
+# "<app id>.<name>". The status page and ops tools find the app's groups here without importing the
+# worker; ``service.register`` refuses a processor missing from this list.
+PROCESSORS = ("coview-sessions", "coview-titles", "play-counter", "playback-by-item", "ranking-gate-samples",
+              "ranking-label-join", "showcase-impressions", "viewer-history")
+
+
+def processor_group(app_id: str, name: str) -> str:
+    return f"{app_id}.{name}"
+
+
+def app_groups(app_id: str) -> list[str]:
+    """The app's consumer groups: the Faust app's and one per engine processor."""
+    return [app_id, *(processor_group(app_id, name) for name in PROCESSORS)]

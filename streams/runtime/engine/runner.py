@@ -29,6 +29,7 @@ from infra.settings import Settings, load
 from streams.runtime import replay_mode
 from streams.kafka.codec import Codec, default_codec
 from streams.kafka.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
+from streams.runtime.engine import processor_group
 from streams.runtime.engine.store import PartitionStore
 from streams.runtime.records import DecodeCache, Inbound, Refused, attempts_of, decode_record
 from streams.runtime.metrics import BATCH_SECONDS, DEAD_LETTERS, EVENTS_IN, EVENTS_OUT
@@ -62,7 +63,7 @@ class Processor(Protocol):
 
 
 def group_id(settings: Settings, processor_name: str) -> str:
-    return f"{settings.app_id}.{processor_name}"
+    return processor_group(settings.app_id, processor_name)
 
 
 def changelog_spec(settings: Settings, processor_name: str, partitions: int) -> TopicSpec:

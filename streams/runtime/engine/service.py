@@ -10,6 +10,7 @@ from prometheus_client import Counter
 from infra.logs import get_logger
 
 from streams.runtime.app import app, app_settings
+from streams.runtime.engine import PROCESSORS
 from streams.runtime.engine.runner import Processor, Runner
 
 _processors: list[Processor] = []
@@ -19,6 +20,9 @@ RESTARTS = Counter("vitrina_engine_restarts_total", "Engine processors restarted
 
 def register(processor: Processor) -> Processor:
     """Run ``processor`` in every worker that imports its module (see streams/agents/__init__.py)."""
+    if processor.name not in PROCESSORS:
+        raise ValueError(f"engine processor {processor.name!r} is not listed in streams/runtime/engine/__init__.py "
+                         "PROCESSORS (its consumer group must be known to the status page and ops tools)")
     _processors.append(processor)
     return processor
 
