@@ -5,24 +5,10 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
-from typing import Callable
 
+from infra.commands import COMMANDS, Command, command, load_entry_points  # noqa: F401 - re-exported
 from infra.logs import configure, get_logger
 from infra.settings import load
-
-Command = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
-
-
-def command(name: str, help_text: str) -> Callable[[Callable[[argparse.ArgumentParser], None]], Callable]:
-    """Register ``run_<name>`` with the argument builder it decorates."""
-    def register(add_args: Callable[[argparse.ArgumentParser], None]) -> Callable:
-        def bind(run: Command) -> Command:
-            COMMANDS[name] = (run, add_args, help_text)
-            return run
-        return bind
-    return register
-
 
 def _parse_time(text: str) -> int:
     """Epoch ms from epoch ms digits or an ISO-8601 datetime (UTC when no zone is given)."""
@@ -205,6 +191,7 @@ def _load_plugins() -> None:
     """Subcommands of later capabilities register themselves on import."""
     from streams.runtime.plugins import import_all
     import_all("streams.cli")
+    load_entry_points()  # the read API's `api` and `token` (api/commands.py)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,10 @@ ALLOWED: dict[str, set[str]] = {
     "streams.ops": BASE | {"processors", "sinks", "streams.kafka", "streams.runtime", "streams.capabilities",
                            "streams.agents", "streams.ops"},
     "api": BASE | {"processors", "sinks", "streams.kafka", "streams.ops", "streams.runtime", "api"},
-    "streams.cli": None,   # the top: anything
+    # the CLI: every stream layer, never the read API (its `api` and `token` commands come in through the
+    # vitrina.commands entry point, infra/commands.py)
+    "streams.cli": BASE | {"processors", "sinks", "streams.kafka", "streams.runtime", "streams.capabilities",
+                           "streams.agents", "streams.ops", "streams.cli", "demo"},
     "demo": None,
 }
 

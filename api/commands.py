@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streams.cli import command
+from infra.commands import command
 
 
 @command("api", "serve the read API (HTTP JSON over the Redis views) on VITRINA_API_HOST:VITRINA_API_PORT")(lambda p: None)
