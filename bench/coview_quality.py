@@ -619,6 +619,7 @@ def add_item_model(args, argv) -> dict:
         "item_model_blend": (first.get("candidates") or {}).get("coview_item_model_blend"),
         "goal_met": {name: all(c["ci95"][0] > 0 for key, c in d["paired_bootstrap"].items()
                                if key.startswith("served_vs_")) for name, d in datasets.items()},
+        "broker": "none: an offline bench (the pure co-view processors and the baselines on the dataset files)",
         "test_reads": result["test_reads"] + tests.reads,
         "recomputed_for_bootstrap": result.get("recomputed_for_bootstrap", []) + recomputed,
         "commands": result.get("commands", []) + [
@@ -642,6 +643,7 @@ def assemble(datasets: dict, reads: list, ratings, skip: set, argv, began: float
         "per_measure": first["per_measure_validation"], "coview_only_best_measure": {k: first["served"]["coview"][k] for k in ("hr10", "ndcg10")},
         "blend": first["served"].get("coview_metadata_blend"),
         "streaming": None,
+        "broker": "none: an offline bench (the pure co-view processors and the baselines on the dataset files)",
         "split": first["split"],
         "protocol": PROTOCOL,
         "datasets": datasets,

@@ -39,7 +39,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench._common import running_stack, write_result
+from bench._common import broker_name, running_stack, write_result
 from demo.upload_samples import video
 from infra.settings import Settings
 from processors.media import (
@@ -470,6 +470,7 @@ def main() -> int:
             settings = dataclasses.replace(base, app_id=f"vitrina-bench-{run}", topic_prefix=f"bench{run}.",
                                            data_dir=base.data_dir / "bench" / run)
             ensure_topics(settings)
+            figures["broker"] = broker_name(settings)  # the pipeline side's Kafka hops
             # -- in-process: process_upload with its commands recorded (the raw side replays them) -----
             workdir = scratch / "work"
             figures["loadavg_before_inprocess"] = loadavg()
