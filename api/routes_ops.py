@@ -114,8 +114,9 @@ def lag_rows(settings: Settings, group: str) -> list[dict]:
 
     groups = app_groups(settings.app_id) if group == settings.app_id else [group]
     slowest: dict[tuple[str, int], dict] = {}
+    ends: dict[tuple[str, int], int] = {}  # each partition's end verified once, for every group
     for name in groups:
-        for row in group_lag(settings, name, [t.name for t in TOPICS], only_committed=True):
+        for row in group_lag(settings, name, [t.name for t in TOPICS], only_committed=True, known_ends=ends):
             entry = {**row.as_dict(), "group": name}
             known = slowest.get((row.topic, row.partition))
             if known is None or entry["lag"] > known["lag"]:

@@ -170,7 +170,7 @@ def _report_impressions(ctx: DemoContext, redis, client, arms: tuple[str, ...] |
     from demo.simulated_client import choose_plays, tastes_of, watch
     from processors.showcase.impressions import autoplay_impression, page_impressions
 
-    titles = _catalogue_titles(redis) or ctx.titles  # the whole catalogue (MovieLens titles included)
+    titles = _catalogue_titles(ctx.settings) or ctx.titles  # the whole catalogue (MovieLens titles included)
     genres_of = {t["item_id"]: list(t.get("genres") or ()) for t in titles}
     durations = {t["item_id"]: int(t.get("duration_ms") or 0) for t in titles}
     rng = random.Random(ctx.seed)
@@ -221,11 +221,21 @@ def _report_impressions(ctx: DemoContext, redis, client, arms: tuple[str, ...] |
         _show_online_metrics(ctx, arms)
 
 
-def _catalogue_titles(redis) -> list[dict]:
-    from sinks.redis_views import TITLES_SET, title_key
+def _catalogue_titles(settings) -> list[dict]:
+    """The whole catalogue from the Redis views (the loader the builder and the API use)."""
+    import asyncio
 
-    ids = sorted(redis.smembers(TITLES_SET))
-    return [json.loads(raw) for raw in redis.mget([title_key(i) for i in ids]) if raw] if ids else []
+    from sinks.catalogue_views import load_titles
+    from sinks.redis_views import async_client
+
+    async def load() -> list[dict]:
+        client = async_client(settings)
+        try:
+            return await load_titles(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(load())
 
 
 def _show_online_metrics(ctx: DemoContext, arms: tuple[str, ...]) -> None:

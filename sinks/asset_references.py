@@ -33,7 +33,7 @@ from processors.media import layout
 from sinks.media_store import ORIGINALS, MediaStore, manifest_key, safe_file_name
 from sinks.redis_views import (asset_access_key, asset_deleted_key, asset_gone_uploads_key, asset_key,
                                asset_refs_key, collection_key, upload_status_key)
-from sinks.upload_views import _dumps
+from sinks.upload_views import view_json
 
 REAPING, REAPED = "reaping", "reaped"
 
@@ -111,7 +111,7 @@ async def delete_upload(redis: Any, asset_id: str, upload_id: str, status: dict[
     True when the asset is now unreferenced (tombstone set: reap it)."""
     return bool(int(await redis.eval(_DELETE_UPLOAD, 5, asset_access_key(asset_id), asset_refs_key(asset_id),
                                      asset_deleted_key(asset_id), upload_status_key(upload_id),
-                                     asset_gone_uploads_key(asset_id), upload_id, _dumps(status), now_ms())))
+                                     asset_gone_uploads_key(asset_id), upload_id, view_json(status), now_ms())))
 
 
 def delete_objects(store: MediaStore, asset_id: str, gone_uploads: list[str]) -> int:

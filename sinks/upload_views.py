@@ -12,7 +12,7 @@ from sinks.redis_views import asset_access_key, asset_deleted_key, asset_key, up
 PROCESSED, REJECTED = "PROCESSED", "REJECTED"
 
 
-def _dumps(value: Any) -> str:
+def view_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True,
                       default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
 
@@ -72,10 +72,10 @@ async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses:
     async with redis.pipeline(transaction=False) as pipe:
         if asset is not None:
             pipe.eval(_SET_UNLESS_TOMBSTONE, 2, asset_key(asset["asset_id"]), asset_deleted_key(asset["asset_id"]),
-                      _dumps(asset))
+                      view_json(asset))
             count += 1
         for status in statuses:
-            pipe.set(upload_status_key(status["upload_id"]), _dumps(status))
+            pipe.set(upload_status_key(status["upload_id"]), view_json(status))
             count += 1
             if status["status"] == PROCESSED:
                 pipe.eval(_HSET_UNLESS_TOMBSTONE, 2, asset_access_key(status["asset_id"]),
@@ -88,7 +88,7 @@ async def write_upload_views(redis: Any, asset: dict[str, Any] | None, statuses:
 
 # A progress status (PENDING / INSPECTING / ENCODING) never replaces a final one: a late progress write
 # or a redelivered request after the answer leaves the PROCESSED / REJECTED view as it is. The views are
-# written by _dumps (no spaces), so the check is a plain substring test.
+# written by view_json (no spaces), so the check is a plain substring test.
 _SET_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if current and (string.find(current, '"status":"PROCESSED"', 1, true)
@@ -106,7 +106,7 @@ async def write_progress_views(redis: Any, statuses: list[dict[str, Any]]) -> in
     written = 0
     for status in statuses:
         written += int(await redis.eval(_SET_UNLESS_FINAL, 1, upload_status_key(status["upload_id"]),
-                                        _dumps(status)))
+                                        view_json(status)))
     return written
 
 

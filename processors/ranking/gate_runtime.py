@@ -86,12 +86,16 @@ def gate_step(state: Mapping[str, Any] | None, event: Mapping[str, Any], *, hist
     if event_type not in PLAYBACK_EVENT_TYPES:
         raise RankingInputError("bad_event_type", f"unknown event_type {event_type!r}", field="event_type")
     require_time(event)
-    current: dict[str, Any] = {"open": dict((state or {}).get("open") or {}), "h": list((state or {}).get("h") or ())}
+    state = state if state is not None else {"open": {}, "h": []}
     play_id = f"{event.get('session_id')}\x1f{event.get('item_id')}"
+    known = (state.get("open") or {}).get(play_id)
+    stalled = event_type == "STALL" or (event.get("stall_ms") or 0) > 0
+    if (known is None and event_type != "START") or \
+            (known is not None and event_type not in ("STOP", "COMPLETE") and (known["s"] or not stalled)):
+        return state, None, False  # a heartbeat of a play (most events): nothing to copy or write
+    current: dict[str, Any] = {"open": dict(state.get("open") or {}), "h": list(state.get("h") or ())}
     play = current["open"].get(play_id)
     if play is None:
-        if event_type != "START":
-            return current, None, False
         history = current["h"]
         duration_ms = event.get("duration_ms") or 0
         bitrate = event.get("bitrate_kbps")
@@ -110,7 +114,7 @@ def gate_step(state: Mapping[str, Any] | None, event: Mapping[str, Any], *, hist
             current["open"].pop(next(iter(current["open"])))  # the oldest open play
     else:
         play = current["open"][play_id] = dict(play)
-    if event_type == "STALL" or (event.get("stall_ms") or 0) > 0:
+    if stalled:
         play["s"] = 1
     if event_type in ("STOP", "COMPLETE"):
         del current["open"][play_id]

@@ -16,6 +16,7 @@ Low volume: the commands are applied one at a time (a recompute holds the agent 
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,22 +42,16 @@ APPLIED = Counter("vitrina_asset_commands_total", "Asset commands by action and 
                   ["action", "outcome", "reason"])
 REAPS = Counter("vitrina_asset_reaps_total", "Assets deleted because their last reference went")
 
-_redis: Any = None
-_store: MediaStore | None = None
 
 
+@functools.cache
 def redis() -> Any:
-    global _redis
-    if _redis is None:
-        _redis = async_client(settings)
-    return _redis
+    return async_client(settings)
 
 
+@functools.cache
 def store() -> MediaStore:
-    global _store
-    if _store is None:
-        _store = MediaStore(settings)
-    return _store
+    return MediaStore(settings)
 
 
 async def reap(asset_id: str, context: dict[str, Any]) -> None:

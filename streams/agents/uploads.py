@@ -22,6 +22,7 @@ another worker are cancelled (ffmpeg killed); that worker gets the uncommitted e
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import shutil
 import socket
@@ -44,9 +45,8 @@ from processors.upload_dedupe import DONE as ASSET_DONE, REJECTED as ASSET_REJEC
 from processors.upload_dedupe import (ENCODE_FAILED, IN_PROGRESS, Decision, Uploader, finished, is_new_waiter,
                                       on_request, processed_event, recipients, refused, rejected_event, retry)
 from sinks.media_store import MediaStore, MissingObject, safe_file_name
-from sinks.redis_views import async_client
 from sinks.asset_references import clear_reaped_tombstone, tombstone
-from sinks.redis_views import asset_deleted_key
+from sinks.redis_views import asset_deleted_key, async_client
 from sinks.upload_views import (asset_view, claim_access_entry, processed_status, rejected_status,
                                 write_progress_views, write_upload_views)
 from streams.runtime.app import app, app_settings
@@ -114,22 +114,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-_store: MediaStore | None = None
-_redis: Any = None
 
 
+@functools.cache
 def store() -> MediaStore:
-    global _store
-    if _store is None:
-        _store = MediaStore(settings)
-    return _store
+    return MediaStore(settings)
 
 
+@functools.cache
 def redis() -> Any:
-    global _redis
-    if _redis is None:
-        _redis = async_client(settings)
-    return _redis
+    return async_client(settings)
 
 
 # -- message references (at-least-once across long jobs) -------------------------------------
@@ -677,7 +671,7 @@ async def route(event: Inbound) -> None:
     if state is not None and state.get("status") in (ASSET_DONE, ASSET_REJECTED) \
             and await asset_was_reaped(asset_id, state, who):
         # its last reference went and its files were deleted: this upload brought its own original
-        event.bind()
+        event.bind()  # again after the await: the table writes below belong to this event's partition
         log.info("asset_reaped_transcoding_again", upload_id=who.upload_id, asset_id=asset_id,
                  previous=state.get("status"))
         del assets_table[asset_id]
@@ -685,7 +679,7 @@ async def route(event: Inbound) -> None:
         assets_table[asset_id] = fresh
         start_job(event, content_key, after_reap=True)
         return
-    event.bind()
+    event.bind()  # the tombstone check may have awaited
     job = jobs.get(asset_id)
     running = job is not None and job.task is not None and not job.task.done()
     new_state, decision = on_request(state, who, job_running=running, now_ms=now_ms())

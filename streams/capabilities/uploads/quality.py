@@ -23,7 +23,7 @@ from processors.media.ladder import Recipe
 from processors.media.quality import measure_quality
 from sinks.media_store import MediaStore
 from sinks.redis_views import asset_key
-from sinks.upload_views import _dumps, asset_view
+from sinks.upload_views import view_json, asset_view
 
 
 class RecomputeError(RuntimeError):
@@ -85,7 +85,7 @@ def recompute_quality(settings: Settings, asset_id: str, *, n_subsample: int = 5
         if redis_client is None:
             import redis as redis_lib
             redis_client = redis_lib.Redis.from_url(settings.redis_url)
-        redis_client.set(asset_key(asset_id), _dumps(asset_view(asset_id, manifest["owner"], fields)))
+        redis_client.set(asset_key(asset_id), view_json(asset_view(asset_id, manifest["owner"], fields)))
         return {"asset_id": asset_id, "source_object_key": source_key, "renditions": report,
                 "duration_s": info.duration_s, "elapsed_s": round(time.monotonic() - started, 3),
                 "scope": extra["quality_scope"]}
