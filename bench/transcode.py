@@ -14,8 +14,8 @@ raw        every ffmpeg/ffprobe command process_upload runs for the same file (p
            box at load ~10: the 2.16 it reported was those moments' load, not pipeline work: the CPU
            seconds of the two sides differ by 3 %.)
 dedupe     the same original published again under new upload ids: publish -> answer.
-per-title  (issue 15, no stack) on the shared media: the per-title ladder (probe -> CRF, caps and, for easy
-           cheap titles, the encoder preset) against today's fixed ladder at EQUAL VMAF, BD-rate style:
+per-title  (issue 15, no stack) on the shared media: the per-title ladder (probe -> CRF, caps and the x264
+           configuration the probe chose by trial encodes) against today's fixed ladder at EQUAL VMAF, BD-rate style:
            the fixed ladder is also encoded at 0.5-1.41x its rates to get its rate-VMAF curve per rung (see
            per_title_vs_fixed); whole-title VMAF (every 5th frame, time-aligned) per rung, the probe's cost,
            and the whole-title VMAF time as a share of the encode.
@@ -239,12 +239,16 @@ def per_title_vs_fixed(names: list[str], scratch: Path) -> dict:
     rung of the easy clips (bits_saved_at_equal_vmaf). Easy clips: those whose probe puts the calibrated
     target at a CRF above the fixed CRF + 1 (the fixed ladder over-serves them); decided before encoding.
     per_title_vmaf_delta: mean over the easy clips' rungs of per-title VMAF - fixed (k = 1) VMAF.
-    per_title_bits_saved_same_preset: the same at the fixed preset (the CRF/cap decision alone; the rest
-    is the effort decision, complexity.effort_preset).
+    per_title_bits_saved_same_preset: the CRF/cap decision alone (the default encoder's curve and preset;
+    the rest is the probe's encoder choice, complexity.choose_encoder).
+    per_title_probe_share_of_encode: probe wall time / the per-title ladder's encode wall time;
+    per_title_encode_time_ratio*: per-title encode / fixed (k = 1) encode wall time.
     per_title_bits_saved_raw_vs_fixed: bytes only, each ladder at the quality it got (the old
     `per_title_bits_saved` measured bytes against a CRF 19 "provisioned" ladder, not at equal VMAF)."""
     from processors.media.complexity import (
+        EffortBudget,
         bits_saved_at_equal_vmaf,
+        candidates_from,
         is_easy,
         per_title_ladder,
         probe_complexity,
@@ -258,24 +262,33 @@ def per_title_vs_fixed(names: list[str], scratch: Path) -> dict:
             continue
         info = inspect(path, Limits.from_env(), tools)
         started = time.perf_counter()
-        complexity = probe_complexity(path, info, tools=tools, ffmpeg_exe=settings.ffmpeg)
+        fixed = build_ladder(info)
+        complexity = probe_complexity(path, info, tools=tools, ffmpeg_exe=settings.ffmpeg,
+                                      candidates=candidates_from(settings.per_title_candidates, settings.preset),
+                                      budget=EffortBudget.of(settings), target_vmaf=settings.per_title_target_vmaf,
+                                      ladder_pixels=sum(r.width * r.height for r in fixed))
         probe_s = time.perf_counter() - started
         if complexity is None:
             raise SystemExit("no ffmpeg with libvmaf: the per-title probe needs it")
-        fixed = build_ladder(info)
-        per_title = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=fixed,
-                                     settings=settings)
+        per_title = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=fixed)
+        same_preset = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=fixed,
+                                       apply_choice=False)
         target_crf = complexity.crf_for(settings.per_title_target_vmaf)
+        choice = complexity.choice
         row: dict = {"duration_s": round(info.duration_s, 3), "size": f"{info.width}x{info.height}",
                      "probe_s": round(probe_s, 3), "complexity": complexity.as_dict(),
                      "probe_crf_for_target": round(target_crf, 2), "per_title_crf": per_title[0].crf,
-                     "per_title_preset": per_title[0].preset or settings.preset,
+                     "per_title_crf_same_preset": same_preset[0].crf,
+                     "per_title_encoder": choice.config.name if choice else settings.preset,
+                     "encoder_reason": choice.reason if choice else None,
                      "easy": is_easy(complexity, target_vmaf=settings.per_title_target_vmaf, fixed_crf=settings.crf)}
         row["per_title"] = _encode_and_score(path, info, per_title, scratch / f"pt-{path.stem}", settings, tools)
-        # the same CRFs and caps at the fixed preset: what the CRF/cap decision alone saves
-        row["per_title_same_preset"] = (row["per_title"] if per_title[0].preset is None else _encode_and_score(
-            path, info, [dataclasses.replace(r, preset=None) for r in per_title], scratch / f"ps-{path.stem}",
-            settings, tools))
+        # the default encoder's CRF and caps: what the CRF/cap decision alone saves
+        row["per_title_same_preset"] = (row["per_title"] if same_preset == per_title else _encode_and_score(
+            path, info, same_preset, scratch / f"ps-{path.stem}", settings, tools))
+        if choice is not None:
+            chosen_row = next(c for c in choice.candidates if c["name"] == choice.config.name)
+            row["predicted_encode_s"] = chosen_row.get("predicted_encode_s")
         curve: dict[float, dict] = {}
         for k in FIXED_SCALES:
             curve[k] = _encode_and_score(path, info, _scaled(fixed, k, settings.crf), scratch / f"fx-{k}-{path.stem}",
@@ -312,12 +325,16 @@ def per_title_vs_fixed(names: list[str], scratch: Path) -> dict:
         same = bits_saved_at_equal_vmaf(row["_rungs_same_preset"])["saved"]
         row["equal_vmaf"]["saved_same_preset"] = None if same is None else round(same, 4)
         row["encode_time_ratio"] = round(row["per_title"]["encode_s"] / row["fixed"]["encode_s"], 3)
+        row["probe_share_of_encode"] = round(probe_s / row["per_title"]["encode_s"], 3)
+        row["probe_share_of_fixed_encode"] = round(probe_s / row["fixed"]["encode_s"], 3)
         row["vmaf_delta_vs_fixed"] = {n: round(got["vmaf"] - row["fixed"]["rungs"][n]["vmaf"], 3)
                                       for n, got in row["per_title"]["rungs"].items()}
         row["bits_saved_raw_vs_fixed"] = round(1 - row["per_title"]["bytes"] / row["fixed"]["bytes"], 4)
         clips[name] = row
         print(f"  {name}: easy {row['easy']}; CRF fixed {settings.crf} / per-title {row['per_title_crf']} "
-              f"({row['per_title_preset']}; same preset saves {row['equal_vmaf']['saved_same_preset']}); "
+              f"({row['per_title_encoder']}: {row['encoder_reason']}; same preset saves "
+              f"{row['equal_vmaf']['saved_same_preset']}); encode x{row['encode_time_ratio']}, probe "
+              f"x{row['probe_share_of_encode']} of the per-title encode; "
               f"kbps/VMAF per rung per-title "
               f"{ {n: (v['kbps'], v['vmaf']) for n, v in row['per_title']['rungs'].items()} } fixed "
               f"{ {n: (v['kbps'], v['vmaf']) for n, v in row['fixed']['rungs'].items()} }; "
@@ -350,7 +367,14 @@ def per_title_vs_fixed(names: list[str], scratch: Path) -> dict:
         return round(1 - best / own, 4) if own else None
     easy = [r for r in clips.values() if r["easy"]]
     everything = list(clips.values())
+    not_easy = [r for r in everything if not r["easy"]]
     easy_pooled, all_pooled = pooled(easy), pooled(everything)
+    not_easy_pooled = pooled(not_easy) if not_easy else {"saved": None}
+
+    def ratio(rows: list[dict], a: str, b: str) -> float | None:
+        den = sum(r[b]["encode_s"] if isinstance(r[b], dict) else r[b] for r in rows)
+        num = sum(r[a]["encode_s"] if isinstance(r[a], dict) else r[a] for r in rows)
+        return round(num / den, 3) if rows and den else None
     per_rung_easy = [s for r in easy for s in r["equal_vmaf"]["per_rung"].values() if s is not None]
     same_preset = pooled(easy, "_rungs_same_preset")
     for r in everything:
@@ -360,8 +384,9 @@ def per_title_vs_fixed(names: list[str], scratch: Path) -> dict:
         "per_title_method": "BD-rate style: per-title rung VMAF located on the fixed ladder's measured rate-VMAF "
                             "curve (fixed ladder at k x its rates, CRF 23 - 6 log2 k), log-rate piecewise linear, "
                             "no extrapolation; pooled 1 - sum(per-title kbps) / sum(fixed kbps at equal VMAF) "
-                            "over the easy clips' rungs; per-title = CRF/caps from the probe + the effort preset for easy, cheap "
-                            "titles (per_title_bits_saved_same_preset: without the effort decision)",
+                            "over the easy clips' rungs; per-title = CRF/caps from the probe + the x264 configuration the probe "
+                            "chose by trial encodes of its samples (complexity.choose_encoder); "
+                            "per_title_bits_saved_same_preset: the default encoder, without that choice",
         "per_title_target_vmaf": settings.per_title_target_vmaf,
         "per_title_clips": clips,
         "per_title_easy_clips": [n for n, r in clips.items() if r["easy"]],
@@ -372,14 +397,19 @@ def per_title_vs_fixed(names: list[str], scratch: Path) -> dict:
         "per_title_bits_saved_all": rnd(all_pooled["saved"]),
         "per_title_vmaf_delta_all": delta(everything),
         "per_title_bits_saved_same_preset": rnd(same_preset["saved"]),
-        "per_title_easy_preset": settings.per_title_easy_preset,
-        "per_title_encode_time_ratio_easy": round(sum(r["per_title"]["encode_s"] for r in easy)
-                                                  / sum(r["fixed"]["encode_s"] for r in easy), 3) if easy else None,
+        "per_title_candidates": [c.name for c in candidates_from(settings.per_title_candidates, settings.preset)],
+        "per_title_budget": dataclasses.asdict(EffortBudget.of(settings)),
+        "per_title_encoders": {n: r["per_title_encoder"] for n, r in clips.items()},
+        "per_title_bits_saved_not_easy": rnd(not_easy_pooled["saved"]),
+        "per_title_not_easy_clips": [n for n, r in clips.items() if not r["easy"]],
+        "per_title_encode_time_ratio_easy": ratio(easy, "per_title", "fixed"),
+        "per_title_encode_time_ratio_all": ratio(everything, "per_title", "fixed"),
+        "per_title_probe_share_of_encode_easy": ratio(easy, "probe_s", "per_title"),
+        "per_title_probe_share_of_fixed_encode": ratio(everything, "probe_s", "fixed"),
         "per_title_resolution_hull_potential": hull_potential(easy),
         "per_title_bits_saved_raw_vs_fixed": rnd(1 - sum(r["per_title"]["bytes"] for r in easy)
                                                  / sum(r["fixed"]["bytes"] for r in easy)) if easy else None,
-        "per_title_probe_share_of_encode": round(sum(r["probe_s"] for r in everything)
-                                                 / sum(r["fixed"]["encode_s"] for r in everything), 3),
+        "per_title_probe_share_of_encode": ratio(everything, "probe_s", "per_title"),
         "whole_title_vmaf_share_of_encode": round(sum(r["fixed"]["whole_title_vmaf_s"] for r in everything)
                                                   / sum(r["fixed"]["encode_s"] for r in everything), 3),
     }

@@ -2,7 +2,8 @@
 signed playback URLs (an object key alone never plays: Mail.Ru's hot-link protection).
 
 Layout in the media bucket:
-    originals/<upload_id>/<file name>      what the uploader sent (kept; duplicates are references)
+    originals/<upload_id>/<file name>      what the uploader sent (kept while its asset lives; duplicates are
+                                           references; deleted when the upload is rejected: delete_rejected_original)
     assets/<asset_id>/...                  renditions, thumbnails, playlists (processors.media.layout)
     assets/<asset_id>/manifest.json        written LAST: its presence means the asset is complete
 The manifest makes dedupe survive the loss of the agent's table (a replay with a new consumer group
@@ -107,6 +108,18 @@ class MediaStore:
             self.client.put_object(self.bucket, key, _CountingReader(handle, on_bytes), length=size,
                                    part_size=PART_SIZE, content_type=content_type)
         return size
+
+    def delete_rejected_original(self, upload_id: str, key: str) -> bool:
+        """Delete a rejected upload's original. Only a key under the upload's own prefix
+        (originals/<upload_id>/) is touched: the object key comes from the request, and a rejected request
+        must never delete another upload's original or an asset's objects. True when it was deleted."""
+        prefix = f"{ORIGINALS}/{safe_file_name(upload_id)}/"
+        if not key.startswith(prefix) or "/" in key[len(prefix):] or ".." in key:
+            return False
+        if self.stat(key) is None:
+            return False
+        self.client.remove_object(self.bucket, key)
+        return True
 
     def download_hashing(self, key: str, dest: str | Path, on_bytes: BytesCallback | None = None) -> ContentKey:
         """Stream ``key`` to ``dest`` while computing its content key; ``dest`` appears only when complete."""

@@ -46,11 +46,16 @@ class EncodeSettings:
     per_title: str = "auto"
     per_title_min_s: float = 20.0
     per_title_target_vmaf: float = 90.0    # complexity.DEFAULT_TARGET_VMAF: the fixed CRF 23 on a typical clip
-    # Per-title encoder effort (complexity.effort_preset): an easy title whose whole ladder costs at most
-    # per_title_effort_mpx_s (source seconds x megapixels of all rungs; 60 = ~36 s of a 720p ladder) is
-    # encoded with per_title_easy_preset instead of `preset`; "" = never
-    per_title_easy_preset: str = "slower"
-    per_title_effort_mpx_s: float = 60.0
+    # Per-title encoder choice (complexity.choose_encoder): the probe trial-encodes its samples with each
+    # candidate x264 configuration (complexity.CANDIDATES; names, comma separated; "" = keep `preset`) and
+    # picks the one with the fewest bits at the target VMAF whose predicted ladder encode time fits the
+    # budget: per_title_budget_x x the title's duration, at least per_title_budget_min_s, at most
+    # per_title_budget_max_s wall seconds (long or hard titles keep the fast default)
+    per_title_candidates: str = "default"
+    per_title_budget_x: float = 4.0
+    per_title_budget_min_s: float = 30.0
+    per_title_budget_max_s: float = 300.0
+    per_title_min_gain: float = 0.03
     # Chunked parallel encoding (encode_chunked) for titles of at least chunked_min_s; 0 = never
     chunked_min_s: float = 600.0
     chunk_s: float = 30.0
@@ -69,8 +74,11 @@ class EncodeSettings:
             per_title=env.get("VITRINA_PER_TITLE", "auto"),
             per_title_min_s=float(env.get("VITRINA_PER_TITLE_MIN_S", "20")),
             per_title_target_vmaf=float(env.get("VITRINA_PER_TITLE_VMAF", "90")),
-            per_title_easy_preset=env.get("VITRINA_PER_TITLE_EASY_PRESET", "slower"),
-            per_title_effort_mpx_s=float(env.get("VITRINA_PER_TITLE_EFFORT_MPX_S", "60")),
+            per_title_candidates=env.get("VITRINA_PER_TITLE_CANDIDATES", "default"),
+            per_title_budget_x=float(env.get("VITRINA_PER_TITLE_BUDGET_X", "4")),
+            per_title_budget_min_s=float(env.get("VITRINA_PER_TITLE_BUDGET_MIN_S", "30")),
+            per_title_budget_max_s=float(env.get("VITRINA_PER_TITLE_BUDGET_MAX_S", "300")),
+            per_title_min_gain=float(env.get("VITRINA_PER_TITLE_MIN_GAIN", "0.03")),
             chunked_min_s=float(env.get("VITRINA_CHUNKED_MIN_S", "600")),
             chunk_s=float(env.get("VITRINA_CHUNK_S", "30")),
             chunk_workers=int(env.get("VITRINA_CHUNK_WORKERS", "2")),
@@ -197,6 +205,10 @@ def output_args(info: MediaInfo, recipe: Recipe, index: int, settings: EncodeSet
             "-c:v", "libx264", "-preset", recipe.preset or settings.preset, "-profile:v", recipe.profile,
             "-crf", str(recipe.crf if recipe.crf is not None else settings.crf), "-maxrate", f"{recipe.video_kbps}k", "-bufsize", f"{recipe.bufsize_kbps}k",
             "-force_key_frames", f"expr:gte(t,n_forced*{settings.keyframe_interval_s:g})"]
+    if recipe.tune:
+        args += ["-tune", recipe.tune]
+    if recipe.aq_mode is not None:
+        args += ["-aq-mode", str(recipe.aq_mode)]
     if settings.threads:
         args += ["-threads", str(settings.threads)]
     if recipe.audio_kbps and info.audio_stream_index is not None:

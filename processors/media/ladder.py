@@ -60,7 +60,9 @@ class Recipe:
     fps_cap: float = 30.0
     audio_channels: int | None = None
     crf: int | None = None          # None: EncodeSettings.crf; set by the per-title ladder (complexity.py)
-    preset: str | None = None       # None: EncodeSettings.preset; the per-title effort decision (complexity.py)
+    preset: str | None = None       # None: EncodeSettings.preset; the per-title encoder choice (complexity.py)
+    tune: str | None = None         # x264 -tune (None: none); the per-title encoder choice
+    aq_mode: int | None = None      # x264 aq-mode (None: x264's default, 1); the per-title encoder choice
 
     @property
     def bufsize_kbps(self) -> int:

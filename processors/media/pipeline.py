@@ -25,7 +25,8 @@ from . import layout
 from .content_key import ContentKey, content_key_of_path
 from .encode import EncodeResult, EncodeSettings, encode_chunked, encode_renditions
 from .inspect import AudioTrack, MediaInfo, inspect
-from .complexity import Complexity, per_title_ladder, probe_complexity
+from .complexity import (Complexity, EffortBudget, candidates_from, ladder_decision, per_title_ladder,
+                         probe_complexity)
 from .ladder import Recipe, build_ladder
 from .limits import Limits
 from .quality import QualityError, measure_quality
@@ -136,7 +137,9 @@ class ProcessResult:
                 "renditions": [r.as_event() for r in self.renditions],
                 "thumbnails": [t.as_event() for t in self.thumbnails],
                 "hls_master_key": self.master_playlist.object_key if self.master_playlist else None,
-                "processing_s": round(self.processing_s, 3)}
+                "processing_s": round(self.processing_s, 3),
+                # the per-title decision (CRF, caps, encoder) with the probe's measured reasons; None = fixed
+                "ladder": ladder_decision(self.complexity, [r.recipe for r in self.renditions])}
 
 
 def _output(path: Path, key: str) -> OutputFile:
@@ -184,8 +187,11 @@ def process_upload(
     else:
         log.info("upload processed", file=Path(local_path).name, asset_id=result.asset_id,
                  renditions=[r.recipe.name for r in result.renditions],
-                 ladder={r.recipe.name: {"kbps": r.recipe.video_kbps, "crf": r.recipe.crf, "preset": r.recipe.preset}
+                 ladder={r.recipe.name: {"kbps": r.recipe.video_kbps, "crf": r.recipe.crf, "preset": r.recipe.preset,
+                                         "tune": r.recipe.tune, "aq_mode": r.recipe.aq_mode}
                          for r in result.renditions},
+                 encoder_choice=result.complexity.choice.as_dict() if result.complexity and result.complexity.choice
+                 else None,
                  complexity=result.complexity.as_dict() if result.complexity else None, timings_s=result.timings_s,
                  quality={r.recipe.name: r.quality for r in result.renditions}, elapsed_s=elapsed)
     return result
@@ -242,14 +248,17 @@ def _process(
     if settings.wants_per_title(info.duration_s):
         report("complexity")
         try:
-            complexity = probe_complexity(source, info, tools=tools, ffmpeg_exe=settings.ffmpeg, cancel=cancel)
+            complexity = probe_complexity(
+                source, info, tools=tools, ffmpeg_exe=settings.ffmpeg, cancel=cancel,
+                candidates=candidates_from(settings.per_title_candidates, settings.preset),
+                budget=EffortBudget.of(settings), target_vmaf=settings.per_title_target_vmaf,
+                ladder_pixels=sum(r.width * r.height for r in recipes))
         except ToolCancelled:
             raise
         except (ToolFailed, QualityError, OSError, ValueError) as exc:   # advisory: the fixed ladder stays
             log.warning("complexity_probe_failed", file=source.name, error=str(exc))
         if complexity is not None:
-            recipes = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=recipes,
-                                       settings=settings)
+            recipes = per_title_ladder(info, complexity, target_vmaf=settings.per_title_target_vmaf, base=recipes)
         lap("complexity")
     workdir.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []

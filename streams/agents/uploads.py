@@ -96,6 +96,9 @@ DEDUPE_HITS = Counter("vitrina_upload_dedupe_hits_total",
                       "Uploads answered without transcoding: table (asset DONE), in_flight (waited for the "
                       "running job), store (manifest found in S3)", ["source"])
 REJECTIONS = Counter("vitrina_upload_rejections_total", "Uploads refused", ["reason"])
+REJECTED_ORIGINALS = Counter("vitrina_upload_rejected_originals_total",
+                             "Originals of rejected uploads: deleted, skipped (not under the upload's prefix or "
+                             "already gone), failed (left in S3)", ["outcome"])
 TRANSCODE_QUEUE = Gauge("vitrina_upload_transcode_queue", "Transcode jobs waiting for or holding an encoder slot")
 TRANSCODES_RUNNING = Gauge("vitrina_upload_transcodes_running", "Transcode jobs holding an encoder slot")
 TRANSCODE_SECONDS = Histogram("vitrina_upload_transcode_seconds", "Transcode time per pipeline stage", ["stage"],
@@ -261,6 +264,35 @@ async def send_rejected(who: list[Uploader], reason_code: str, message: str, ass
                                       reason_code=reason_code, message=message) for u in who], agent)
 
 
+# Rejections that are a verdict on the bytes: their originals are never read again (a later upload of the same
+# bytes is answered from the table, or transcoded from its own original), so they are deleted. MISSING_OBJECT
+# (nothing there, or it changed) and ENCODE_FAILED (gave up, internal error: a redrive needs it) keep theirs.
+KEEPS_ORIGINAL = {RejectionCode.MISSING_OBJECT.value, ENCODE_FAILED}
+
+
+async def delete_rejected_originals(requests: list[dict], reason_code: str) -> None:
+    """Delete the originals of rejected upload requests (after their answer is sent), best effort: a failure
+    is logged and counted and leaves the object."""
+    if reason_code in KEEPS_ORIGINAL:
+        return
+    seen: set[tuple[str, str]] = set()
+    for request in requests:
+        upload_id, key = request.get("upload_id"), request.get("object_key")
+        if not upload_id or not key or (upload_id, key) in seen:
+            continue
+        seen.add((upload_id, key))
+        try:
+            deleted = await with_retries("delete rejected original", lambda u=upload_id, k=key: asyncio.to_thread(
+                store().delete_rejected_original, u, k))
+        except Exception as exc:  # noqa: BLE001 - storage away: the original stays, the answer is already out
+            REJECTED_ORIGINALS.labels(outcome="failed").inc()
+            log.warning("rejected_original_delete_failed", upload_id=upload_id, object_key=key, error=repr(exc))
+            continue
+        REJECTED_ORIGINALS.labels(outcome="deleted" if deleted else "skipped").inc()
+        log.info("rejected_original_deleted" if deleted else "rejected_original_skipped", upload_id=upload_id,
+                 object_key=key, reason_code=reason_code)
+
+
 async def write_views(asset: dict | None, statuses: list[dict]) -> None:
     try:
         refused = await write_upload_views(redis(), asset, statuses)
@@ -339,6 +371,7 @@ async def run_download(job: Download) -> None:
         outcome = await fetch_original(event.value)
         if isinstance(outcome, Rejection):
             await send_rejected([Uploader.of(event.value)], outcome.code.value, outcome.message, None, HASHER)
+            await delete_rejected_originals([e.value for e in job.events], outcome.code.value)
         else:
             await forward_by_content(event, *outcome)
         release(job.events)
@@ -605,6 +638,8 @@ async def finish(job: AssetJob, outcome: Done | Refused | None, give_up: str) ->
         await send_processed(answers, asset_view(job.asset_id, outcome.owner.as_dict(), outcome.fields))
     elif isinstance(outcome, Refused):
         await send_rejected(who, outcome.reason_code, outcome.message, job.asset_id)
+        if outcome.remember:
+            await delete_rejected_originals([e.value for e in job.events], outcome.reason_code)
     else:
         await send_rejected(who, ENCODE_FAILED, give_up, job.asset_id)
     release(job.events)
@@ -706,6 +741,7 @@ async def route(event: Inbound) -> None:
         discard(local_copy_of(event))
     elif decision is Decision.ANSWER_REJECTED:
         await send_rejected([who], state["reason_code"], state["message"], asset_id)
+        await delete_rejected_originals([event.value], state["reason_code"])
         discard(local_copy_of(event))
     else:  # GIVE_UP
         if state is not None:

@@ -209,6 +209,42 @@ def test_audio_only_is_rejected_with_a_machine_readable_reason(stack, worker, pr
     assert worker.counter(TRANSCODES, outcome="rejected") == before + 1
 
 
+def _rejected(stack, producer, request_of) -> tuple[dict, UploadResult]:
+    with ResultFollower(stack) as follower:
+        request = request_of()
+        answer = follower.wait([request["upload_id"]], ANSWER_TIMEOUT_S).get(request["upload_id"])
+    assert answer is not None and not answer.processed, answer
+    return request, answer
+
+
+def test_a_rejected_upload_s_original_is_deleted_from_s3(stack, worker, producer, store, media_dir, first_upload):
+    """Rejected originals are never read again: the transcoder's verdict deletes them (before, they stayed in
+    S3 forever). A later upload of the same bytes (answered from the table) loses its original too; a
+    processed upload keeps its original; a rejected request naming another upload's object never deletes it."""
+    from sinks.media_store import original_key
+    from streams.capabilities.uploads.client import put_original
+    path = unique_audio(media_dir)
+    request, answer = _rejected(stack, producer, lambda: upload_file(stack, producer, path, uploader_id="dj"))
+    assert answer.event["reason_code"] == "NO_VIDEO_STREAM"
+    poll(lambda: store.stat(request["object_key"]) is None, 30, "the rejected original deleted from S3")
+    assert log_events(worker.log_path, "rejected_original_deleted", upload_id=request["upload_id"])
+    again, answer = _rejected(stack, producer, lambda: upload_file(stack, producer, path, uploader_id="dj2"))
+    assert answer.event["reason_code"] == "NO_VIDEO_STREAM"               # from the table, no transcode
+    poll(lambda: store.stat(again["object_key"]) is None, 30, "the repeated upload's original deleted")
+    # someone else's object: B's request names A's original; B is refused, A's object stays
+    other = unique_audio(media_dir)
+    owner_id = new_upload_id()
+    key, size = put_original(stack, other, owner_id)
+    foreign = upload_request(new_upload_id(), key, other.name, size, uploader_id="mallory")
+    _rejected(stack, producer, lambda: publish_request(producer, foreign) or foreign)
+    poll(lambda: log_events(worker.log_path, "rejected_original_skipped", upload_id=foreign["upload_id"]), 30,
+         "the foreign original skipped")
+    assert store.stat(key) is not None
+    # a processed upload keeps its original (the asset's source: quality recompute reads it)
+    source, result, _ = first_upload
+    assert result.processed and store.stat(original_key(result.upload_id, source.name)) is not None
+
+
 def test_missing_original_is_rejected(stack, worker, producer):
     before = worker.counter(TRANSCODES, outcome="rejected") + transcodes(worker)
     request = upload_request(new_upload_id(), f"originals/{uuid.uuid4().hex}/gone.mp4", "gone.mp4", 12345,

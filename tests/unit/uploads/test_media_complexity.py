@@ -80,6 +80,32 @@ def test_a_cartoon_gets_fewer_bits_than_a_noisy_match(tmp_path: Path):
     assert chosen["cartoon"][1] < chosen["match"][1] / 2, f"bits at the target quality: {chosen}"
 
 
+def test_the_probe_trial_encodes_each_candidate_and_a_failing_one_is_only_skipped(tmp_path: Path):
+    """The ffmpeg side of the encoder choice: every candidate is encoded on the same sample at the probe's
+    CRFs and scored; a candidate ffmpeg refuses (an unknown tune) is recorded as skipped, not fatal."""
+    from processors.media.complexity import EffortBudget, EncoderConfig, config
+    path = clip(tmp_path / "cartoon.mp4", "testsrc=size=640x360:rate=25")
+    info = inspect(path)
+    candidates = [config("veryfast"), config("medium"), EncoderConfig("veryfast", tune="no-such-tune")]
+    complexity = probe_complexity(path, info, candidates=candidates, budget=EffortBudget(min_s=600.0))
+    assert complexity is not None and complexity.choice is not None
+    trials = {t.config.name: t for t in complexity.trials}
+    assert list(trials) == ["veryfast", "medium", "veryfast+no-such-tune"]
+    assert complexity.points == trials["veryfast"].points                  # the default curve
+    for name in ("veryfast", "medium"):
+        assert [p.crf for p in trials[name].points] == [20, 26, 32] and trials[name].encode_s > 0
+        assert all(p.kbps > 0 and 0 <= p.vmaf <= 100 for p in trials[name].points)
+    assert trials["medium"].points != trials["veryfast"].points             # really another encoder
+    assert trials["veryfast+no-such-tune"].skipped.startswith("trial failed")
+    assert {"trials", "vmaf", "medium:trials", "medium:vmaf"} <= set(complexity.steps_s)
+    rows = {r["name"]: r for r in complexity.choice.as_dict()["candidates"]}
+    assert rows["medium"]["predicted_encode_s"] > 0 and "saved_vs_default" in rows["medium"]
+    assert rows["veryfast+no-such-tune"]["verdict"].startswith("not trialled: trial failed")
+    # a budget the default's measured speed cannot stretch to: medium is not even trial-encoded
+    tight = probe_complexity(path, info, candidates=candidates[:2], budget=EffortBudget(min_s=0.0, per_source_s=0.0))
+    assert tight.trials[1].skipped.startswith("predicted") and not tight.choice.changed
+
+
 def test_process_upload_builds_the_per_title_ladder_when_asked(tmp_path: Path):
     path = clip(tmp_path / "cartoon.mp4", "testsrc=size=640x360:rate=25")
     settings = dataclasses.replace(EncodeSettings(), per_title="1")
@@ -92,6 +118,16 @@ def test_process_upload_builds_the_per_title_ladder_when_asked(tmp_path: Path):
     assert all(fixed[r.recipe.name] <= r.recipe.video_kbps <= 1.5 * fixed[r.recipe.name] for r in result.renditions)
     argv = result.encode_commands[0]
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-crf"] == [str(r.recipe.crf) for r in result.renditions]
+    # the encoder choice was made by measurement and travels with the result (manifest / asset record)
+    decision = result.as_event_fields()["ladder"]
+    assert decision["per_title"] and decision["crf"] == result.renditions[0].recipe.crf
+    encoder = decision["encoder"]
+    names = [c["name"] for c in encoder["candidates"]]
+    assert names[0] == "veryfast" and len(names) == 6 and encoder["chosen"]["name"] in names
+    measured = [c for c in encoder["candidates"] if "kbps_at_vmaf" in c]
+    assert measured and all(c["predicted_encode_s"] > 0 for c in measured)
+    chosen = encoder["chosen"]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-preset"] == [chosen["preset"]] * len(result.renditions)
     # short titles keep the fixed ladder by default ("auto": per_title_min_s)
     assert not EncodeSettings().wants_per_title(3.0) and EncodeSettings().wants_per_title(60.0)
 
@@ -144,34 +180,33 @@ def test_default_target_keeps_a_typical_title_at_the_fixed_crf():
     assert crfs["typical"] in (22, 23, 24) and crfs["easy"] == 27 and crfs["hard"] == 18, crfs   # CRF_BOUNDS
 
 
-def test_effort_preset_only_for_easy_titles_within_the_budget():
-    """The per-title effort decision: an easy, cheap title gets the slower preset; a typical one, or an easy
-    one whose ladder exceeds the budget (seconds x megapixels), keeps the fixed preset."""
-    from processors.media.complexity import effort_preset, is_easy, ladder_mpx_s
-    settings = EncodeSettings()
-    easy = Complexity(640, 360, (ProbePoint(20, 1300.0, 98.6), ProbePoint(26, 520.0, 96.3),
-                                 ProbePoint(32, 220.0, 86.0)), 2.4, 1.0)
-    typical = Complexity(640, 360, (ProbePoint(20, 660.0, 93.1), ProbePoint(26, 300.0, 85.3),
-                                    ProbePoint(32, 145.0, 70.2)), 6.0, 1.0)
-    assert is_easy(easy) and not is_easy(typical)
-    short = make_info(1280, 720)                                    # 10 s
-    long = dataclasses.replace(short, duration_s=600.0)
-    assert 10 < ladder_mpx_s(short, build_ladder(short)) < 20
-    assert effort_preset(short, easy, build_ladder(short)) == "slower"
-    assert effort_preset(short, typical, build_ladder(short)) is None
-    assert effort_preset(long, easy, build_ladder(long)) is None                       # over the budget
-    assert effort_preset(short, easy, build_ladder(short), easy_preset="") is None      # switched off
-    ladder = per_title_ladder(short, easy, settings=settings)
-    assert {r.preset for r in ladder} == {"slower"} and {r.crf for r in ladder} == {27}
-    assert {r.preset for r in per_title_ladder(short, easy)} == {None}                  # no settings: untouched
-    assert {r.preset for r in per_title_ladder(short, typical, settings=settings)} == {None}
-    off = dataclasses.replace(settings, per_title_easy_preset="")
-    assert {r.preset for r in per_title_ladder(short, easy, settings=off)} == {None}
+def test_the_chosen_encoder_sets_the_recipes_and_its_own_curve_sets_the_crf():
+    """The probe's encoder choice reaches every rung (preset, tune, aq-mode) and the ffmpeg arguments; the CRF
+    comes from the chosen configuration's curve; without a choice (or apply_choice=False) nothing changes."""
+    from processors.media.complexity import CandidateTrial, choose_encoder, config
     from processors.media.encode import output_args
+    settings = EncodeSettings()
+    short = make_info(1280, 720)                                    # 10 s
+    fast = CandidateTrial(config("veryfast"), CURVE.points, 1.0)
+    better = CandidateTrial(config("slower", tune="animation"),
+                            tuple(dataclasses.replace(p, kbps=p.kbps * 0.7, vmaf=p.vmaf + 1) for p in CURVE.points), 4.0)
+    choice = choose_encoder([fast, better], target_vmaf=95.0, duration_s=10.0, sampled_s=6.0,
+                            reference_pixels=640 * 360, ladder_pixels=sum(r.width * r.height for r in build_ladder(short)))
+    assert choice.changed and choice.config.name == "slower+animation"
+    complexity = dataclasses.replace(CURVE, trials=(fast, better), choice=choice)
+    ladder = per_title_ladder(short, complexity, target_vmaf=95.0)
+    assert {(r.preset, r.tune, r.aq_mode) for r in ladder} == {("slower", "animation", None)}
+    assert {r.crf for r in ladder} == {round(complexity.chosen_curve().crf_for(95.0))} == {24}   # its own curve
+    plain = per_title_ladder(short, complexity, target_vmaf=95.0, apply_choice=False)
+    assert {(r.preset, r.tune, r.aq_mode) for r in plain} == {(None, None, None)} and {r.crf for r in plain} == {23}
+    assert {r.preset for r in per_title_ladder(short, CURVE)} == {None}                  # no choice: untouched
     args = output_args(short, ladder[0], 0, settings)
-    assert args[args.index("-preset") + 1] == "slower"
-    args = output_args(short, build_ladder(short)[0], 0, settings)
-    assert args[args.index("-preset") + 1] == settings.preset
+    assert args[args.index("-preset") + 1] == "slower" and args[args.index("-tune") + 1] == "animation"
+    assert "-aq-mode" not in args
+    args = output_args(short, dataclasses.replace(build_ladder(short)[0], aq_mode=3), 0, settings)
+    assert args[args.index("-preset") + 1] == settings.preset and args[args.index("-aq-mode") + 1] == "3"
+    assert "-tune" not in args
+    assert complexity.as_dict()["encoder"]["chosen"]["name"] == "slower+animation"
 
 
 def _rung_scores(path: Path, tmp: Path) -> dict:
