@@ -75,9 +75,10 @@ RSC_CITATION = ('D. Ben-Shimon et al., "RecSys Challenge 2015 and the YOOCHOOSE 
 K = 50
 GRU_GRID = [{"hidden": 100, "lr": 5e-3}, {"hidden": 200, "lr": 5e-3, "dropout": 0.25},
             {"hidden": 100, "lr": 1e-2, "dropout": 0.1}]
-SERVED = ("coview", "coview_metadata_blend")  # what the streaming worker serves (streams/agents/coview.py)
-# measured like the served variants, but not served: the streaming worker has no item model yet
-CANDIDATES = ("coview_item_model_blend",)
+# what the streaming worker serves (streams/agents/coview.py): co-view, blended with the metadata list, and (since
+# --add-served-blend) with the item model the worker refits from its sessions (processors/coview/item_model.py)
+SERVED = ("coview", "coview_metadata_blend", "coview_item_model_blend")
+CANDIDATES: tuple[str, ...] = ()  # measured like the served variants, but not served (none now)
 # the item model of the served blend: EASE on the stream's sessions, bounded to the MODEL_ITEMS titles seen in
 # the most sessions (processors/coview/item_model.py); tuned: ridge x blend weight, on top of the best
 # co-view (+ metadata) configuration found on validation
@@ -240,6 +241,30 @@ def item_model_candidates(base: dict) -> list[dict]:
     return [dict(base, model_l2=l2, model_weight=w) for l2 in MODEL_L2 for w in MODEL_WEIGHTS]
 
 
+# --add-served-blend: the item-model blend with the served list's length (K, the worker's VITRINA_COVIEW_K) and
+# the prefix context as tuning axes (l2 fixed at the 200 the first item-model grid chose on both datasets)
+BLEND_KS = [50, 200]
+BLEND_WEIGHTS = [0.1, 0.25, 0.4]
+BLEND_CONTEXTS = [10, 20, 30]
+
+
+def served_blend_candidates(base: dict) -> list[dict]:
+    return [dict(base, model_l2=200.0, model_weight=w, k=k, context=c)
+            for k in BLEND_KS for w in BLEND_WEIGHTS for c in BLEND_CONTEXTS]
+
+
+# the baselines' extra grid beside it (contexts 20 and 50 around the chosen 30, lambdas around 200)
+def extra_baseline_candidates(method: str, has_users: bool, data: Slice) -> list[dict]:
+    rows = ["session", "user"] if has_users else ["session"]
+    if method == "ease":
+        return grid(rows=rows, **{"lambda": [100.0, 200.0, 500.0]}, context=[20, 50])
+    if method == "sar":
+        span_days = (data.cut_ms - min(s.times[0] for s in data.fit)) / DAY_MS
+        return grid(rows=rows, half_life_days=[None, round(span_days / 4, 2)], similarity=["jaccard", "counts"],
+                    context=[20, 50])
+    return []
+
+
 def served_builder(data: Slice, views: list[ViewCompleted], metadata: MetadataIndex | None):
     cache = IndexCache(views)
     meta = MetaCache(metadata) if metadata is not None else None
@@ -247,13 +272,14 @@ def served_builder(data: Slice, views: list[ViewCompleted], metadata: MetadataIn
 
     def build(params: dict) -> Served:
         config = CoviewConfig(window=params["window"])
-        similarity = SimilarityConfig(measure=params["measure"], k=K, min_support=params["min_support"])
+        k = params.get("k", K)
+        similarity = SimilarityConfig(measure=params["measure"], k=k, min_support=params["min_support"])
         model = None
         if params.get("model_weight"):
-            model = models.get(ItemModelConfig(max_items=MODEL_ITEMS, l2=params["model_l2"], k=K))
+            model = models.get(ItemModelConfig(max_items=MODEL_ITEMS, l2=params["model_l2"], k=k))
         return Served(data, cache.get(config), similarity, params["context"], meta, params.get("prior"),
                       series_slots=params.get("series_slots", 0), kids_share=params.get("kids_share", 0.0),
-                      item_model=model, model_weight=params.get("model_weight", 0.0))
+                      item_model=model, model_weight=params.get("model_weight", 0.0), k=k)
 
     return build
 
@@ -306,6 +332,8 @@ def run_dataset(name: str, val: Slice, test: Slice, val_views, test_views, val_m
         build_val_m, build_test_m = build_val, build_test
     tune_item_model_blend(name, served_name, served_params, val_ndcg, n_candidates, build_val_m, build_test_m, val,
                           log, report)
+    served_name = max((m for m in SERVED if m in methods), key=lambda m: methods[m]["val_ndcg10"])
+    served_params = methods[served_name]["params"]
 
     # --- baselines
     report("popularity", {}, evaluate(bl.Popularity(val), val)["ndcg10"], 1, lambda: bl.Popularity(test))
@@ -330,16 +358,16 @@ def run_dataset(name: str, val: Slice, test: Slice, val_views, test_views, val_m
 
 def tune_item_model_blend(name, served_name, served_params, served_val, n_candidates, build_val, build_test, val,
                           log, report) -> None:
-    """Candidate: co-view (+ metadata) blended with a closed-form item model fitted on the sessions, tuned on
-    validation on top of the served configuration, its test slice read once. Reported beside the served
-    list, never as it: the streaming worker does not run the item model (processors/coview/item_model.py
-    is its pure part only)."""
-    candidates = item_model_candidates(served_params)
-    log(f"[{name}] tuning the item-model blend candidate ({len(candidates)} configurations)")
+    """Co-view (+ metadata) blended with the closed-form item model the worker refits from its sessions,
+    tuned on validation on top of the served configuration (ridge x weight, then list length x weight x
+    context: ``served_blend_candidates``), its test slice read once. Served when it beats the other served
+    variants on validation (``run_dataset``)."""
+    candidates = item_model_candidates(served_params) + served_blend_candidates(served_params)
+    log(f"[{name}] tuning the item-model blend ({len(candidates)} configurations)")
     params_m, val_m, _ = tune("coview+item_model", candidates, build_val, val, log)
     report("coview_item_model_blend", params_m, val_m, n_candidates + len(candidates), lambda: build_test(params_m),
-           {"item_model": f"EASE on the fit sessions, <= {MODEL_ITEMS} titles (most sessions), top {K} per title",
-            "served": False, "better_than_served_on_validation": val_m > served_val})
+           {"item_model": f"EASE on the fit sessions, <= {MODEL_ITEMS} titles (most sessions), top k per title",
+            "served": True, "better_than_served_on_validation": val_m > served_val})
 
 
 def compare(methods, gains, served_name, served_params, coview_params, per_measure, val, test) -> dict:
@@ -444,6 +472,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--add-item-model", action="store_true",
                         help="add the item-model blend (and the sequential model of the current GRU_GRID when its "
                              "tuning is cached) to the existing result in --out, other methods kept (add_item_model)")
+    parser.add_argument("--add-served-blend", action="store_true",
+                        help="with --add-item-model: tune the served item-model blend (list length, weight, context) "
+                             "and the extra EASE/SAR grids, reading the test slice once per new configuration")
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out, args.data, argv)
@@ -561,6 +592,10 @@ def add_item_model(args, argv) -> dict:
             tune_item_model_blend(name, served_name, served_params, methods[served_name]["val_ndcg10"],
                                   methods[served_name]["configurations_tuned"], build_val_m, build_test_m, val, log,
                                   report)
+        extras: dict[str, dict] = {}
+        if getattr(args, "add_served_blend", False):
+            served_name, served_params = add_served_blend(name, old, methods, val, test, has_users, build_val_m,
+                                                          build_test_m, log, report, extras)
         gru_cache = sequential.CACHE / f"gru-tune-{sequential.signature(val, [GRU_GRID, args.gru_epochs, 3])}.json"
         if gru_cache.exists() and methods["sequential"].get("configurations_tuned") != len(GRU_GRID):
             params, val_ndcg, trace = sequential.tune(val, GRU_GRID, args.gru_epochs, 3, log, args.gru_budget_s)
@@ -590,7 +625,12 @@ def add_item_model(args, argv) -> dict:
         baselines = {m: r for m, r in methods.items() if m not in SERVED and m not in CANDIDATES}
         best = max(baselines, key=lambda m: baselines[m]["ndcg10"])
         versus = dict(old["paired_bootstrap"])
-        served_changed = served_name != old["served_list"]
+        # a candidate that became served: its recorded "<name>_vs_<baseline>" intervals (an earlier configuration)
+        # are kept apart; the served list's are the served_vs_ ones
+        stale = {k: versus.pop(k) for k in list(versus) if any(k.startswith(f"{m}_vs_") for m in SERVED)}
+        if stale:
+            old.setdefault("earlier_candidate_paired_bootstrap", {}).update(stale)
+        served_changed = served_name != old["served_list"] or served_name in changed
         for m in baselines:
             if served_changed or m in changed or f"served_vs_{m}" not in versus:
                 versus[f"served_vs_{m}"] = paired_bootstrap(gains_of(served_name), gains_of(m))
@@ -607,7 +647,7 @@ def add_item_model(args, argv) -> dict:
             "best_baseline": best, "best_baseline_ndcg10": baselines[best]["ndcg10"],
             "served": {m: methods[m] for m in SERVED if m in methods},
             "candidates": {m: methods[m] for m in CANDIDATES if m in methods}, "baselines": baselines,
-            "paired_bootstrap": versus})
+            "paired_bootstrap": versus, **extras})
     datasets = result["datasets"]
     first = datasets.get("movielens") or next(iter(datasets.values()))
     result.update({
@@ -630,6 +670,41 @@ def add_item_model(args, argv) -> dict:
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     log(f"wrote {args.out}")
     return result
+
+
+def add_served_blend(name, old, methods, val, test, has_users, build_val, build_test, log, report,
+                     extras: dict) -> tuple[str, dict]:
+    """``--add-served-blend``: the item-model blend the worker now serves, tuned on validation over
+    ``served_blend_candidates`` (list length K, weight, context) on top of the recorded served configuration;
+    reads the test slice once if it beats the recorded blend on validation. EASE and SAR get an extra grid
+    (``extra_baseline_candidates``) and read the test slice once if it beats their recorded validation figure.
+    The served list is then the served variant best on validation. Returns (served name, its params)."""
+    base = {k: v for k, v in old["served_params"].items() if k not in ("model_l2", "model_weight", "k")}
+    candidates = served_blend_candidates(base)
+    log(f"[{name}] tuning the served item-model blend ({len(candidates)} configurations)")
+    params, val_ndcg, trace = tune("coview+item_model", candidates, build_val, val, log)
+    recorded = methods.get("coview_item_model_blend")
+    tuned_before = recorded["configurations_tuned"] if recorded else methods[old["served_list"]]["configurations_tuned"]
+    extras["served_blend_validation_trace"] = trace
+    if recorded is None or val_ndcg > recorded["val_ndcg10"] + 1e-9:
+        report("coview_item_model_blend", params, val_ndcg, tuned_before + len(candidates), lambda: build_test(params),
+               {"item_model": f"EASE on the fit sessions, <= {MODEL_ITEMS} titles (most sessions), top k per title",
+                "served": True})
+    else:
+        recorded["configurations_tuned"] = tuned_before + len(candidates)
+    val_builders, test_builders = baseline_builders(val, has_users), baseline_builders(test, has_users)
+    for method in ("ease", "sar"):
+        extra = extra_baseline_candidates(method, has_users, val)
+        log(f"[{name}] extra grid for {method} ({len(extra)} configurations)")
+        params_b, val_b, trace_b = tune(method, extra, val_builders[method][1], val, log)
+        extras[f"{method}_extra_grid_validation_trace"] = trace_b
+        total = methods[method]["configurations_tuned"] + len(extra)
+        if val_b > methods[method]["val_ndcg10"] + 1e-9:
+            report(method, params_b, val_b, total, lambda m=method, p=params_b: test_builders[m][1](p))
+        else:
+            methods[method]["configurations_tuned"] = total
+    served = max((m for m in SERVED if m in methods), key=lambda m: methods[m]["val_ndcg10"])
+    return served, methods[served]["params"]
 
 
 def assemble(datasets: dict, reads: list, ratings, skip: set, argv, began: float) -> dict:

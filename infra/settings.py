@@ -114,7 +114,12 @@ class Settings:
     showcase_settle_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLE_S", "2.0")))
     showcase_settled_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLED_S", "30.0")))
     # co-view (streams/agents/coview.py; the README's table says what each does)
-    coview_k: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_K", "50")))
+    # 200: the list length the quality bench chose on validation (bench/coview_quality.py --add-served-blend)
+    coview_k: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_K", "200")))
+    # the closed-form item model blended into the co-view lists (processors/coview/item_model.py): its
+    # weight (0: co-view + metadata only) and the seconds between refits
+    coview_model_weight: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_MODEL_WEIGHT", "0.25")))
+    coview_model_refit_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_MODEL_REFIT_S", "300")))
     coview_half_life_days: str = field(default_factory=lambda: _env("VITRINA_COVIEW_HALF_LIFE_DAYS", "").strip())
     coview_flush_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_FLUSH_S", "0.25")))
     coview_flush_max_titles: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_FLUSH_MAX_TITLES", "2000")))

@@ -9,8 +9,10 @@ With a catalogue the list is put in served order by ``coldstart.arrange`` (serie
 
 ``coview_item_model_blend``: before the metadata blend, the co-view list is mixed with the list of a
 closed-form item model (EASE on the stream's sessions, ``processors/coview/item_model.py``) fitted at the
-cut on the fit sessions (the worker refits it every few minutes on the recent stream; at the cut the
-bench's model is as fresh as a refit just before it), weight ``model_weight`` (``item_model.blend_lists``).
+cut on the fit sessions (the worker refits it every few minutes on the recent stream,
+``streams/agents/coview.py`` ``refit_model``; at the cut the bench's model is as fresh as a refit just before
+it), weight ``model_weight`` (``item_model.served_coview`` = ``blend_lists``). ``k`` is the served list's
+length (the worker's ``VITRINA_COVIEW_K``): co-view, item-model and metadata lists and the blend are cut at it.
 """
 from __future__ import annotations
 
@@ -49,12 +51,12 @@ class MetaCache:
 
     def __init__(self, metadata: MetadataIndex) -> None:
         self.metadata = metadata
-        self.lists: dict[str, list[tuple[str, float]]] = {}
+        self.lists: dict[tuple[str, int], list[tuple[str, float]]] = {}
 
     def similar(self, item: str, k: int = K) -> list[tuple[str, float]]:
-        found = self.lists.get(item)
+        found = self.lists.get((item, k))
         if found is None:
-            found = self.lists[item] = self.metadata.similar(item, k)
+            found = self.lists[(item, k)] = self.metadata.similar(item, k)
         return found
 
 
@@ -79,7 +81,7 @@ class Served:
     def __init__(self, data: Slice, index: CoviewIndex, similarity: SimilarityConfig, context: int,
                  metadata: MetaCache | None = None, prior: float | None = None,
                  list_fn=None, series_slots: int = 0, kids_share: float = 0.0,
-                 item_model: ItemModel | None = None, model_weight: float = 0.0) -> None:
+                 item_model: ItemModel | None = None, model_weight: float = 0.0, k: int = K) -> None:
         self.data = data
         self.index = index
         self.similarity = similarity
@@ -91,6 +93,7 @@ class Served:
         self.kids_share = kids_share
         self.item_model = item_model
         self.model_weight = model_weight
+        self.k = k  # served list length (the worker's VITRINA_COVIEW_K)
         self.lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def served_list(self, item: str) -> list[tuple[str, float]]:
@@ -99,12 +102,12 @@ class Served:
         now = self.data.cut_ms
         coview = self.index.similar(item, now, self.similarity)
         if self.item_model is not None and self.model_weight > 0.0:
-            coview = blend_lists(coview, self.item_model.similar(item, K), self.model_weight, K)
+            coview = blend_lists(coview, self.item_model.similar(item, self.k), self.model_weight, self.k)
         if self.metadata is None or self.prior is None:
             return coview
-        meta = self.metadata.similar(item, K)
-        items = blend(coview, meta, self.index.count(item, now), self.prior, K)[0]
-        return arrange(item, items, self.metadata.metadata, meta, K, self.series_slots, self.kids_share)
+        meta = self.metadata.similar(item, self.k)
+        items = blend(coview, meta, self.index.count(item, now), self.prior, self.k)[0]
+        return arrange(item, items, self.metadata.metadata, meta, self.k, self.series_slots, self.kids_share)
 
     def _list(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         found = self.lists.get(i)

@@ -169,3 +169,100 @@ def decode_list(raw: str | bytes | None) -> list[tuple[str, float]]:
 def model_rows(model: ItemModel, digits: int = 5) -> dict[str, str]:
     """The fitted model as title -> stored list, for one write per refit (titles with an empty list left out)."""
     return {item: encode_list(items, digits) for item, items in model.lists.items() if items}
+
+
+# ----------------------------------------------------------------------------- the worker's refit state
+
+
+class BasketLog:
+    """The recent stream's sessions as baskets for the refit, bounded: at most ``max_sessions`` sessions
+    (the oldest-started dropped first) of at most ``max_basket`` distinct titles each (a title seen again
+    moves to the end; the oldest title dropped). ``add`` is O(1) amortised (it is on the per-view path)."""
+
+    def __init__(self, max_sessions: int = 100_000, max_basket: int = 200) -> None:
+        if max_sessions < 1 or max_basket < 2:
+            raise ValueError("max_sessions must be >= 1, max_basket >= 2")
+        self.max_sessions = max_sessions
+        self.max_basket = max_basket
+        self.sessions: dict[str, dict[str, None]] = {}  # insertion order = session start
+        self.added = 0  # views added since the log was created (the refit's "anything new?" check)
+
+    def add(self, session_id: str, item_id: str) -> None:
+        sessions = self.sessions
+        basket = sessions.get(session_id)
+        if basket is None:
+            if len(sessions) >= self.max_sessions:
+                del sessions[next(iter(sessions))]
+            basket = sessions[session_id] = {}
+        elif item_id in basket:
+            del basket[item_id]
+        basket[item_id] = None
+        if len(basket) > self.max_basket:
+            del basket[next(iter(basket))]
+        self.added += 1
+
+    def baskets(self) -> list[list[str]]:
+        """A snapshot (copies) to fit from, e.g. in another thread while ``add`` goes on."""
+        return [list(basket) for basket in list(self.sessions.values())]
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+
+class ModelRefresher:
+    """When to refit and the model in use. Pure: the caller passes the clock (monotonic seconds).
+
+    A refit is due ``interval_s`` after the previous one (the first ``interval_s`` after creation, so a
+    short-lived or just-restarted worker serves co-view lists as before), if at least ``min_new_views``
+    views arrived since and the log holds at least ``min_sessions`` sessions (a small or test stream never
+    refits: its lists stay the co-view function of the input). ``similar`` is the current model's list
+    ([] before the first fit)."""
+
+    def __init__(self, config: ItemModelConfig = ItemModelConfig(), interval_s: float = 300.0,
+                 min_new_views: int = 1, now_s: float = 0.0, log: BasketLog | None = None,
+                 min_sessions: int = 0) -> None:
+        self.config = config
+        self.min_sessions = min_sessions
+        self.interval_s = interval_s
+        self.min_new_views = min_new_views
+        self.log = log if log is not None else BasketLog(max_basket=config.max_basket)
+        self.model = ItemModel()
+        self.last_fit_s = now_s
+        self.views_at_fit = 0
+        self.running = False
+
+    def due(self, now_s: float) -> bool:
+        return (not self.running and now_s - self.last_fit_s >= self.interval_s
+                and self.log.added - self.views_at_fit >= self.min_new_views and len(self.log) >= self.min_sessions)
+
+    def begin(self, now_s: float) -> list[list[str]]:
+        """Marks a refit started and returns the baskets to fit (``fit_item_model(baskets, config)``)."""
+        self.running = True
+        self.last_fit_s = now_s
+        self.views_at_fit = self.log.added
+        return self.log.baskets()
+
+    def done(self, model: ItemModel | None) -> None:
+        """Installs the fitted model (None: the refit failed, the previous model stays)."""
+        if model is not None:
+            self.model = model
+        self.running = False
+
+    def refit(self, now_s: float, now_ms: int | None = None) -> ItemModel:
+        """The synchronous refit (tests, offline): begin + fit + done."""
+        baskets = self.begin(now_s)
+        model = fit_item_model(baskets, self.config, now_ms)
+        self.done(model)
+        return model
+
+    def similar(self, item_id: str, k: int | None = None) -> list[tuple[str, float]]:
+        return self.model.similar(item_id, k)
+
+
+def served_coview(coview: list[tuple[str, float]], model: ItemModel | None, item_id: str, weight: float,
+                  k: int = 50) -> list[tuple[str, float]]:
+    """The co-view side of a served list: co-view blended with the item model's list for the title (the
+    metadata blend and served order come after, ``coldstart.blend`` / ``coldstart.arrange``)."""
+    if model is None or weight <= 0.0:
+        return coview[:k]
+    return blend_lists(coview, model.similar(item_id, k), weight, k)

@@ -14,7 +14,9 @@ per source partition, at-least-once input, state changes applied once.
    (origin, origin offset) so a sessionizer that re-sends after a crash changes nothing, with a
    version bumped on every applied change. Changed titles are marked dirty.
 3. Every ``VITRINA_COVIEW_FLUSH_S`` the title stage writes the dirty titles' lists: top-K by the
-   core's measure, blended with the catalogue-metadata list while support is low (cold start),
+   core's measure, blended with the list of a closed-form item model the worker refits every few minutes
+   from its sessions (``refit_model``, processors/coview/item_model.py), then with the catalogue-metadata
+   list while support is low (cold start),
    to ``vitrina:similar:{item}`` in one pipeline only if the list (or its ``updated_at``) changed, plus one
    ``similar.updated`` event per changed title.
 
@@ -51,6 +53,7 @@ from prometheus_client import Counter, Histogram
 from infra.logs import get_logger
 from processors.coview.coldstart import DEFAULT_BLEND_PRIOR, MetadataIndex, arrange, blend
 from processors.coview.cooccurrence import Contribution, CoviewConfig, apply_contributions, decayed
+from processors.coview.item_model import BasketLog, ItemModelConfig, ModelRefresher, fit_item_model, served_coview
 from processors.coview.routing import pack_views, unpack_by_title
 from processors.coview.sessionize import Rejected, SessionConfig, ViewCompleted, apply, event_time_ms, expired
 from processors.coview.sessionize import sessionizer_key
@@ -95,6 +98,20 @@ CATALOGUE_CHECK_S = 5.0
 SWEEP_S = settings.coview_sweep_s
 SETTLE_S = settings.coview_settle_s
 SETTLE_MAX_TITLES = settings.coview_settle_max_titles
+# The item model blended into the co-view side of every list (issue 17, bench/coview_quality.py
+# --add-served-blend: weight 0.25 and ridge 200 chosen on MovieLens validation): EASE refitted every
+# MODEL_REFIT_S from the sessions this worker's sessionizer completed (at most MODEL_SESSIONS, 200 titles
+# each; viewers are hash-partitioned, so with several workers each fits on a uniform sample of the
+# sessions; a worker running only the title stage has no sessions and serves co-view lists), at most
+# 8,000 titles x K entries kept. The first refit comes MODEL_REFIT_S after start and once MODEL_MIN_SESSIONS
+# sessions are logged: until then (and with weight 0) lists are co-view + metadata as before. The model is
+# the one input of a list that is not a function of the events (refit times, an in-memory log lost on a
+# restart): like pruning, a documented exception to the determinism above, for streams of that size only.
+MODEL_WEIGHT = settings.coview_model_weight
+MODEL_REFIT_S = settings.coview_model_refit_s
+MODEL_SESSIONS = 100_000
+MODEL_MIN_SESSIONS = 1000
+MODEL_CONFIG = ItemModelConfig(max_items=8000, l2=200.0, k=SIMILARITY.k)
 
 VIEWS = Counter("vitrina_coview_views_total", "Views completed by the sessionizer")
 DUPLICATES = Counter("vitrina_coview_duplicates_total", "Redelivered records skipped", ["agent"])
@@ -194,6 +211,10 @@ class SessionProcessor:
     async def send_contributions(self, views: list[tuple[ViewCompleted, Inbound]], out: Output) -> None:
         """Views -> one CoViewBatch per title partition they update (processors/coview/routing.py)."""
         VIEWS.inc(len(views))
+        if MODEL_WEIGHT > 0.0:  # the item model's refit input (bounded, ~1 us per view)
+            baskets = refresher.log
+            for view, _event in views:
+                baskets.add(view.session_id, view.item_id)
         by_origin: dict[int, list[tuple[ViewCompleted, int]]] = {}
         produced: dict[int, int] = {}
         for view, event in views:
@@ -394,6 +415,7 @@ class Flusher:
             if self.counts_written.get(item) != field:
                 counts[item] = (state["n"], state["L"])
             coview = top_similar(state, count_of, total, now_ms, half_life, SIMILARITY, exclude=item)
+            coview = served_coview(coview, refresher.model, item, MODEL_WEIGHT, SIMILARITY.k)
             support = title_count(state, now_ms, half_life)
             meta = self.metadata_similar(item)
             items, source = blend(coview, meta, support, BLEND_PRIOR, SIMILARITY.k)
@@ -446,6 +468,30 @@ def written_signature(view: dict) -> tuple:
 
 
 flusher = Flusher()
+refresher = ModelRefresher(MODEL_CONFIG, MODEL_REFIT_S, now_s=time.monotonic(),
+                           log=BasketLog(MODEL_SESSIONS, MODEL_CONFIG.max_basket), min_sessions=MODEL_MIN_SESSIONS)
+
+
+async def refit_model(stores: dict[int, PartitionStore], state: ModelRefresher | None = None,
+                      now_s: float | None = None) -> int:
+    """The periodic refit: EASE on the logged sessions in a worker thread (numpy's solve releases the GIL,
+    the loop goes on), then every title of this worker's partitions is marked for a re-score so the
+    lists pick the new model up (unchanged lists are not rewritten). Returns the titles marked."""
+    state = state or refresher
+    baskets = state.begin(time.monotonic() if now_s is None else now_s)
+    fitted = None
+    began = time.monotonic()
+    try:
+        fitted = await asyncio.to_thread(fit_item_model, baskets, state.config)
+    except Exception as exc:  # noqa: BLE001 - the previous model stays in use
+        log.error("coview_model_refit_failed", error=repr(exc))
+    finally:
+        state.done(fitted)
+    if fitted is None:
+        return 0
+    log.info("coview_model_refit", sessions=fitted.sessions, titles=len(fitted),
+             seconds=round(time.monotonic() - began, 1))
+    return settle(stores)
 
 
 class TitleProcessor:
@@ -461,6 +507,7 @@ class TitleProcessor:
         self.last_applied = time.monotonic()
         self.last_check = 0.0
         self.settled = True
+        self.refit: asyncio.Task | None = None
 
     async def process(self, partition: int, store: PartitionStore, events: list[Inbound], out: Output) -> None:
         touched: dict[str, int] = {}  # title -> earliest produced_ms of its updates
@@ -510,6 +557,8 @@ class TitleProcessor:
             if stale:
                 self.settled = True
                 settle(stores)
+        if MODEL_WEIGHT > 0.0 and refresher.due(now):
+            self.refit = asyncio.get_running_loop().create_task(refit_model(stores))  # reference kept
         if flusher.due():
             await flusher.flush(out, stores)
 
