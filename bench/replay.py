@@ -74,6 +74,8 @@ def first_pass(settings: Settings, replay_plan, modules: list[str]) -> tuple[flo
                 return seconds, (round(lookups.get("hit", 0.0) / total, 3) if total else None)
             if not worker.alive():
                 raise RuntimeError(worker.log_tail())
+            if time.monotonic() - ready > float(os.environ.get("BENCH_REPLAY_FIRST_PASS_TIMEOUT_S", "900")):
+                raise TimeoutError(f"first pass not done: {done}\n{worker.log_tail(80)}")
             time.sleep(0.5)
     finally:
         worker.stop()

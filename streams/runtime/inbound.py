@@ -28,6 +28,8 @@ faust_offsets.activate()  # commits pass a compaction gap right after offset 0
 class FaustInbound(Inbound):
     """An ``Inbound`` read by a Faust agent: ``source`` is the Faust event."""
 
+    __slots__ = ()
+
     def bind(self) -> None:
         """Make this the current event so a Faust table writes to its partition's changelog (the one
         agent that keeps a Faust table: uploads' dedupe state)."""
