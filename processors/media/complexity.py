@@ -436,9 +436,14 @@ def probe_complexity(source: str | Path, info: MediaInfo, *, tools: MediaTools |
         for n, candidate in enumerate(candidates):
             tag = "" if n == 0 else candidate.name.replace("+", "-")
             if n > 0:
-                default = trials[0]
-                guess = replace(default, encode_s=default.encode_s * candidate.prior_cost
-                                / max(default.config.prior_cost, 1e-3) * 0.8)     # prior cost, 20 % benefit of doubt
+                # the time predicted from the measured trial of the costliest candidate not costlier than this
+                # one (its prior cost ratio on top), with 20 % benefit of doubt when that is the default: a
+                # measured slower encode over the budget rules out the slower variants without their trials
+                basis = max((t for t in trials if t.points and t.config.prior_cost <= candidate.prior_cost),
+                            key=lambda t: t.config.prior_cost, default=trials[0])
+                doubt = 0.8 if basis is trials[0] else 1.0
+                guess = replace(basis, encode_s=basis.encode_s * candidate.prior_cost
+                                / max(basis.config.prior_cost, 1e-3) * doubt)
                 guessed = predicted_encode_s(guess, duration_s=info.duration_s, sampled_s=sampled,
                                              reference_pixels=width * height, ladder_pixels=ladder_pixels)
                 if guessed > budget.seconds(info.duration_s):
