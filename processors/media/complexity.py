@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from .inspect import MediaInfo
-from .ladder import MIN_VIDEO_KBPS, Recipe, build_ladder, scaled_size
+from .ladder import MIN_VIDEO_KBPS, Recipe, build_ladder, scaled_size, x264_tuning_args
 from .quality import _BY_INDEX, VMAF, parse_scores
 from .tools import MediaTools, ToolCancelled, ToolFailed, available_filters, run_tool
 
@@ -92,12 +92,7 @@ class EncoderConfig:
             f"+aq{self.aq_mode}" if self.aq_mode is not None else "")
 
     def x264_args(self) -> list[str]:
-        args = ["-preset", self.preset]
-        if self.tune:
-            args += ["-tune", self.tune]
-        if self.aq_mode is not None:
-            args += ["-aq-mode", str(self.aq_mode)]
-        return args
+        return ["-preset", self.preset, *x264_tuning_args(self.tune, self.aq_mode)]
 
     def as_dict(self) -> dict:
         return {"name": self.name, "preset": self.preset, "tune": self.tune, "aq_mode": self.aq_mode}

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from .inspect import AudioTrack, MediaInfo
 from .orphans import PID_FILE
-from .ladder import Recipe
+from .ladder import Recipe, x264_tuning_args
 from .tools import available_filters, out_time_s, run_tool
 
 FractionCallback = Callable[[float], None]
@@ -205,10 +205,7 @@ def output_args(info: MediaInfo, recipe: Recipe, index: int, settings: EncodeSet
             "-c:v", "libx264", "-preset", recipe.preset or settings.preset, "-profile:v", recipe.profile,
             "-crf", str(recipe.crf if recipe.crf is not None else settings.crf), "-maxrate", f"{recipe.video_kbps}k", "-bufsize", f"{recipe.bufsize_kbps}k",
             "-force_key_frames", f"expr:gte(t,n_forced*{settings.keyframe_interval_s:g})"]
-    if recipe.tune:
-        args += ["-tune", recipe.tune]
-    if recipe.aq_mode is not None:
-        args += ["-aq-mode", str(recipe.aq_mode)]
+    args += x264_tuning_args(recipe.tune, recipe.aq_mode)
     if settings.threads:
         args += ["-threads", str(settings.threads)]
     if recipe.audio_kbps and info.audio_stream_index is not None:

@@ -125,3 +125,13 @@ def build_ladder(info: MediaInfo, rungs: tuple[Rung, ...] = DEFAULT_RUNGS) -> li
 
 def top_recipe(recipes: list[Recipe]) -> Recipe:
     return max(recipes, key=lambda r: r.width * r.height)
+
+
+def x264_tuning_args(tune: str | None, aq_mode: int | None) -> list[str]:
+    """x264's content knobs of a recipe or a probe candidate (none: x264's defaults)."""
+    args: list[str] = []
+    if tune:
+        args += ["-tune", tune]
+    if aq_mode is not None:
+        args += ["-aq-mode", str(aq_mode)]
+    return args
