@@ -11,7 +11,6 @@ up, or Redis is down or too slow (``api_redis_timeout_s``), it gets 503 with ``R
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any, Awaitable, Callable
 
@@ -161,6 +160,6 @@ def serve(settings: Settings | None = None) -> None:
              keepalive_timeout_s=settings.api_keepalive_timeout_s)
     # VITRINA_API_REUSE_PORT=1: several API processes share the port (SO_REUSEPORT), one per core
     web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port, access_log=None,
-                print=None, reuse_port=os.environ.get("VITRINA_API_REUSE_PORT") == "1",
+                print=None, reuse_port=settings.api_reuse_port,
                 keepalive_timeout=settings.api_keepalive_timeout_s, lingering_time=settings.api_read_timeout_s,
                 backlog=1024)  # a burst of connections queues in the kernel instead of being retried after 1 s

@@ -68,10 +68,9 @@ def s3_health(settings: Settings) -> dict:
 
 
 def worker_urls(settings: Settings) -> list[str]:
-    """``VITRINA_STATUS_WORKERS`` (comma-separated host:port of workers' web servers), default the local one."""
-    import os
-
-    raw = os.environ.get("VITRINA_STATUS_WORKERS", "").strip() or f"127.0.0.1:{settings.worker_web_port}"
+    """``settings.status_workers`` (``VITRINA_STATUS_WORKERS``: comma-separated host:port of workers' web
+    servers), default the local one."""
+    raw = settings.status_workers or f"127.0.0.1:{settings.worker_web_port}"
     return [f"http://{hostport.strip()}/metrics" for hostport in raw.split(",") if hostport.strip()]
 
 

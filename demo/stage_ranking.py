@@ -100,7 +100,7 @@ def _auc(value: float | None) -> str:
 
 @stage(50, "ranking")
 def online_ranking(ctx: DemoContext) -> None:
-    ranking = load_ranking_settings()
+    ranking = load_ranking_settings(ctx.settings)
     ctx.section(f"Online ranking model '{ranking.model_name}' (label join -> online training -> TFLite on S3 -> device)")
     store = ModelStore(ctx.settings, ranking.model_name)
     labelled, consumed = _settled_samples(ctx)

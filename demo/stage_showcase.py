@@ -139,7 +139,7 @@ def _start_playoff(ctx: DemoContext) -> tuple[str, ...] | None:
     from processors.ranking.registry import ModelState, start_playoff
     from sinks.model_store import ModelStore
 
-    store = ModelStore(ctx.settings, load_ranking_settings().model_name)
+    store = ModelStore(ctx.settings, load_ranking_settings(ctx.settings).model_name)
     registry = store.load()
     production = registry.production()
     others = sorted((v for v in registry.versions if v.state is not ModelState.PRODUCTION),
@@ -174,7 +174,7 @@ def _report_impressions(ctx: DemoContext, redis, client, arms: tuple[str, ...] |
     genres_of = {t["item_id"]: list(t.get("genres") or ()) for t in titles}
     durations = {t["item_id"]: int(t.get("duration_ms") or 0) for t in titles}
     rng = random.Random(ctx.seed)
-    ranking = load_ranking_settings()
+    ranking = load_ranking_settings(ctx.settings)
     next_visit = timedelta(seconds=ranking.max_label_age_s + ranking.lateness_s + 3600)
     sent, plays, versions = 0, 0, Counter()
     viewers: dict[str, tuple[Viewer, list[str], datetime | None]] = {}
@@ -244,7 +244,7 @@ def _show_online_metrics(ctx: DemoContext, arms: tuple[str, ...]) -> None:
     from processors.ranking.tasks import TASKS
     from sinks.model_store import ModelStore
 
-    store = ModelStore(ctx.settings, load_ranking_settings().model_name)
+    store = ModelStore(ctx.settings, load_ranking_settings(ctx.settings).model_name)
 
     def online() -> dict[str, dict]:
         registry = store.load()

@@ -32,6 +32,9 @@ class Settings:
     # Kafka nodes of the embedded cluster (1 or 3); node i listens on broker_port + 2 * (i - 1)
     brokers: int = field(default_factory=lambda: int(_env("VITRINA_BROKERS", "1")))
     kafka_bootstrap: str = field(default_factory=lambda: _env("VITRINA_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    # producers (streams/kafka/producer.py): librdkafka linger.ms; Tansu on S3 writes one object per batch,
+    # so bigger batches mean fewer PUTs
+    producer_linger_ms: int = field(default_factory=lambda: int(_env("VITRINA_PRODUCER_LINGER_MS", "50")))
     schema_registry_url: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_REGISTRY_URL", ""))
     # with a registry (Confluent wire format, streams/kafka/schema_registry.py): subjects are named after the
     # topic ("topic": "<topic>-value", Confluent's TopicNameStrategy) or the record ("record": e.g.
@@ -43,6 +46,8 @@ class Settings:
     # compatibility level `vitrina schemas register` sets on each subject and `vitrina schemas check` verifies
     schema_compatibility: str = field(default_factory=lambda: _env("VITRINA_SCHEMA_COMPATIBILITY", "BACKWARD").strip().upper())
     redis_url: str = field(default_factory=lambda: _env("VITRINA_REDIS_URL", "redis://127.0.0.1:16379/0"))
+    # retries (exponential backoff, capped at 2 s: ~30 s) of a Redis command through a restart (sinks/redis_views.py)
+    redis_retries: int = field(default_factory=lambda: int(_env("VITRINA_REDIS_RETRIES", "20")))
     s3_endpoint: str = field(default_factory=lambda: _env("VITRINA_S3_ENDPOINT", "127.0.0.1:18333"))
     s3_access_key: str = field(default_factory=lambda: _env("VITRINA_S3_ACCESS_KEY", DEV_S3_ACCESS_KEY))
     s3_secret_key: str = field(default_factory=lambda: _env("VITRINA_S3_SECRET_KEY", DEV_S3_SECRET_KEY))
@@ -73,6 +78,11 @@ class Settings:
     api_keepalive_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_API_KEEPALIVE_TIMEOUT_S", "10")))
     # ...and the rest of a request body no handler read is drained for at most this long, then the connection closed
     api_read_timeout_s: float = field(default_factory=lambda: float(_env("VITRINA_API_READ_TIMEOUT_S", "10")))
+    # "1": several API processes share the port (SO_REUSEPORT), one per core
+    api_reuse_port: bool = field(default_factory=lambda: _env("VITRINA_API_REUSE_PORT", "") == "1")
+    # /ops/status (api/routes_ops.py): comma-separated host:port of the workers' web servers; empty: the
+    # local worker (127.0.0.1:worker_web_port)
+    status_workers: str = field(default_factory=lambda: _env("VITRINA_STATUS_WORKERS", "").strip())
     worker_web_port: int = field(default_factory=lambda: int(_env("VITRINA_WORKER_WEB_PORT", "16066")))
     url_signing_key: str = field(default_factory=lambda: _env("VITRINA_URL_SIGNING_KEY", DEV_URL_SIGNING_KEY))
     # dev (the embedded stack: generated secrets, warnings) or production (api/hardening.py refuses to
@@ -108,11 +118,52 @@ class Settings:
     # decoded values the processors of one worker share (streams/runtime/records.py DecodeCache; ~1 KB each,
     # held only while some reader of the partition has not read them yet)
     engine_decode_cache: int = field(default_factory=lambda: int(_env("VITRINA_ENGINE_DECODE_CACHE", "100000")))
+    # a worker (streams/ops/worker.py): the agent modules it runs (comma-separated names of streams/agents/,
+    # e.g. "uploads"; empty: all), its CPython GC thresholds "gen0,gen1,gen2" (the default 700 made the
+    # co-view stage spend ~40% of its time in the collector) and the period of its consumer-lag measurement
+    agents: str = field(default_factory=lambda: _env("VITRINA_AGENTS", ""))
+    gc_threshold: str = field(default_factory=lambda: _env("VITRINA_GC_THRESHOLD", "50000,20,100"))
+    lag_every_s: float = field(default_factory=lambda: float(_env("VITRINA_LAG_EVERY_S", "15")))
+    # Faust table recovery on verified changelog ends (streams/runtime/faust_highwaters.py), on brokers that
+    # need it (Tansu); "0" turns it off there too
+    verify_highwaters: bool = field(default_factory=lambda: _env("VITRINA_VERIFY_HIGHWATERS", "1") != "0")
+    # parallel ffmpeg encodes of an uploads worker (processors/media/encode.py default_concurrency); empty:
+    # half the cores
+    encoder_concurrency: str = field(default_factory=lambda: _env("VITRINA_ENCODER_CONCURRENCY", "").strip())
     # showcase builder (streams/agents/showcase.py): seconds between ticks; quiet seconds before a dirty
     # user is built; quiet seconds of unchanged inputs before the settled pass rebuilds every view (0: never)
     showcase_tick_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_TICK_S", "1.0")))
     showcase_settle_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLE_S", "2.0")))
     showcase_settled_s: float = field(default_factory=lambda: float(_env("VITRINA_SHOWCASE_SETTLED_S", "30.0")))
+    # the builder re-ranks with the serving versions of the ranking model named ranking_model_name (also the
+    # default model of `vitrina model`); "0"/"false"/"no"/"off": never
+    showcase_ranking: bool = field(default_factory=lambda: _env("VITRINA_SHOWCASE_RANKING", "1").strip().lower()
+                                   not in ("0", "false", "no", "off"))
+    ranking_model_name: str = field(default_factory=lambda: _env("VITRINA_RANKING_MODEL_NAME", "ranking"))
+    # the online ranking pipeline (label join, trainer, checkpoints, promotion): the text of each variable,
+    # checked and typed by streams/capabilities/ranking/settings.py (load_ranking_settings, whose table says
+    # what each does), which names the variable in its error when a value cannot be used
+    ranking_model: str = field(default_factory=lambda: _env("VITRINA_RANKING_MODEL", "default"))
+    ranking_upcoming_len: str = field(default_factory=lambda: _env("VITRINA_RANKING_UPCOMING_LEN", "0"))
+    checkpoint_every_s: str = field(default_factory=lambda: _env("VITRINA_CHECKPOINT_EVERY_S", "14400"))
+    checkpoint_every_samples: str = field(default_factory=lambda: _env("VITRINA_CHECKPOINT_EVERY_SAMPLES", "1000000"))
+    checkpoint_min_wall_s: str = field(default_factory=lambda: _env("VITRINA_CHECKPOINT_MIN_WALL_S", "60"))
+    label_window_s: str = field(default_factory=lambda: _env("VITRINA_LABEL_WINDOW_S", "1800"))
+    label_max_age_s: str = field(default_factory=lambda: _env("VITRINA_LABEL_MAX_AGE_S", "21600"))
+    label_lateness_s: str = field(default_factory=lambda: _env("VITRINA_LABEL_LATENESS_S", "21600"))
+    ranking_online_every_s: str = field(default_factory=lambda: _env("VITRINA_RANKING_ONLINE_EVERY_S", "30"))
+    ranking_batch: str = field(default_factory=lambda: _env("VITRINA_RANKING_BATCH", "256"))
+    ranking_buffer: str = field(default_factory=lambda: _env("VITRINA_RANKING_BUFFER", "100000"))
+    ranking_learning_rate: str = field(default_factory=lambda: _env("VITRINA_RANKING_LEARNING_RATE", "0.002"))
+    ranking_holdout_every: str = field(default_factory=lambda: _env("VITRINA_RANKING_HOLDOUT_EVERY", "10"))
+    ranking_eval_min_samples: str = field(default_factory=lambda: _env("VITRINA_RANKING_EVAL_MIN_SAMPLES", "200"))
+    ranking_promotion_tolerance: str = field(
+        default_factory=lambda: _env("VITRINA_RANKING_PROMOTION_TOLERANCE", "0.01"))
+    ranking_promotion_last_n: str = field(default_factory=lambda: _env("VITRINA_RANKING_PROMOTION_LAST_N", "5"))
+    ranking_export_batch: str = field(default_factory=lambda: _env("VITRINA_RANKING_EXPORT_BATCH", "0"))
+    # "0"/"false"/"no"/"off": no gate model (the ranking-gate-samples processor is not registered)
+    ranking_gate: bool = field(default_factory=lambda: _env("VITRINA_RANKING_GATE", "1").strip().lower()
+                               not in ("0", "false", "no", "off"))
     # co-view (streams/agents/coview.py; the README's table says what each does)
     # 200: the list length the quality bench chose on validation (bench/coview_quality.py --add-served-blend)
     coview_k: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_K", "200")))

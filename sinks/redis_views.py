@@ -120,7 +120,7 @@ def asset_gone_uploads_key(asset_id: str) -> str:
     return f"{PREFIX}asset-gone-uploads:{asset_id}"
 
 
-def _retry_policy(asynchronous: bool) -> dict:
+def _retry_policy(asynchronous: bool, retries: int) -> dict:
     """Ride out a Redis restart (~30 s of backoff) instead of failing: without it a restart crashed the
     agents mid-batch (Faust restarts them, but the batch in flight was lost for the views). Every view
     write is idempotent (SET/HSET/ZADD, versioned or compare-and-set scripts), so a retried write is safe."""
@@ -130,17 +130,16 @@ def _retry_policy(asynchronous: bool) -> dict:
     from redis.retry import Retry
 
     retry = AsyncRetry if asynchronous else Retry  # the async client awaits its retry object
-    retries = int(os.environ.get("VITRINA_REDIS_RETRIES", "20"))
     return {"retry": retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
             "retry_on_error": [ConnectionError, TimeoutError, BusyLoadingError]}
 
 
 def async_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.from_url(settings.redis_url, decode_responses=True, **_retry_policy(True))
+    return aioredis.from_url(settings.redis_url, decode_responses=True, **_retry_policy(True, settings.redis_retries))
 
 
 def sync_client(settings: Settings) -> syncredis.Redis:
-    return syncredis.from_url(settings.redis_url, decode_responses=True, **_retry_policy(False))
+    return syncredis.from_url(settings.redis_url, decode_responses=True, **_retry_policy(False, settings.redis_retries))
 
 
 # -- showcase capability ----------------------------------------------------------------------

@@ -525,8 +525,10 @@ def encode_chunked(
 
 # ---------------------------------------------------------------- concurrency
 
-def default_concurrency() -> int:
-    raw = os.environ.get("VITRINA_ENCODER_CONCURRENCY", "").strip()
+def default_concurrency(configured: str = "") -> int:
+    """Parallel encodes: ``configured`` (``Settings.encoder_concurrency``, VITRINA_ENCODER_CONCURRENCY) when set
+    (at least 1), else half the cores."""
+    raw = configured.strip()
     if raw:
         return max(1, int(raw))
     # x264 already uses every core; two encodes on a small box only add memory and latency

@@ -38,7 +38,7 @@ from streams.capabilities.ranking.training import TrainingService, sample_proble
 from streams.kafka.topics import full_name, key_of, spec
 
 settings = app_settings()
-ranking = load_ranking_settings()
+ranking = load_ranking_settings(settings)
 log = get_logger("vitrina.agent.ranking", model=ranking.model_name)
 codec = default_codec()
 

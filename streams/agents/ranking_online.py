@@ -23,7 +23,7 @@ from streams.runtime.inbound import decoded_batches, raw_topic
 from streams.runtime.metrics import VIEW_WRITES
 
 settings = app_settings()
-ranking = load_ranking_settings()
+ranking = load_ranking_settings(settings)
 log = get_logger("vitrina.agent.ranking_online", model=ranking.model_name)
 SAMPLES = spec("ranking.samples")
 EVERY_S = ranking.online_every_s

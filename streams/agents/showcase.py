@@ -47,7 +47,7 @@ def builder() -> ShowcaseBuilder:
     global _builder
     if _builder is None:
         _builder = ShowcaseBuilder(async_client(settings), settle_s=settings.showcase_settle_s,
-                                   settled_s=settings.showcase_settled_s)
+                                   settled_s=settings.showcase_settled_s, settings=settings)
     return _builder
 
 

@@ -38,6 +38,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra.logs import get_logger
 from processors.media import (ContentKey, EncodeSettings, EncoderPool, Limits, MediaTools, ProcessResult, Progress,
                               Rejection, RejectionCode, process_upload)
+from processors.media.encode import default_concurrency
 from processors.media.orphans import claim, sweep_orphans
 from processors.upload_status import (FINAL, PENDING, READY, REJECTED, Throttle, progress_view, status_event,
                                       status_of_progress)
@@ -84,7 +85,7 @@ STALE_AFTER_S = 24 * 3600
 BATCH_WITHIN_S = 0.05          # upload events are few: answer a dedupe hit without the default 0.2 s batching
 S3_ATTEMPTS = 5
 
-pool = EncoderPool()
+pool = EncoderPool(default_concurrency(settings.encoder_concurrency))
 download_slots = asyncio.Semaphore(2)
 limits = Limits.from_env()
 encode_settings = EncodeSettings.from_env()

@@ -70,14 +70,13 @@ def _announce(store, version: str) -> None:
 
 @command("model", "model registry: list | show VERSION | promote VERSION | rollback [VERSION] | checkpoint")(_args)
 def run_model(args: argparse.Namespace) -> int:
-    import os
-
     from infra.settings import load
     from processors.ranking.errors import RegistryError
     from sinks.model_store import ModelStore
     from processors.ranking.registry import model_name_ok
 
-    name = args.name or os.environ.get("VITRINA_RANKING_MODEL_NAME", "ranking")
+    settings = load()
+    name = args.name or settings.ranking_model_name
     if not model_name_ok(name):
         print(f"error bad_model_name: {name!r}", file=sys.stderr)
         return 2
@@ -93,7 +92,7 @@ def run_model(args: argparse.Namespace) -> int:
         return 2
     version = versions[0] if versions else None
     args.version = version
-    store = ModelStore(load(), name)
+    store = ModelStore(settings, name)
     try:
         if args.action == "list":
             _print_list(store.load(), args.json)

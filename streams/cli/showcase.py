@@ -53,7 +53,7 @@ def _rebuild(args: argparse.Namespace) -> int:
             redis = async_client(settings)
             try:
                 if args.all:
-                    return await ShowcaseBuilder(redis).mark_all_users(force=args.force)
+                    return await ShowcaseBuilder(redis, settings=settings).mark_all_users(force=args.force)
                 return await request_rebuild(redis, [args.user], force=args.force)
             finally:
                 await redis.aclose()

@@ -8,7 +8,6 @@ anything is sent (Kafka would refuse its whole batch).
 from __future__ import annotations
 
 import codecs
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": int(os.environ.get("VITRINA_PRODUCER_LINGER_MS", "50")),  # Tansu on S3 writes one object per batch: bigger batches, fewer PUTs
+        "linger.ms": settings.producer_linger_ms,  # Tansu on S3 writes one object per batch: bigger batches, fewer PUTs
         "batch.num.messages": 10000,
         "batch.size": 1_000_000,
         "queue.buffering.max.messages": 500_000,

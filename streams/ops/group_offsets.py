@@ -11,7 +11,6 @@ phases): where the broker keeps listing a member that exited (Tansu), it sets th
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -240,7 +239,7 @@ async def _commit_as_member(settings: Settings, group: str, offsets: dict[tuple[
     from aiokafka.errors import KafkaError as AIOKafkaError
     from aiokafka.structs import OffsetAndMetadata
 
-    session_ms = int(float(os.environ.get("VITRINA_SESSION_TIMEOUT_S", "10")) * 1000)
+    session_ms = int(settings.session_timeout_s * 1000)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=group, client_id=f"{group}-offsets",
         enable_auto_commit=False, auto_offset_reset="latest", session_timeout_ms=session_ms,

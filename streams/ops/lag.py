@@ -9,7 +9,6 @@ agents' event loop never waits for them; ends are verified by reading (Tansu's a
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
@@ -83,8 +82,9 @@ def _registry_name(settings: Settings, topic: str) -> str:
 
 
 def install(app, every_s: float | None = None) -> None:
-    """Measure the lag of this worker's assigned source partitions periodically (off the event loop)."""
-    every = every_s if every_s is not None else float(os.environ.get("VITRINA_LAG_EVERY_S", "15"))
+    """Measure the lag of this worker's assigned source partitions every ``every_s`` seconds (the worker passes
+    ``Settings.lag_every_s``, VITRINA_LAG_EVERY_S), off the event loop."""
+    every = every_s if every_s is not None else load().lag_every_s
 
     def assignments(settings: Settings) -> list[tuple[str, dict[str, list[int]]]]:
         """(group, registry topic -> assigned partitions) for the app's agents and each engine processor."""

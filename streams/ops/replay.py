@@ -132,8 +132,9 @@ def _print_description() -> None:
     from streams.runtime.app import app
     from streams.runtime.replay_mode import is_internal
 
-    register_all()
-    prefix = load().topic_prefix
+    settings = load()
+    register_all(settings)
+    prefix = settings.topic_prefix
     from streams.runtime.engine.service import registered
 
     consumed: set[str] = set()
@@ -603,8 +604,9 @@ def _refresh_showcases(timeout_s: float = 500.0) -> None:
     from streams.capabilities.showcase.builder import ShowcaseBuilder
 
     async def refresh() -> dict:
-        redis = async_client(load())
-        builder = ShowcaseBuilder(redis, settle_s=0.0)
+        settings = load()
+        redis = async_client(settings)
+        builder = ShowcaseBuilder(redis, settle_s=0.0, settings=settings)
         marked = await builder.mark_all_users(force=True)
         written, deadline = 0, time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -3,30 +3,29 @@ from __future__ import annotations
 
 import sys
 
-from infra.settings import load
+from infra.settings import Settings, load
 
 
-def tune_gc() -> None:
+def tune_gc(settings: Settings) -> None:
     """Fewer young collections: the co-view state holds millions of small objects, and CPython's
     default threshold (700 allocations) made the per-title stage spend ~40% of its time in the
     collector (measured in-process on MovieLens). VITRINA_GC_THRESHOLD="gen0,gen1,gen2"."""
     import gc
-    import os
-    values = [int(v) for v in os.environ.get("VITRINA_GC_THRESHOLD", "50000,20,100").split(",")]
+    values = [int(v) for v in settings.gc_threshold.split(",")]
     gc.set_threshold(*values)
 
 
 def run_worker(loglevel: str = "warn") -> int:
-    tune_gc()
+    settings = load()
+    tune_gc(settings)
     from streams.kafka.topics import ensure_topics
-    ensure_topics(load())
+    ensure_topics(settings)
     from streams.runtime.app import app
     from streams.agents import register_all
-    register_all()
+    register_all(settings)
     import streams.runtime.web  # noqa: F401  (metrics page)
     from streams.ops.lag import install as install_lag_metric
-    install_lag_metric(app)  # vitrina_consumer_lag, measured off the event loop
-    settings = load()
+    install_lag_metric(app, every_s=settings.lag_every_s)  # vitrina_consumer_lag, measured off the event loop
     sys.argv = ["vitrina-worker", "worker", "--loglevel", loglevel,
                 "--web-host", "127.0.0.1", "--web-port", str(settings.worker_web_port)]
     app.main()

@@ -43,7 +43,7 @@ def apply_broker_workarounds(broker: BrokerCapabilities, settings: Settings) -> 
     if settings.fetch_max_wait_ms > 0:
         limit_fetch_wait(settings.fetch_max_wait_ms)
     if broker.verify_ends_by_reading:
-        faust_highwaters.activate()  # verified changelog highwaters: full table recovery on Tansu
+        faust_highwaters.activate(settings)  # verified changelog highwaters: full table recovery on Tansu
 
 
 def check_changelog_partitions_once_known() -> None:

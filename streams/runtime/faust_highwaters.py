@@ -3,16 +3,16 @@
 ``activate()`` wraps ``AIOKafkaConsumerThread._highwaters``: every changelog end Faust is answered is
 checked by reading (``tansu_compat.verified_end_offsets``), so a worker restoring a table reads the
 changelog to its true end. ``streams/runtime/app.py`` switches it on when the broker needs it
-(``streams.kafka.broker_capabilities``). Set ``VITRINA_VERIFY_HIGHWATERS=0`` to turn it off on Tansu too.
+(``streams.kafka.broker_capabilities``). Set ``VITRINA_VERIFY_HIGHWATERS=0`` (``Settings.verify_highwaters``)
+to turn it off on Tansu too.
 """
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any, Mapping
 
 from infra.logs import get_logger
-from infra.settings import load
+from infra.settings import Settings, load
 from streams.kafka.offsets import probe_consumer
 from streams.kafka.tansu_compat import verified_end_offsets
 
@@ -37,9 +37,9 @@ def verified_ends(partitions: Mapping[Any, int | None]) -> dict[Any, int | None]
         consumer.close()
 
 
-def activate() -> bool:
+def activate(settings: Settings) -> bool:
     """Patch Faust's aiokafka driver once per process; returns whether the patch is active."""
-    if os.environ.get("VITRINA_VERIFY_HIGHWATERS", "1") == "0":
+    if not settings.verify_highwaters:
         return False
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import replace
 
 import pytest
 from selenium import webdriver
@@ -40,12 +41,9 @@ from support.waiting import wait_for  # noqa: E402
 
 @pytest.fixture(scope="module")
 def api(topics, worker):
-    patch = pytest.MonkeyPatch()
-    patch.setenv("VITRINA_STATUS_WORKERS", f"127.0.0.1:{worker.web_port}")  # the page shows this worker's metrics
-    try:
-        process = start_api(topics, port=pick_free_ports(1)[0], name="api-status-page")
-    finally:
-        patch.undo()
+    # the page shows this worker's metrics (VITRINA_STATUS_WORKERS, passed to the API through to_env)
+    settings = replace(topics, status_workers=f"127.0.0.1:{worker.web_port}")
+    process = start_api(settings, port=pick_free_ports(1)[0], name="api-status-page")
     try:
         yield process
     finally:

@@ -31,11 +31,6 @@ SOURCE_DIRS = ("streams", "api", "infra", "sinks", "processors")
 # file and the Dockerfile may set these (each must still be read somewhere in the code, see below).
 RUNTIME_ONLY = {
     "VITRINA_LOG_JSON": "infra/logs.py: 1 forces JSON log lines",
-    "VITRINA_AGENTS": "streams/agents: the agent modules a worker runs",
-    "VITRINA_GC_THRESHOLD": "streams/ops/worker.py: CPython GC thresholds of a worker",
-    "VITRINA_STATUS_WORKERS": "api/routes_ops.py: workers' web servers shown on /ops/status",
-    "VITRINA_API_REUSE_PORT": "api/app.py: SO_REUSEPORT for several API processes",
-    "VITRINA_ENCODER_CONCURRENCY": "processors/media: parallel ffmpeg encodes",
 }
 # Variables that only `docker compose` reads (interpolation in docker-compose.kafka.yml), never vitrina.
 COMPOSE_ONLY = {

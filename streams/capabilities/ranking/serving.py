@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from infra.logs import get_logger
+from infra.settings import Settings, load
 from processors.ranking.device import DeviceRanker
 from processors.ranking.registry import Registry
 from processors.ranking.serving import PoolEncoder, assign_arm, ranking_request
@@ -37,15 +37,16 @@ from sinks.redis_views import model_registry_key
 log = get_logger("vitrina.ranking.serving")
 
 
-def serving_enabled() -> bool:
-    return os.environ.get("VITRINA_SHOWCASE_RANKING", "1").strip().lower() not in ("0", "false", "no", "off")
+def serving_enabled(settings: Settings) -> bool:
+    """``VITRINA_SHOWCASE_RANKING``: whether the builder re-ranks with the serving ranking versions."""
+    return settings.showcase_ranking
 
 
 class ServingModels:
     def __init__(self, redis: Any, name: str | None = None, *, settings: Any = None, check_every_s: float = 5.0,
                  loader: Any = None) -> None:
         self.redis = redis
-        self.name = name or os.environ.get("VITRINA_RANKING_MODEL_NAME", "ranking")
+        self.name = name or (settings or load()).ranking_model_name
         self.settings = settings
         self.check_every_s = check_every_s
         self._loader = loader  # (version) -> DeviceRanker; tests and benches inject one
@@ -60,7 +61,6 @@ class ServingModels:
         if self._loader is not None:
             return self._loader(version)
         if self._store is None:
-            from infra.settings import load
             from sinks.model_store import ModelStore
 
             self._store = ModelStore(self.settings or load(), self.name)

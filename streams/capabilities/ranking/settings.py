@@ -1,5 +1,9 @@
 """Knobs of the online ranking pipeline (label join, trainer, checkpoints, promotion), from VITRINA_* env vars.
 
+``infra.settings.Settings`` reads them (field = the variable's name without ``VITRINA_``, lower case:
+``VITRINA_RANKING_BATCH`` -> ``ranking_batch``) as text; ``load_ranking_settings(settings)`` checks and types
+them here, naming the variable of a value it cannot use.
+
 | variable | default | meaning |
 |---|---|---|
 | ``VITRINA_RANKING_MODEL_NAME`` | ranking | registry / S3 / Redis name of the model |
@@ -35,10 +39,10 @@ stream with little disorder.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from infra.settings import Settings
 from processors.ranking.features import FeatureConfig
 from processors.ranking.labels import JoinerConfig
 from processors.ranking.registry import MODEL_NAME_PATTERN, model_name_ok
@@ -62,8 +66,13 @@ class RankingSettingsError(ValueError):
     """A VITRINA_* ranking variable has a value that cannot be used (names the variable)."""
 
 
-def _number(name: str, default: str, kind: type, low: float) -> float | int:
-    raw = os.environ.get(name, default).strip()
+def _text(settings: Settings, name: str) -> str:
+    """The text of variable ``name`` as ``settings`` read it (its field is the name without ``VITRINA_``)."""
+    return getattr(settings, name.removeprefix("VITRINA_").lower())
+
+
+def _number(settings: Settings, name: str, kind: type, low: float) -> float | int:
+    raw = _text(settings, name).strip()
     try:
         value = kind(raw)
     except ValueError:
@@ -112,20 +121,20 @@ class RankingSettings:
         )
 
 
-def load_ranking_settings() -> RankingSettings:
-    name = os.environ.get("VITRINA_RANKING_MODEL_NAME", "ranking")
+def load_ranking_settings(settings: Settings) -> RankingSettings:
+    name = settings.ranking_model_name
     if not model_name_ok(name):
         raise RankingSettingsError(f"VITRINA_RANKING_MODEL_NAME={name!r} must match {MODEL_NAME_PATTERN.pattern}")
-    preset = os.environ.get("VITRINA_RANKING_MODEL", "default")
+    preset = settings.ranking_model
     if preset not in PRESETS:
         raise RankingSettingsError(f"VITRINA_RANKING_MODEL={preset!r}; one of {', '.join(PRESETS)}")
-    every_s = int(_number("VITRINA_CHECKPOINT_EVERY_S", "14400", int, 0))
-    every_samples = int(_number("VITRINA_CHECKPOINT_EVERY_SAMPLES", "1000000", int, 0))
+    every_s = int(_number(settings, "VITRINA_CHECKPOINT_EVERY_S", int, 0))
+    every_samples = int(_number(settings, "VITRINA_CHECKPOINT_EVERY_SAMPLES", int, 0))
     if not every_s and not every_samples:
         raise RankingSettingsError("VITRINA_CHECKPOINT_EVERY_S and VITRINA_CHECKPOINT_EVERY_SAMPLES cannot both be 0")
-    export_batch = int(_number("VITRINA_RANKING_EXPORT_BATCH", "0", int, 0)) or None
+    export_batch = int(_number(settings, "VITRINA_RANKING_EXPORT_BATCH", int, 0)) or None
     features, model = PRESETS[preset]
-    upcoming = int(_number("VITRINA_RANKING_UPCOMING_LEN", "0", int, 0))
+    upcoming = int(_number(settings, "VITRINA_RANKING_UPCOMING_LEN", int, 0))
     if upcoming:
         from dataclasses import replace as _replace
         features = _replace(features, upcoming_len=upcoming)
@@ -136,18 +145,18 @@ def load_ranking_settings() -> RankingSettings:
         model=dict(model),
         checkpoint_every_s=every_s,
         checkpoint_every_samples=every_samples,
-        checkpoint_min_wall_s=int(_number("VITRINA_CHECKPOINT_MIN_WALL_S", "60", int, 0)),
-        window_s=int(_number("VITRINA_LABEL_WINDOW_S", "1800", int, 1)),
-        max_label_age_s=int(_number("VITRINA_LABEL_MAX_AGE_S", "21600", int, 1)),
-        lateness_s=int(_number("VITRINA_LABEL_LATENESS_S", "21600", int, 0)),
-        batch_size=int(_number("VITRINA_RANKING_BATCH", "256", int, 1)),
-        buffer_capacity=int(_number("VITRINA_RANKING_BUFFER", "100000", int, 1)),
-        learning_rate=float(_number("VITRINA_RANKING_LEARNING_RATE", "0.002", float, 0.0)),
-        holdout_every=int(_number("VITRINA_RANKING_HOLDOUT_EVERY", "10", int, 2)),
-        eval_min_samples=int(_number("VITRINA_RANKING_EVAL_MIN_SAMPLES", "200", int, 1)),
-        tolerance=float(_number("VITRINA_RANKING_PROMOTION_TOLERANCE", "0.01", float, 0.0)),
-        last_n=int(_number("VITRINA_RANKING_PROMOTION_LAST_N", "5", int, 1)),
+        checkpoint_min_wall_s=int(_number(settings, "VITRINA_CHECKPOINT_MIN_WALL_S", int, 0)),
+        window_s=int(_number(settings, "VITRINA_LABEL_WINDOW_S", int, 1)),
+        max_label_age_s=int(_number(settings, "VITRINA_LABEL_MAX_AGE_S", int, 1)),
+        lateness_s=int(_number(settings, "VITRINA_LABEL_LATENESS_S", int, 0)),
+        batch_size=int(_number(settings, "VITRINA_RANKING_BATCH", int, 1)),
+        buffer_capacity=int(_number(settings, "VITRINA_RANKING_BUFFER", int, 1)),
+        learning_rate=float(_number(settings, "VITRINA_RANKING_LEARNING_RATE", float, 0.0)),
+        holdout_every=int(_number(settings, "VITRINA_RANKING_HOLDOUT_EVERY", int, 2)),
+        eval_min_samples=int(_number(settings, "VITRINA_RANKING_EVAL_MIN_SAMPLES", int, 1)),
+        tolerance=float(_number(settings, "VITRINA_RANKING_PROMOTION_TOLERANCE", float, 0.0)),
+        last_n=int(_number(settings, "VITRINA_RANKING_PROMOTION_LAST_N", int, 1)),
         export_batch=export_batch,
-        online_every_s=float(_number("VITRINA_RANKING_ONLINE_EVERY_S", "30", float, 1.0)),
-        gate=os.environ.get("VITRINA_RANKING_GATE", "1").strip().lower() not in ("0", "false", "no", "off"),
+        online_every_s=float(_number(settings, "VITRINA_RANKING_ONLINE_EVERY_S", float, 1.0)),
+        gate=settings.ranking_gate,
     )

@@ -46,6 +46,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
 from infra.logs import get_logger
+from infra.settings import Settings, load
 from processors.history import user_history, viewer_devices
 from processors.showcase import (
     Alarm,
@@ -370,11 +371,13 @@ class ShowcaseBuilder:
     def __init__(self, redis: Any, policy: ShowcasePolicy = DEFAULT_POLICY, *, settle_s: float = 2.0,
                  batch_size: int = 200, tick_budget_s: float = 0.8, variants_every_s: float = 600.0,
                  sweep_every_s: float = 3600.0, catalogue: CatalogueCache | None = None,
-                 settled_s: float = 30.0, models: Any = "auto") -> None:
+                 settled_s: float = 30.0, models: Any = "auto", settings: Settings | None = None) -> None:
         self.redis = redis
-        if models == "auto":
+        if models == "auto":  # the serving ranking versions, unless VITRINA_SHOWCASE_RANKING turns them off
             from streams.capabilities.ranking.serving import ServingModels, serving_enabled
-            models = ServingModels(redis) if serving_enabled() else None
+            settings = settings or load()
+            models = (ServingModels(redis, settings.ranking_model_name, settings=settings)
+                      if serving_enabled(settings) else None)
         self.models = models  # ServingModels: the ranking versions re-ranking the ML shelves; None = off
         self.policy = policy
         self.settle_s = settle_s

@@ -182,11 +182,16 @@ def test_missing_source_is_a_tool_failure(media: FixtureMedia, tmp_path):
 
 # ------------------------------------------------------------------ pool
 
-def test_default_concurrency_from_env(monkeypatch):
+def test_default_concurrency_from_settings(monkeypatch):
+    from infra.settings import Settings
+
     monkeypatch.setenv("VITRINA_ENCODER_CONCURRENCY", "3")
-    assert default_concurrency() == 3 and EncoderPool().size == 3
+    configured = Settings().encoder_concurrency
+    assert default_concurrency(configured) == 3 and EncoderPool(default_concurrency(configured)).size == 3
+    assert default_concurrency("0") == 1  # at least one
     monkeypatch.delenv("VITRINA_ENCODER_CONCURRENCY")
-    assert default_concurrency() >= 1
+    assert Settings().encoder_concurrency == "" and default_concurrency(Settings().encoder_concurrency) >= 1
+    assert EncoderPool().size == default_concurrency()
 
 
 async def test_pool_bounds_concurrency():
