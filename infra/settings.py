@@ -118,6 +118,11 @@ class Settings:
     # decoded values the processors of one worker share (streams/runtime/records.py DecodeCache; ~1 KB each,
     # held only while some reader of the partition has not read them yet)
     engine_decode_cache: int = field(default_factory=lambda: int(_env("VITRINA_ENGINE_DECODE_CACHE", "100000")))
+    # input records over this size (key + value) are dead-lettered as OVERSIZED without decoding; a dead
+    # letter keeps the first dead_letter_keep_bytes of a larger key or value (streams/kafka/deadletter.py)
+    max_event_bytes: int = field(default_factory=lambda: int(_env("VITRINA_MAX_EVENT_BYTES", str(512 * 1024))))
+    dead_letter_keep_bytes: int = field(
+        default_factory=lambda: int(_env("VITRINA_DEAD_LETTER_KEEP_BYTES", str(64 * 1024))))
     # a worker (streams/ops/worker.py): the agent modules it runs (comma-separated names of streams/agents/,
     # e.g. "uploads"; empty: all), its CPython GC thresholds "gen0,gen1,gen2" (the default 700 made the
     # co-view stage spend ~40% of its time in the collector) and the period of its consumer-lag measurement

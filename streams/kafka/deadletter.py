@@ -13,15 +13,16 @@ dead-lettered as ``OVERSIZED``. No vitrina event is anywhere near that size, and
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from datetime import datetime, timezone
 
 from streams.kafka.codec import Codec
 from streams.kafka.topics import DLQ_PREFIX
 
-KEEP_BYTES = int(os.environ.get("VITRINA_DEAD_LETTER_KEEP_BYTES", str(64 * 1024)))
-MAX_EVENT_BYTES = int(os.environ.get("VITRINA_MAX_EVENT_BYTES", str(512 * 1024)))
+# the defaults of Settings.dead_letter_keep_bytes / max_event_bytes (VITRINA_DEAD_LETTER_KEEP_BYTES /
+# VITRINA_MAX_EVENT_BYTES), which the runtimes pass in
+KEEP_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 512 * 1024
 
 OVERSIZED = "OVERSIZED"     # reason code: key + value over MAX_EVENT_BYTES
 BAD_HEADER = "BAD_HEADER"   # reason code: a vitrina header on an internal topic that does not parse
@@ -45,9 +46,8 @@ def original_digest(key: bytes | None, value: bytes | None) -> bytes:
     return digest.digest()
 
 
-def oversized(key: bytes | None, value: bytes | None, limit: int | None = None) -> str | None:
+def oversized(key: bytes | None, value: bytes | None, limit: int = MAX_EVENT_BYTES) -> str | None:
     """Why a record is too large to be processed (None when it is not)."""
-    limit = MAX_EVENT_BYTES if limit is None else limit
     size = len(key or b"") + len(value or b"")
     if size <= limit:
         return None
@@ -56,13 +56,13 @@ def oversized(key: bytes | None, value: bytes | None, limit: int | None = None) 
 
 
 def dead_letter(source_topic: str, partition: int, offset: int, agent: str, reason_code: str, error: str,
-                key: bytes | None, value: bytes | None, attempts: int = 1) -> dict:
-    truncated = (key is not None and len(key) > KEEP_BYTES) or (value is not None and len(value) > KEEP_BYTES)
+                key: bytes | None, value: bytes | None, attempts: int = 1, keep_bytes: int = KEEP_BYTES) -> dict:
+    truncated = (key is not None and len(key) > keep_bytes) or (value is not None and len(value) > keep_bytes)
     return {
         "source_topic": source_topic, "source_partition": partition, "source_offset": offset,
         "agent": agent, "reason_code": reason_code, "error": error[:2000],
-        "key": key[:KEEP_BYTES] if truncated and key is not None else key,
-        "value": value[:KEEP_BYTES] if truncated and value is not None else value,
+        "key": key[:keep_bytes] if truncated and key is not None else key,
+        "value": value[:keep_bytes] if truncated and value is not None else value,
         "failed_at": datetime.now(timezone.utc), "attempts": min(max(int(attempts), 1), 2**31 - 1),
         "truncated": truncated,
         "key_size": None if key is None else len(key),

@@ -69,12 +69,14 @@ async def forward(topic: faust.TopicT, key: bytes, event: Inbound) -> None:
 
 
 async def send_dead_letter(app: faust.App, codec: Codec, source: str, partition: int, offset: int, agent: str,
-                           code: str, error: str, key: bytes | None, value: bytes | None, attempts: int = 1) -> None:
+                           code: str, error: str, key: bytes | None, value: bytes | None, attempts: int = 1,
+                           keep_bytes: int | None = None) -> None:
     """Write a dead letter and wait until the broker has it; on failure retry (backing off up to 30 s)
     until it succeeds or the agent is stopped. Returning means the record may be committed: a letter
     that was not written must never let its record's offset be committed (the batch is held back
     instead, see ``hold_back``)."""
-    envelope = dead_letter(source, partition, offset, agent, code, error, key, value, attempts)
+    keep_bytes = load().dead_letter_keep_bytes if keep_bytes is None else keep_bytes
+    envelope = dead_letter(source, partition, offset, agent, code, error, key, value, attempts, keep_bytes)
     encoded = encode_dead_letter(codec, envelope)
     channel = raw_topic(app, dlq_topic_for(source))
     delay = 0.5
@@ -119,6 +121,7 @@ async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSp
     time of that batch (``vitrina_batch_seconds{agent}``). A replay worker drops records past its range.
     """
     codec = codec or default_codec()
+    settings = load()  # once per agent stream
     log = get_logger("vitrina.agent", agent=agent, topic=source.name)
     bounded = replay_mode.active()
     async for events in stream.take_events(max_batch, within=within_s):
@@ -133,13 +136,13 @@ async def decoded_batches(app: faust.App, stream: faust.StreamT, source: TopicSp
             try:
                 good.append(decode_record(codec, source, event.key, event.value, message.headers, message.partition,
                                           message.offset, int((message.timestamp or 0) * 1000), event,
-                                          FaustInbound))
+                                          FaustInbound, max_event_bytes=settings.max_event_bytes))
             except Refused as refused:
                 log.warning("dead_letter", partition=message.partition, offset=message.offset,
                             reason=refused.code, error=refused.text)
                 await send_dead_letter(app, codec, source.name, message.partition, message.offset, agent,
                                        refused.code, refused.text, event.key, event.value,
-                                       attempts_of(message.headers))
+                                       attempts_of(message.headers), settings.dead_letter_keep_bytes)
         EVENTS_IN.labels(topic=source.name, agent=agent).inc(len(events))
         if good:
             log.debug("batch", partition=good[-1].partition, offset=good[-1].offset, size=len(good))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from streams.kafka.codec import Codec, DecodeError
-from streams.kafka.deadletter import BAD_HEADER, OVERSIZED, UPSTREAM_OF_INTERNAL, oversized
+from streams.kafka.deadletter import BAD_HEADER, MAX_EVENT_BYTES, OVERSIZED, UPSTREAM_OF_INTERNAL, oversized
 from streams.kafka.topics import TopicSpec
 from streams.runtime.metrics import UNTRUSTED_HEADERS
 
@@ -181,12 +181,12 @@ class DecodeCache:
 def decode_record(codec: Codec, source: TopicSpec, key: bytes | None, raw: bytes | None, headers: Any,
                   partition: int, offset: int, timestamp_ms: int, host_record: Any = None,
                   cls: type[Inbound] = Inbound, cache: DecodeCache | None = None,
-                  readers: int | None = None) -> Inbound:
+                  readers: int | None = None, max_event_bytes: int = MAX_EVENT_BYTES) -> Inbound:
     """The record as an ``Inbound``, or ``Refused`` (size, schema, header: in that order). ``readers``:
     how many processors of this worker read this record (``DecodeCache.put``)."""
     try:
         if source.name not in INTERNAL_TOPICS:
-            too_big = oversized(key, raw)
+            too_big = oversized(key, raw, max_event_bytes)
             if too_big is not None:
                 raise DecodeError(OVERSIZED, too_big)
         value = cache.get(source.schema, raw) if cache is not None and raw is not None else None

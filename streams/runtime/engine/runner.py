@@ -125,7 +125,8 @@ class Output:
                           key: bytes | None, raw: bytes | None, attempts: int = 1) -> None:
         """Queue a dead letter (a key or value over the keep limit is truncated, with a pointer to the
         original): acknowledged before the checkpoint writes the state that marks its record done."""
-        envelope = dead_letter(event_topic, partition, offset, self.agent, code, error, key, raw, attempts)
+        envelope = dead_letter(event_topic, partition, offset, self.agent, code, error, key, raw, attempts,
+                               self.settings.dead_letter_keep_bytes)
         await self.send(dlq_topic_for(event_topic), encode_dead_letter(self.codec, envelope), key=envelope["key"])
         DEAD_LETTERS.labels(source=event_topic, agent=self.agent, reason=code).inc()
 
@@ -341,7 +342,8 @@ class Runner:
                 continue
             try:
                 events.append(decode_record(codec, source, record.key, record.value, record.headers, partition,
-                                            offset, record.timestamp or 0, cache=self.decoded, readers=readers))
+                                            offset, record.timestamp or 0, cache=self.decoded, readers=readers,
+                                            max_event_bytes=self.settings.max_event_bytes))
             except Refused as refused:
                 self.log.warning("dead_letter", partition=partition, offset=offset, reason=refused.code,
                                  error=refused.text)

@@ -27,6 +27,8 @@ MOVED = {
     "VITRINA_REDIS_RETRIES": ("redis_retries", 20),
     "VITRINA_ENCODER_CONCURRENCY": ("encoder_concurrency", ""),
     "VITRINA_RANKING_GATE": ("ranking_gate", True),
+    "VITRINA_MAX_EVENT_BYTES": ("max_event_bytes", 512 * 1024),
+    "VITRINA_DEAD_LETTER_KEEP_BYTES": ("dead_letter_keep_bytes", 64 * 1024),
 }
 
 
@@ -113,3 +115,21 @@ def test_code_takes_the_values_it_is_given(clean_env):
         assert client.get_retry()._retries == 4
     finally:
         client.close()
+
+
+def test_the_record_size_limits_are_the_ones_passed_in():
+    """Not module constants read at import: a worker's Settings decide (streams/runtime/records.py,
+    streams/kafka/deadletter.py)."""
+    from streams.kafka.codec import default_codec
+    from streams.kafka.deadletter import OVERSIZED, dead_letter
+    from streams.kafka.topics import spec
+    from streams.runtime.records import Refused, decode_record
+
+    with pytest.raises(Refused) as refused:
+        decode_record(default_codec(), spec("playback"), b"k", b"x" * 200, None, 0, 0, 0, max_event_bytes=100)
+    assert refused.value.code == OVERSIZED and "100-byte limit" in refused.value.text
+    with pytest.raises(Refused) as refused:  # under the limit: decoded (and refused for its bytes, not its size)
+        decode_record(default_codec(), spec("playback"), b"k", b"x" * 200, None, 0, 0, 0, max_event_bytes=1000)
+    assert refused.value.code != OVERSIZED
+    letter = dead_letter("playback", 0, 0, "a", "X", "e", b"k", b"v" * 50, keep_bytes=10)
+    assert letter["truncated"] and letter["value"] == b"v" * 10 and letter["value_size"] == 50
