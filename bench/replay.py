@@ -65,16 +65,18 @@ def first_pass(settings: Settings, replay_plan, modules: list[str]) -> tuple[flo
     the share of its processors' decodes answered by the shared decode cache, and the CPU seconds the
     worker spent meanwhile (a figure other processes on the machine disturb far less than the wall time)."""
     from infra.ports import pick_free_ports
-    from streams.ops.replay import committed_progress
+    from streams.kafka.topics import admin_client
+    from streams.ops.replay import PROGRESS_POLL_S, committed_progress
     from streams.ops.supervisor import start_worker
 
+    admin = admin_client(settings)
     worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=replay_plan.app_id,
                           extra_env={"VITRINA_APP_ID": replay_plan.app_id, "VITRINA_AGENTS": ",".join(modules)})
     try:
         ready = time.monotonic()
         cpu_at_ready = cpu_seconds(worker.process.pid)
         while True:
-            done, finished = committed_progress(settings, replay_plan)
+            done, finished = committed_progress(settings, replay_plan, admin)
             if finished:
                 seconds = time.monotonic() - ready
                 cpu = cpu_seconds(worker.process.pid) - cpu_at_ready
@@ -85,7 +87,7 @@ def first_pass(settings: Settings, replay_plan, modules: list[str]) -> tuple[flo
                 raise RuntimeError(worker.log_tail())
             if time.monotonic() - ready > float(os.environ.get("BENCH_REPLAY_FIRST_PASS_TIMEOUT_S", "900")):
                 raise TimeoutError(f"first pass not done: {done}\n{worker.log_tail(80)}")
-            time.sleep(0.5)
+            time.sleep(PROGRESS_POLL_S)  # the same looks as the rebuild's
     finally:
         worker.stop()
 
