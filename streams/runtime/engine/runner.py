@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -29,11 +29,13 @@ from infra.settings import Settings, load
 from streams.runtime import replay_mode
 from streams.kafka.codec import Codec, default_codec
 from streams.kafka.deadletter import dead_letter, dlq_topic_for, encode_dead_letter
+from streams.kafka.partitioner import CachedPartitioner
 from streams.runtime.engine import processor_group
 from streams.runtime.engine.store import PartitionStore
 from streams.runtime.records import DecodeCache, Inbound, Refused, attempts_of, decode_record
 from streams.runtime.metrics import BATCH_SECONDS, DEAD_LETTERS, EVENTS_IN, EVENTS_OUT
-from streams.kafka.topics import TopicSpec, explain_invalid_record, full_name, require_key
+from streams.kafka.topics import (KeylessRecordError, TopicSpec, explain_invalid_record, full_name, is_compacted,
+                                  require_key)
 
 
 explain_invalid_record()  # a refused batch fails the checkpoint as INVALID_RECORD with its cause, not UnknownError()
@@ -94,6 +96,15 @@ async def sink_write(sink: str) -> AsyncIterator[None]:
         raise SinkFailed(f"writing {sink} failed: {exc!r}") from exc
 
 
+class _Route(NamedTuple):
+    """Where sends to one registry topic go, resolved once per ``Output`` (a send used to read the
+    replay environment twice and look the topic up three times, per record)."""
+
+    physical: str | None   # the full topic name; None when a replay worker drops sends to it
+    compacted: bool
+    sent: Any              # the ``vitrina_events_out_total`` child of (topic, agent)
+
+
 class Output:
     """Sends of one processor; every send of a checkpoint period is awaited before the commit."""
 
@@ -103,23 +114,35 @@ class Output:
         self.agent = agent
         self.codec = codec
         self.pending: list[asyncio.Future] = []
+        self._routes: dict[str, _Route] = {}
+
+    def _route(self, topic: str) -> _Route:
+        route = self._routes.get(topic)
+        if route is None:
+            physical = None if replay_mode.suppresses(topic) else \
+                full_name(self.settings, replay_mode.physical_name(topic))
+            route = self._routes[topic] = _Route(physical, is_compacted(topic),
+                                                 EVENTS_OUT.labels(topic=topic, agent=self.agent))
+        return route
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send to a registry topic (a replay worker writes internal topics to its private copy and
         drops the others, like Faust agents). A record without a key for a compacted topic raises
         ``KeylessRecordError``: the broker would refuse its whole batch and fail every checkpoint after."""
-        require_key(topic, key)
-        if replay_mode.suppresses(topic):
+        route = self._routes.get(topic) or self._route(topic)
+        if key is None and route.compacted:
+            raise KeylessRecordError(topic)
+        if route.physical is None:
             replay_mode.REPLAY_SUPPRESSED.labels(topic=topic).inc()
             return
-        name = full_name(self.settings, replay_mode.physical_name(topic))
         try:
-            future = await self.producer.send(name, value=value, key=key, partition=partition, headers=headers)
+            future = await self.producer.send(route.physical, value=value, key=key, partition=partition,
+                                              headers=headers)
         except Exception as exc:  # noqa: BLE001 - any failure to queue is the output's, not the record's
-            raise OutputFailed(f"send to {name} failed: {exc!r}") from exc
+            raise OutputFailed(f"send to {route.physical} failed: {exc!r}") from exc
         self.pending.append(future)
-        EVENTS_OUT.labels(topic=topic, agent=self.agent).inc()
+        route.sent.inc()
 
     async def dead_letter(self, event_topic: str, partition: int, offset: int, code: str, error: str,
                           key: bytes | None, raw: bytes | None, attempts: int = 1) -> None:
@@ -247,7 +270,7 @@ class Runner:
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
                                          enable_idempotence=idempotent,
                                          max_batch_size=1 << 20, max_request_size=8 << 20,
-                                         client_id=f"{self.group}-producer")
+                                         client_id=f"{self.group}-producer", partitioner=CachedPartitioner())
         await self.producer.start()
         self.out = Output(self.producer, self.settings, self.name, self.codec)
         # Tansu completes a JoinGroup after about half the session timeout: 10 s joins in ~5 s (as for Faust)
