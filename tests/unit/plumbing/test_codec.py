@@ -89,6 +89,23 @@ def test_truncated_body_and_trailing_garbage_are_decode_errors(codec):
     assert trailing.value.code == DecodeError.BODY_DECODE_FAILED
 
 
+def test_trailing_bytes_are_refused_whatever_they_are_even_a_piece_of_the_end_mark(codec):
+    """The own-schema decode appends END_MARK and expects it back right after the record: padding that
+    is a prefix or a suffix of the mark, zeros, or the whole mark minus a byte must still be refused."""
+    from streams.kafka.codec import END_MARK
+
+    good = codec.encode("vitrina.PlaybackEvent", playback())
+    paddings = [END_MARK[:k] for k in range(1, 16)] + [END_MARK[k:] for k in range(1, 16)]
+    paddings += [b"\x00" * k for k in range(1, 20)] + [END_MARK[:-1] + bytes([END_MARK[-1] ^ 1])]
+    for padding in paddings:
+        with pytest.raises(DecodeError) as refused:
+            codec.decode(good + padding, "vitrina.PlaybackEvent")
+        assert refused.value.code == DecodeError.BODY_DECODE_FAILED, padding
+    for cut in range(1, len(good) - 10):
+        with pytest.raises(DecodeError):
+            codec.decode(good[:-cut], "vitrina.PlaybackEvent")
+
+
 def test_record_of_another_type_is_rejected(codec):
     session = codec.encode("vitrina.SessionEvent", dict(session_id="s", user_id=None, device_id="d", device_type="TV",
                                                         kind="START", end_reason=None, event_time=NOW))
