@@ -78,6 +78,7 @@ class Schema:
     # cavro reader of a whole single-object record written with this very schema, followed by END_MARK:
     # {header: fixed(10), record: this schema, end: fixed(16)}
     framed: Any = None
+    flat: bool = False  # no field holds a record, array or map: a decoded value is a dict of scalars
 
     @property
     def single_object_header(self) -> bytes:
@@ -93,7 +94,17 @@ def _make_schema(parsed: Any, expanded: Any) -> Schema:
                                "fields": [_HEADER_FIELD, {"name": "record", "type": expanded}, _END_FIELD]},
                               options=_CAVRO_OPTIONS)
     return Schema(name=parsed["name"], parsed=parsed, canonical=canonical, fingerprint=fp, expanded=expanded,
-                  framed=framed)
+                  framed=framed, flat=expanded is not None and all(_scalar(f["type"]) for f in expanded["fields"]))
+
+
+def _scalar(avro_type: Any) -> bool:
+    """Whether values of this (expanded) type decode to scalars: not a record, array or map, nor a union
+    holding one."""
+    if isinstance(avro_type, list):
+        return all(_scalar(branch) for branch in avro_type)
+    if isinstance(avro_type, dict):
+        return avro_type.get("type") not in ("record", "error", "array", "map")
+    return True
 
 
 # records as plain dicts, like fastavro; everything else cavro's defaults (strict UTF-8, aware UTC timestamps)

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -96,23 +96,31 @@ async def sink_write(sink: str) -> AsyncIterator[None]:
         raise SinkFailed(f"writing {sink} failed: {exc!r}") from exc
 
 
-class _Route(NamedTuple):
+class _Route:
     """Where sends to one registry topic go, resolved once per ``Output`` (a send used to read the
     replay environment twice and look the topic up three times, per record)."""
 
-    physical: str | None   # the full topic name; None when a replay worker drops sends to it
-    compacted: bool
-    sent: Any              # the ``vitrina_events_out_total`` child of (topic, agent)
+    __slots__ = ("physical", "compacted", "sent", "partitions")
+
+    def __init__(self, physical: str | None, compacted: bool, sent: Any) -> None:
+        self.physical = physical    # the full topic name; None when a replay worker drops sends to it
+        self.compacted = compacted
+        self.sent = sent            # the ``vitrina_events_out_total`` child of (topic, agent)
+        # the topic's partitions once the producer knew them (after the first send): a keyed record's
+        # partition is then picked here, as aiokafka would, without its per-send metadata look-ups
+        self.partitions: list[int] | None = None
 
 
 class Output:
     """Sends of one processor; every send of a checkpoint period is awaited before the commit."""
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings, agent: str, codec: Codec) -> None:
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings, agent: str, codec: Codec,
+                 partitioner: CachedPartitioner | None = None) -> None:
         self.producer = producer
         self.settings = settings
         self.agent = agent
         self.codec = codec
+        self.partitioner = partitioner or CachedPartitioner()
         self.pending: list[asyncio.Future] = []
         self._routes: dict[str, _Route] = {}
 
@@ -136,6 +144,8 @@ class Output:
         if route.physical is None:
             replay_mode.REPLAY_SUPPRESSED.labels(topic=topic).inc()
             return
+        if partition is None and key is not None and route.partitions is not None:
+            partition = self.partitioner(key, route.partitions, route.partitions)
         try:
             future = await self.producer.send(route.physical, value=value, key=key, partition=partition,
                                               headers=headers)
@@ -143,6 +153,9 @@ class Output:
             raise OutputFailed(f"send to {route.physical} failed: {exc!r}") from exc
         self.pending.append(future)
         route.sent.inc()
+        if route.partitions is None:
+            known = self.producer.client.cluster.partitions_for_topic(route.physical)
+            route.partitions = sorted(known) if known else None
 
     async def dead_letter(self, event_topic: str, partition: int, offset: int, code: str, error: str,
                           key: bytes | None, raw: bytes | None, attempts: int = 1) -> None:
@@ -267,12 +280,13 @@ class Runner:
         # a partition never holds a later record of this producer without the earlier ones (downstream
         # dedupe by origin offset takes the highest offset applied as "everything up to here")
         idempotent = self.settings.broker != "tansu"
+        partitioner = CachedPartitioner()
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
                                          enable_idempotence=idempotent,
                                          max_batch_size=1 << 20, max_request_size=8 << 20,
-                                         client_id=f"{self.group}-producer", partitioner=CachedPartitioner())
+                                         client_id=f"{self.group}-producer", partitioner=partitioner)
         await self.producer.start()
-        self.out = Output(self.producer, self.settings, self.name, self.codec)
+        self.out = Output(self.producer, self.settings, self.name, self.codec, partitioner)
         # Tansu completes a JoinGroup after about half the session timeout: 10 s joins in ~5 s (as for Faust)
         session_timeout_ms = int(self.settings.session_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(

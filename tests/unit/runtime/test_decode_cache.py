@@ -2,7 +2,11 @@
 stale or shared value."""
 from __future__ import annotations
 
-from streams.runtime.records import DecodeCache
+from fastavro.utils import generate_many
+
+from streams.kafka.codec import default_codec
+from streams.kafka.topics import spec
+from streams.runtime.records import DecodeCache, decode_record
 
 
 def test_a_hit_needs_the_same_schema_and_bytes_and_returns_a_copy_of_its_own():
@@ -18,10 +22,18 @@ def test_a_hit_needs_the_same_schema_and_bytes_and_returns_a_copy_of_its_own():
     assert (cache.hits, cache.misses) == (2, 2)
 
 
-def test_nested_values_are_not_kept_and_the_oldest_entries_go_first():
-    cache = DecodeCache(max_entries=3)
-    cache.put("vitrina.RankingImpression", b"x", {"labels": {"evr": True}})
-    assert cache.get("vitrina.RankingImpression", b"x") is None  # a shallow copy would share the labels
+def test_only_flat_schemas_are_kept_and_the_oldest_entries_go_first():
+    cache, codec = DecodeCache(max_entries=3), default_codec()
+    # a shallow copy of an impression would share its labels, pxtr and lists between readers
+    assert not cache.keeps(codec, "vitrina.RankingImpression") and not cache.keeps(codec, "vitrina.CoViewBatch")
+    assert cache.keeps(codec, "vitrina.PlaybackEvent") and cache.keeps(codec, "vitrina.SessionEvent")
+    record = next(generate_many(codec.store.current("vitrina.RankingImpression").parsed, 1))
+    raw = codec.encode("vitrina.RankingImpression", record)
+    for _ in range(3):
+        value = decode_record(codec, spec("ranking.impressions"), b"k", raw, None, 0, 0, 0, cache=cache,
+                              readers=3).value
+        assert value == codec.decode(raw, "vitrina.RankingImpression")
+    assert len(cache.entries) == 0 and (cache.hits, cache.misses) == (0, 0)  # never looked up, never kept
     for n in range(5):
         cache.put("vitrina.PlaybackEvent", b"%d" % n, {"n": n})
     assert [cache.get("vitrina.PlaybackEvent", b"%d" % n) for n in range(5)] == [None, None, {"n": 2}, {"n": 3},

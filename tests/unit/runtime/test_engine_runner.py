@@ -55,11 +55,29 @@ class Sent:
 
 
 @dataclass
+class FakeCluster:
+    partitions: dict[str, set[int]] = field(default_factory=dict)
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.partitions.get(topic)
+
+
+@dataclass
+class FakeClient:
+    cluster: FakeCluster = field(default_factory=FakeCluster)
+
+
+@dataclass
 class FakeProducer:
     """Acknowledges every send at once (or refuses when ``down``); keeps the log of every topic."""
 
     sent: list[Sent] = field(default_factory=list)
     down: bool = False
+    client: Any = None  # aiokafka's metadata (``client.cluster``); None: partitions never known here
+
+    def __post_init__(self) -> None:
+        if self.client is None:
+            self.client = FakeClient()
 
     async def send(self, topic, value=None, key=None, partition=None, headers=None):
         if self.down:
@@ -301,4 +319,27 @@ def test_a_replay_worker_marks_applied_only_up_to_its_range_end(monkeypatch):
         assert runner.stores[0].get("t1") == 3 and runner.stores[0].applied_offset("playback") == 2
         await runner.checkpoint()
         assert runner.consumer.commits[-1] == {(source_topic(runner), 0): 3}
+    asyncio.run(scenario())
+
+
+def test_keyed_outputs_go_to_the_partition_kafka_s_default_partitioner_picks():
+    """After the first send to a topic the runner picks a keyed record's partition itself (without
+    aiokafka's metadata look-ups per send): the same one aiokafka's default partitioner (Kafka's murmur2)
+    picks, so a title's records stay together whoever forwards them."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    async def scenario():
+        producer = FakeProducer()
+        settings = load()
+        physical = full_name(settings, OUT_TOPIC)
+        producer.client.cluster.partitions[physical] = set(range(6))
+        out = Output(producer, settings, "test", CODEC)
+        keys = [f"title-{n}".encode() for n in range(40)]
+        for key in keys:
+            await out.send(OUT_TOPIC, b"v", key=key)
+        await out.send(OUT_TOPIC, b"v", key=b"pinned", partition=5)
+        picked = [s.partition for s in producer.sent]
+        assert picked[0] is None  # the first send: aiokafka partitions it (and learns the topic's partitions)
+        assert picked[1:40] == [DefaultPartitioner()(key, list(range(6)), list(range(6))) for key in keys[1:]]
+        assert picked[40] == 5 and len(set(picked[1:40])) == 6
     asyncio.run(scenario())
