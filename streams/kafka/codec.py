@@ -97,24 +97,30 @@ def _make_schema(parsed: Any, expanded: Any) -> Schema:
                   framed=framed, flat=expanded is not None and all(_scalar(f["type"]) for f in expanded["fields"]))
 
 
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
 def _scalar(avro_type: Any) -> bool:
     """Whether values of this (expanded) type decode to scalars: not a record, array or map, nor a union
-    holding one."""
+    holding one. A type named by reference counts as not scalar (it may be a record): a wrong "flat"
+    would let readers share a nested value through the decode cache."""
     if isinstance(avro_type, list):
         return all(_scalar(branch) for branch in avro_type)
     if isinstance(avro_type, dict):
-        return avro_type.get("type") not in ("record", "error", "array", "map")
-    return True
+        return avro_type.get("type") not in ("record", "error", "array", "map") and (
+            avro_type.get("type") in _PRIMITIVES or "name" in avro_type)
+    return avro_type in _PRIMITIVES
 
 
 # records as plain dicts, like fastavro; everything else cavro's defaults (strict UTF-8, aware UTC timestamps)
 _CAVRO_OPTIONS = cavro.DEFAULT_OPTIONS.replace(record_decodes_to_dict=True)
 # Trailing bytes after a body are refused. cavro does not tell how much it read, and reading one more
-# byte to see it fail (EOFError) cost a third of a PlaybackEvent's decode, on every record. Instead the
-# record is decoded with END_MARK appended, as {header, record, end} (one copy, no slicing): the body
-# had no trailing bytes iff ``end`` comes back as END_MARK. A truncated body eats into the mark and fails (EOF) or changes it; a padded one
-# shifts it, unless the padding itself starts with the mark: 16 random bytes drawn per process, which a
-# producer cannot know.
+# byte to see it fail (EOFError) on every record cost a third of a decode in a micro-benchmark and more
+# than the decode itself in a worker's profile (docs/performance.md). Instead the record is decoded
+# with END_MARK appended, as {header, record, end} (one copy, no slicing): the body had no trailing
+# bytes iff ``end`` comes back as END_MARK. A truncated body eats into the mark and fails (EOF); a
+# padded one shifts it, unless the padding itself starts with the mark: 16 random bytes drawn per
+# process, which a producer cannot know.
 END_MARK = os.urandom(16)
 _HEADER_FIELD = {"name": "header", "type": {"type": "fixed", "name": "vitrina.codec.Header", "size": 10}}
 _END_FIELD = {"name": "end", "type": {"type": "fixed", "name": "vitrina.codec.EndMark", "size": len(END_MARK)}}

@@ -175,3 +175,20 @@ def test_confluent_malformed_values_keep_the_decode_error_codes(confluent):
 def test_confluent_encode_error_names_the_field(confluent):
     with pytest.raises(EncodeError, match="vitrina.PlaybackEvent"):
         confluent.encode("vitrina.PlaybackEvent", playback(position_ms="not a number"))
+
+
+def test_a_schema_is_flat_only_when_none_of_its_values_can_nest(codec):
+    """``Schema.flat`` lets the decode cache hand shallow copies to several readers: a schema called flat
+    must never decode to a dict or list value (random records of every schema), and a field whose type
+    is only named by reference counts as nesting."""
+    from fastavro.utils import generate_many
+
+    from streams.kafka.codec import _scalar
+
+    for name in codec.store.names:
+        schema = codec.store.current(name)
+        nested = any(isinstance(v, (dict, list)) for record in generate_many(schema.parsed, 200) for v in record.values())
+        assert not (schema.flat and nested), name
+    assert codec.store.current("vitrina.PlaybackEvent").flat and not codec.store.current("vitrina.RankingImpression").flat
+    assert not _scalar("vitrina.Labels") and not _scalar(["null", "vitrina.Labels"]) and _scalar(["null", "string"])
+    assert _scalar({"type": "long", "logicalType": "timestamp-millis"}) and _scalar({"type": "enum", "name": "E", "symbols": ["A"]})
