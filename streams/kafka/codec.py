@@ -292,7 +292,7 @@ class SingleObjectCodec:
             return _read_own(data, reader)
         writer = self.store.by_fingerprint(fingerprint)
         if writer is None:
-            raise DecodeError(DecodeError.UNKNOWN_FINGERPRINT, f"no known schema has fingerprint {bytes(data[2:10]).hex()}")
+            raise DecodeError(DecodeError.UNKNOWN_FINGERPRINT, f"no known schema has fingerprint {fingerprint.hex()}")
         if writer.name != reader.name:
             raise DecodeError(DecodeError.WRONG_RECORD_TYPE, f"record is a {writer.name}, expected {reader.name}")
         return _read_body(memoryview(data)[10:], writer, reader)

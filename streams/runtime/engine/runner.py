@@ -34,8 +34,7 @@ from streams.runtime.engine import processor_group
 from streams.runtime.engine.store import PartitionStore
 from streams.runtime.records import DecodeCache, Inbound, Refused, attempts_of, decode_record
 from streams.runtime.metrics import BATCH_SECONDS, DEAD_LETTERS, EVENTS_IN, EVENTS_OUT
-from streams.kafka.topics import (KeylessRecordError, TopicSpec, explain_invalid_record, full_name, is_compacted,
-                                  require_key)
+from streams.kafka.topics import TopicSpec, explain_invalid_record, full_name, is_compacted, require_key
 
 
 explain_invalid_record()  # a refused batch fails the checkpoint as INVALID_RECORD with its cause, not UnknownError()
@@ -125,12 +124,10 @@ class Output:
         self._routes: dict[str, _Route] = {}
 
     def _route(self, topic: str) -> _Route:
-        route = self._routes.get(topic)
-        if route is None:
-            physical = None if replay_mode.suppresses(topic) else \
-                full_name(self.settings, replay_mode.physical_name(topic))
-            route = self._routes[topic] = _Route(physical, is_compacted(topic),
-                                                 EVENTS_OUT.labels(topic=topic, agent=self.agent))
+        """Resolve and remember ``topic``'s route (first send to it)."""
+        physical = None if replay_mode.suppresses(topic) else full_name(self.settings, replay_mode.physical_name(topic))
+        route = self._routes[topic] = _Route(physical, is_compacted(topic),
+                                             EVENTS_OUT.labels(topic=topic, agent=self.agent))
         return route
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
@@ -139,8 +136,7 @@ class Output:
         drops the others, like Faust agents). A record without a key for a compacted topic raises
         ``KeylessRecordError``: the broker would refuse its whole batch and fail every checkpoint after."""
         route = self._routes.get(topic) or self._route(topic)
-        if key is None and route.compacted:
-            raise KeylessRecordError(topic)
+        require_key(topic, key, route.compacted)
         if route.physical is None:
             replay_mode.REPLAY_SUPPRESSED.labels(topic=topic).inc()
             return
