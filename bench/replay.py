@@ -54,12 +54,6 @@ def publish_input(settings: Settings, requests: int, seed: int = 5) -> dict[str,
             "impressions": len(data.impressions)}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def first_pass(settings: Settings, replay_plan, modules: list[str]) -> tuple[float, float | None, float]:
     """Seconds from worker ready until a normal worker's group committed every record of the plan's ranges,
     the share of its processors' decodes answered by the shared decode cache, and the CPU seconds the
@@ -74,12 +68,12 @@ def first_pass(settings: Settings, replay_plan, modules: list[str]) -> tuple[flo
                           extra_env={"VITRINA_APP_ID": replay_plan.app_id, "VITRINA_AGENTS": ",".join(modules)})
     try:
         ready = time.monotonic()
-        cpu_at_ready = cpu_seconds(worker.process.pid)
+        cpu_at_ready = worker.cpu_seconds()
         while True:
             done, finished = committed_progress(settings, replay_plan, admin)
             if finished:
                 seconds = time.monotonic() - ready
-                cpu = cpu_seconds(worker.process.pid) - cpu_at_ready
+                cpu = worker.cpu_seconds() - cpu_at_ready
                 lookups = {labels["result"]: value for labels, value in worker.samples("vitrina_decode_cache_lookups")}
                 total = sum(lookups.values())
                 return seconds, (round(lookups.get("hit", 0.0) / total, 3) if total else None), cpu
@@ -136,6 +130,11 @@ def main() -> int:
         "replay_seconds": round(result.processing_seconds, 2), "replay_events_per_s": round(result.events_per_s, 1),
         # `vitrina rebuild` is this replay (every view module, into a shadow namespace, swapped in)
         "rebuild_events_per_s": round(result.events_per_s, 1),
+        "rebuild_worker_cpu_seconds": (None if result.processing_cpu_seconds is None
+                                       else round(result.processing_cpu_seconds, 2)),
+        # the rebuild's figure per CPU second of its workers (both phases), beside the first pass's
+        "rebuild_events_per_cpu_s": (round(records / result.processing_cpu_seconds, 1)
+                                     if result.processing_cpu_seconds else None),
         "replay_to_first_pass_ratio": round(result.events_per_s / (records / first_s), 3),
         "replay_total_seconds_incl_start_settle_swap": round(result.seconds, 2),
         "swapped_keys": result.swapped, "deleted_stale_keys": result.deleted,
@@ -143,8 +142,8 @@ def main() -> int:
         "note": "events/s = input records / seconds from worker ready until the group committed the last record; "
                 "2-core machine shared with other test runs, figures are noisy",
     }
-    for key in ("records", "first_pass_events_per_s", "first_pass_events_per_cpu_s", "first_pass_decode_cache_hit_ratio", "rebuild_events_per_s",
-                "replay_to_first_pass_ratio", "agents"):
+    for key in ("records", "first_pass_events_per_s", "first_pass_events_per_cpu_s", "first_pass_decode_cache_hit_ratio",
+                "rebuild_events_per_s", "rebuild_events_per_cpu_s", "replay_to_first_pass_ratio", "agents"):
         print(f"{key}: {figures[key]}")
     write_result("replay", figures)
     return 0

@@ -46,6 +46,7 @@ import asyncio
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from itertools import islice
 
 from prometheus_client import Counter, Histogram
@@ -65,7 +66,7 @@ from sinks.similar_views import (count_field, fetch_counts, list_signature, queu
 from streams.kafka.codec import default_codec
 from streams.runtime.engine.runner import Output
 from streams.runtime.app import app_settings
-from streams.runtime.engine.service import register
+from streams.runtime.engine.service import catching_up, register
 from streams.runtime.engine.store import PartitionStore
 from streams.runtime.records import Inbound
 from streams.runtime.metrics import VIEW_WRITES
@@ -92,6 +93,7 @@ COVIEW_CONFIG = CoviewConfig() if not _half_life_days else CoviewConfig(
 SIMILARITY = SimilarityConfig(k=settings.coview_k)
 BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/coview/coldstart.py)
 FLUSH_INTERVAL_S = settings.coview_flush_s
+CATCHUP_FLUSH_S = settings.coview_catchup_flush_s
 FLUSH_SHARE = 5.0
 FLUSH_MAX_TITLES = settings.coview_flush_max_titles
 CATALOGUE_CHECK_S = 5.0
@@ -272,9 +274,11 @@ def apply_to_title(entry: dict | None, origin: str, updates: list[tuple[int, Con
 
 
 class Flusher:
-    """Dirty titles -> similar lists in Redis + similar.updated events, at most every FLUSH_INTERVAL_S."""
+    """Dirty titles -> similar lists in Redis + similar.updated events, at most every FLUSH_INTERVAL_S,
+    and every CATCHUP_FLUSH_S while ``catching_up()`` (a co-view stage of this worker has a backlog)."""
 
-    def __init__(self, max_signatures: int = 200_000) -> None:
+    def __init__(self, max_signatures: int = 200_000, catching_up: Callable[[], bool] = lambda: False) -> None:
+        self.catching_up = catching_up
         self.dirty: dict[str, int] = {}  # item -> earliest produced_ms of its pending updates
         # item -> (signature, version) of the last list written (``written_signature``)
         self.written: OrderedDict[str, tuple[tuple, int]] = OrderedDict()
@@ -312,8 +316,15 @@ class Flusher:
     def due(self) -> bool:
         # at most ~1/FLUSH_SHARE of the time in flushing: a burst that dirties thousands of titles per
         # interval gets fewer, bigger flushes (each title scored once per flush) instead of a stalled stage
+        if not self.dirty:
+            return False
         wait = max(FLUSH_INTERVAL_S, self.last_duration * (FLUSH_SHARE - 1))
-        return bool(self.dirty) and time.monotonic() - self.last_flush >= wait
+        if wait < CATCHUP_FLUSH_S and self.catching_up():
+            # behind the stream (a restart after downtime, a rebuild): the lists lag anyway, and
+            # rescoring every dirty title four times a second was 7-10 % of a worker's first pass
+            # (bench.replay); they are written at the normal pace again once the stages keep up
+            wait = CATCHUP_FLUSH_S
+        return time.monotonic() - self.last_flush >= wait
 
     async def _refresh_metadata(self) -> bool:
         """Reload the metadata index if the catalogue changed (checked every CATALOGUE_CHECK_S); True if it did."""
@@ -467,7 +478,7 @@ def written_signature(view: dict) -> tuple:
     return list_signature(view), view["updated_at"]
 
 
-flusher = Flusher()
+flusher = Flusher(catching_up=lambda: catching_up({SESSION_AGENT, TITLES_AGENT}))
 refresher = ModelRefresher(MODEL_CONFIG, MODEL_REFIT_S, now_s=time.monotonic(),
                            log=BasketLog(MODEL_SESSIONS, MODEL_CONFIG.max_basket), min_sessions=MODEL_MIN_SESSIONS)
 

@@ -349,6 +349,7 @@ class ReplayResult:
     processed: int
     seconds: float
     processing_seconds: float    # from the worker being ready until the range was committed
+    processing_cpu_seconds: float | None = None  # the replay workers' CPU seconds meanwhile
     swapped: int = 0
     deleted: int = 0
     view_keys: int = 0
@@ -361,6 +362,8 @@ class ReplayResult:
     def as_dict(self) -> dict:
         return {"replay_id": self.plan.replay_id, "records": self.plan.total, "seconds": round(self.seconds, 2),
                 "processing_seconds": round(self.processing_seconds, 2), "events_per_s": round(self.events_per_s, 1),
+                "processing_cpu_seconds": (None if self.processing_cpu_seconds is None
+                                           else round(self.processing_cpu_seconds, 2)),
                 "swapped": self.swapped, "deleted": self.deleted, "view_keys": self.view_keys,
                 "caught_up": self.caught_up}
 
@@ -450,16 +453,16 @@ def run(settings: Settings, plan: ReplayPlan, *, timeout_s: float = 3600.0, sett
     data_dir = settings.data_dir / "replay" / plan.replay_id
     data_dir.mkdir(parents=True, exist_ok=True)
     redis = sync_client(settings)
-    done, processing = _run_phases(settings, plan, data_dir, deadline, settle_s, say)
+    done, processing, cpu = _run_phases(settings, plan, data_dir, deadline, settle_s, say)
     if DERIVED_VIEWS.intersection(plan.agents.modules):
         say(f"refreshing derived views: {refresh_derived_views(settings, plan.view_prefix)}")
-    result = ReplayResult(plan, done, 0.0, processing)
+    result = ReplayResult(plan, done, 0.0, processing, cpu)
     if plan.shadow and swap:
         result.swapped, result.deleted = swap_namespace(redis, plan.view_prefix, plan.live_prefix)
         catch_up = catch_up_plan(settings, plan)
         if catch_up is not None:
             say(f"catching up: {catch_up.total} record(s) arrived during the replay, applied to the live views")
-            result.caught_up, _ = _run_phases(settings, catch_up, data_dir, deadline, settle_s, say)
+            result.caught_up, _, _ = _run_phases(settings, catch_up, data_dir, deadline, settle_s, say)
             if DERIVED_VIEWS.intersection(plan.agents.modules):
                 say(f"refreshing derived views: {refresh_derived_views(settings, plan.live_prefix)}")
     result.view_keys = sum(1 for _ in redis.scan_iter(match=plan.live_prefix + "*", count=1000))
@@ -470,8 +473,9 @@ def run(settings: Settings, plan: ReplayPlan, *, timeout_s: float = 3600.0, sett
 
 
 def _run_phases(settings: Settings, plan: ReplayPlan, data_dir: Path, deadline: float, settle_s: float,
-                say: Callable[[str], None]) -> tuple[int, float]:
-    done, processing = 0, 0.0
+                say: Callable[[str], None]) -> tuple[int, float, float]:
+    """(records, processing seconds, the workers' CPU seconds meanwhile), over every phase."""
+    done, processing, cpu = 0, 0.0, 0.0
     phases = plan.phases()
     for number, phase in enumerate(phases, 1):
         if len(phases) > 1:
@@ -479,10 +483,11 @@ def _run_phases(settings: Settings, plan: ReplayPlan, data_dir: Path, deadline: 
                 f"on {', '.join(sorted({r.topic for r in phase.ranges if r.count}))}")
         # a lookup phase ends once committed: a record is committed after its batch was written
         quiet_s = settle_s if number == len(phases) else min(settle_s, 1.0)
-        phase_done, phase_seconds = _run_phase(settings, phase, data_dir, deadline, quiet_s, say)
+        phase_done, phase_seconds, phase_cpu = _run_phase(settings, phase, data_dir, deadline, quiet_s, say)
         done += phase_done
         processing += phase_seconds
-    return done, processing
+        cpu += phase_cpu
+    return done, processing, cpu
 
 
 def catch_up_plan(settings: Settings, plan: ReplayPlan) -> ReplayPlan | None:
@@ -514,9 +519,10 @@ PROGRESS_POLL_S = 0.25
 
 
 def _run_phase(settings: Settings, plan: ReplayPlan, data_dir: Path, deadline: float, settle_s: float,
-               say: Callable[[str], None]) -> tuple[int, float]:
+               say: Callable[[str], None]) -> tuple[int, float, float]:
     """One replay worker over the plan's ranges until they are committed and its views settled;
-    returns (records, seconds from the worker being ready until the ranges were committed)."""
+    returns (records, seconds from the worker being ready until the ranges were committed, the worker's
+    CPU seconds in that time)."""
     from infra.ports import pick_free_ports
     from sinks.redis_views import sync_client
     from streams.ops.group_offsets import GroupActiveError
@@ -540,6 +546,7 @@ def _run_phase(settings: Settings, plan: ReplayPlan, data_dir: Path, deadline: f
     worker = start_worker(settings, web_port=pick_free_ports(1)[0], name=plan.app_id, extra_env=env)
     try:
         ready = time.monotonic()
+        cpu_at_ready = worker.cpu_seconds()
         done, finished, said_at = 0, plan.total == 0, ready
         while not finished:
             if not worker.alive():
@@ -557,10 +564,11 @@ def _run_phase(settings: Settings, plan: ReplayPlan, data_dir: Path, deadline: f
                 say(f"replay {plan.replay_id}: {done}/{plan.total} records ({100 * done / max(1, plan.total):.0f}%), "
                     f"{rate:.0f}/s")
         processed_at = time.monotonic()
+        cpu = worker.cpu_seconds() - cpu_at_ready
         _settle(worker, redis, plan.view_prefix, settle_s, deadline, say)
     finally:
         worker.stop()
-    return done, processed_at - ready
+    return done, processed_at - ready, cpu
 
 
 def _settle(worker, redis, prefix: str, settle_s: float, deadline: float, say: Callable[[str], None]) -> None:

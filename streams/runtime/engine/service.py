@@ -39,6 +39,12 @@ def running() -> list[Runner]:
     return list(_running)
 
 
+def catching_up(processors: set[str]) -> bool:
+    """Whether a runner of this worker for one of ``processors`` has a backlog (its last fetch was full):
+    a processor may then trade freshness for throughput, as the co-view lists do."""
+    return any(runner.backlog for runner in _running if runner.name in processors)
+
+
 @app.service
 class EngineService(mode.Service):
     def __post_init__(self) -> None:
