@@ -275,7 +275,7 @@ def apply_to_title(entry: dict | None, origin: str, updates: list[tuple[int, Con
 
 class Flusher:
     """Dirty titles -> similar lists in Redis + similar.updated events, at most every FLUSH_INTERVAL_S,
-    and every CATCHUP_FLUSH_S while ``catching_up()`` (a co-view stage of this worker has a backlog)."""
+    and every CATCHUP_FLUSH_S while ``catching_up()`` (an engine processor of this worker has a backlog)."""
 
     def __init__(self, max_signatures: int = 200_000, catching_up: Callable[[], bool] = lambda: False) -> None:
         self.catching_up = catching_up
@@ -320,9 +320,10 @@ class Flusher:
             return False
         wait = max(FLUSH_INTERVAL_S, self.last_duration * (FLUSH_SHARE - 1))
         if wait < CATCHUP_FLUSH_S and self.catching_up():
-            # behind the stream (a restart after downtime, a rebuild): the lists lag anyway, and
-            # rescoring every dirty title four times a second was 7-10 % of a worker's first pass
-            # (bench.replay); they are written at the normal pace again once the stages keep up
+            # the worker is behind the stream (a restart after downtime, a rebuild): rescoring every
+            # dirty title four times a second was 7-10 % of a worker's first pass (bench.replay), time
+            # taken from the processors catching up, the co-view ones included; the normal pace
+            # comes back as soon as every processor keeps up
             wait = CATCHUP_FLUSH_S
         return time.monotonic() - self.last_flush >= wait
 
@@ -478,7 +479,7 @@ def written_signature(view: dict) -> tuple:
     return list_signature(view), view["updated_at"]
 
 
-flusher = Flusher(catching_up=lambda: catching_up({SESSION_AGENT, TITLES_AGENT}))
+flusher = Flusher(catching_up=catching_up)
 refresher = ModelRefresher(MODEL_CONFIG, MODEL_REFIT_S, now_s=time.monotonic(),
                            log=BasketLog(MODEL_SESSIONS, MODEL_CONFIG.max_basket), min_sessions=MODEL_MIN_SESSIONS)
 

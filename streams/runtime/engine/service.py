@@ -39,10 +39,11 @@ def running() -> list[Runner]:
     return list(_running)
 
 
-def catching_up(processors: set[str]) -> bool:
-    """Whether a runner of this worker for one of ``processors`` has a backlog (its last fetch was full):
-    a processor may then trade freshness for throughput, as the co-view lists do."""
-    return any(runner.backlog for runner in _running if runner.name in processors)
+def catching_up() -> bool:
+    """Whether a runner of this worker has a backlog (its last fetch was full). Its processors share one
+    thread: work that only keeps a view fresh (the co-view lists' rescoring) can then wait a little and
+    leave the time to the catch-up."""
+    return any(runner.backlog for runner in _running)
 
 
 @app.service

@@ -1,6 +1,6 @@
 """How often the co-view title stage writes its lists (streams/agents/coview.py ``Flusher.due``): every
-VITRINA_COVIEW_FLUSH_S normally, every VITRINA_COVIEW_CATCHUP_FLUSH_S while a co-view stage of the worker
-has a backlog (its last fetch was full). Pure, no stack."""
+VITRINA_COVIEW_FLUSH_S normally, every VITRINA_COVIEW_CATCHUP_FLUSH_S while an engine processor of the
+worker has a backlog (its last fetch was full). Pure, no stack."""
 from __future__ import annotations
 
 import time
@@ -24,12 +24,13 @@ def test_lists_are_written_less_often_while_a_coview_stage_catches_up():
     assert flusher.due()
 
 
-def test_the_worker_s_flusher_asks_the_coview_runners_only(monkeypatch):
-    runners = [SimpleNamespace(name="play-counter", backlog=True), SimpleNamespace(name=agent.TITLES_AGENT, backlog=False)]
+def test_the_worker_s_flusher_asks_every_runner_of_the_worker(monkeypatch):
+    """The processors of a worker share one thread: any of them behind is a catch-up for the lists."""
+    runners = [SimpleNamespace(name="play-counter", backlog=False), SimpleNamespace(name=agent.TITLES_AGENT, backlog=False)]
     monkeypatch.setattr(service, "_running", runners)
-    assert not agent.flusher.catching_up()  # another processor's backlog does not slow the lists down
-    runners[1].backlog = True
+    assert not agent.flusher.catching_up()
+    runners[0].backlog = True
     assert agent.flusher.catching_up()
-    runners[1].backlog = False
-    runners.append(SimpleNamespace(name=agent.SESSION_AGENT, backlog=True))
+    runners[0].backlog = False
+    runners[1].backlog = True
     assert agent.flusher.catching_up()
