@@ -178,8 +178,6 @@ class Settings:
     coview_model_refit_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_MODEL_REFIT_S", "300")))
     coview_half_life_days: str = field(default_factory=lambda: _env("VITRINA_COVIEW_HALF_LIFE_DAYS", "").strip())
     coview_flush_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_FLUSH_S", "0.25")))
-    # ... and while an engine processor of the worker catches up (a full fetch: a backlog), at most this often
-    coview_catchup_flush_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_CATCHUP_FLUSH_S", "2")))
     coview_flush_max_titles: int = field(default_factory=lambda: int(_env("VITRINA_COVIEW_FLUSH_MAX_TITLES", "2000")))
     coview_sweep_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_SWEEP_S", "60")))
     coview_settle_s: float = field(default_factory=lambda: float(_env("VITRINA_COVIEW_SETTLE_S", "2")))

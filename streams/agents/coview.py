@@ -46,7 +46,6 @@ import asyncio
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
 from itertools import islice
 
 from prometheus_client import Counter, Histogram
@@ -66,7 +65,7 @@ from sinks.similar_views import (count_field, fetch_counts, list_signature, queu
 from streams.kafka.codec import default_codec
 from streams.runtime.engine.runner import Output
 from streams.runtime.app import app_settings
-from streams.runtime.engine.service import catching_up, register
+from streams.runtime.engine.service import register
 from streams.runtime.engine.store import PartitionStore
 from streams.runtime.records import Inbound
 from streams.runtime.metrics import VIEW_WRITES
@@ -93,7 +92,6 @@ COVIEW_CONFIG = CoviewConfig() if not _half_life_days else CoviewConfig(
 SIMILARITY = SimilarityConfig(k=settings.coview_k)
 BLEND_PRIOR = DEFAULT_BLEND_PRIOR  # tuned on MovieLens validation (processors/coview/coldstart.py)
 FLUSH_INTERVAL_S = settings.coview_flush_s
-CATCHUP_FLUSH_S = settings.coview_catchup_flush_s
 FLUSH_SHARE = 5.0
 FLUSH_MAX_TITLES = settings.coview_flush_max_titles
 CATALOGUE_CHECK_S = 5.0
@@ -274,11 +272,9 @@ def apply_to_title(entry: dict | None, origin: str, updates: list[tuple[int, Con
 
 
 class Flusher:
-    """Dirty titles -> similar lists in Redis + similar.updated events, at most every FLUSH_INTERVAL_S,
-    and every CATCHUP_FLUSH_S while ``catching_up()`` (an engine processor of this worker has a backlog)."""
+    """Dirty titles -> similar lists in Redis + similar.updated events, at most every FLUSH_INTERVAL_S."""
 
-    def __init__(self, max_signatures: int = 200_000, catching_up: Callable[[], bool] = lambda: False) -> None:
-        self.catching_up = catching_up
+    def __init__(self, max_signatures: int = 200_000) -> None:
         self.dirty: dict[str, int] = {}  # item -> earliest produced_ms of its pending updates
         # item -> (signature, version) of the last list written (``written_signature``)
         self.written: OrderedDict[str, tuple[tuple, int]] = OrderedDict()
@@ -316,16 +312,8 @@ class Flusher:
     def due(self) -> bool:
         # at most ~1/FLUSH_SHARE of the time in flushing: a burst that dirties thousands of titles per
         # interval gets fewer, bigger flushes (each title scored once per flush) instead of a stalled stage
-        if not self.dirty:
-            return False
         wait = max(FLUSH_INTERVAL_S, self.last_duration * (FLUSH_SHARE - 1))
-        if wait < CATCHUP_FLUSH_S and self.catching_up():
-            # the worker is behind the stream (a restart after downtime, a rebuild): rescoring every
-            # dirty title four times a second was 7-10 % of a worker's first pass (bench.replay), time
-            # taken from the processors catching up, the co-view ones included; the normal pace
-            # comes back as soon as every processor keeps up
-            wait = CATCHUP_FLUSH_S
-        return time.monotonic() - self.last_flush >= wait
+        return bool(self.dirty) and time.monotonic() - self.last_flush >= wait
 
     async def _refresh_metadata(self) -> bool:
         """Reload the metadata index if the catalogue changed (checked every CATALOGUE_CHECK_S); True if it did."""
@@ -479,7 +467,7 @@ def written_signature(view: dict) -> tuple:
     return list_signature(view), view["updated_at"]
 
 
-flusher = Flusher(catching_up=catching_up)
+flusher = Flusher()
 refresher = ModelRefresher(MODEL_CONFIG, MODEL_REFIT_S, now_s=time.monotonic(),
                            log=BasketLog(MODEL_SESSIONS, MODEL_CONFIG.max_basket), min_sessions=MODEL_MIN_SESSIONS)
 

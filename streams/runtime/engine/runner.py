@@ -254,7 +254,6 @@ class Runner:
         self.committed: dict[tuple[str, int], int] = {}
         self.last_checkpoint = time.monotonic()
         self.commit_interval_s = float(getattr(processor, "commit_interval_s", self.settings.engine_commit_s))
-        self.backlog = False  # the last fetch was full: more records are waiting (a catch-up)
         self.stopping = False
         self.failure: BaseException | None = None  # a checkpoint that failed inside a rebalance callback
         self.done = asyncio.Event()
@@ -304,7 +303,7 @@ class Runner:
             while not self.stopping:
                 if self.failure is not None:
                     raise self.failure
-                batches = await self._fetch()
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.engine_max_records)
                 for tp, records in batches.items():
                     await self._process(tp.topic, tp.partition, records)
                 await self.processor.tick(self.out, self.stores)
@@ -339,13 +338,6 @@ class Runner:
                     self.log.warning("engine_close_failed", error=repr(exc))
 
     # -- per batch ------------------------------------------------------------------------------
-
-    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
-        """One poll; ``backlog`` says whether it came back full (more records were waiting)."""
-        max_records = self.settings.engine_max_records
-        batches = await self.consumer.getmany(timeout_ms=100, max_records=max_records)
-        self.backlog = sum(len(records) for records in batches.values()) >= max_records
-        return batches
 
     async def _process(self, physical: str, partition: int, records: list[Any]) -> None:
         if not records:

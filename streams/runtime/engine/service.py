@@ -39,13 +39,6 @@ def running() -> list[Runner]:
     return list(_running)
 
 
-def catching_up() -> bool:
-    """Whether a runner of this worker has a backlog (its last fetch was full). Its processors share one
-    thread: work that only keeps a view fresh (the co-view lists' rescoring) can then wait a little and
-    leave the time to the catch-up."""
-    return any(runner.backlog for runner in _running)
-
-
 @app.service
 class EngineService(mode.Service):
     def __post_init__(self) -> None:

@@ -343,33 +343,3 @@ def test_keyed_outputs_go_to_the_partition_kafka_s_default_partitioner_picks():
         assert picked[1:40] == [DefaultPartitioner()(key, list(range(6)), list(range(6))) for key in keys[1:]]
         assert picked[40] == 5 and len(set(picked[1:40])) == 6
     asyncio.run(scenario())
-
-
-def test_a_full_fetch_marks_a_backlog_that_catching_up_reports_for_the_named_processors(monkeypatch):
-    """A poll that comes back with ``engine_max_records`` records means more are waiting: the runner
-    says so (``backlog``), and ``catching_up`` tells the processors that trade freshness for throughput
-    (the co-view lists) while the worker is behind."""
-    from streams.runtime.engine import service
-
-    class Polling(FakeConsumer):
-        def __init__(self, polls):
-            super().__init__()
-            self.polls = list(polls)
-
-        async def getmany(self, timeout_ms, max_records):
-            return self.polls.pop(0)
-
-    async def scenario():
-        runner = make_runner(Counting(), FakeProducer())
-        limit = runner.settings.engine_max_records
-        tp = ("p", 0)
-        runner.consumer = Polling([{tp: records(range(limit))},
-                                   {tp: records(range(limit - 1))}, {}])
-        monkeypatch.setattr(service, "_running", [runner])
-        assert len((await runner._fetch())[tp]) == limit and runner.backlog
-        assert service.catching_up()
-        await runner._fetch()
-        assert not runner.backlog and not service.catching_up()
-        await runner._fetch()
-        assert not runner.backlog
-    asyncio.run(scenario())
