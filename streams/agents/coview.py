@@ -449,10 +449,11 @@ class Flusher:
                 FRESHNESS.observe(max(0.0, (wall_ms - produced) / 1000))
         while len(self.written) > self.max_signatures:
             self.written.popitem(last=False)
-        for view in views:
-            state_t = entries[view["item_id"]]["c"]["t"]
-            await out.send(SIMILAR.name, self.codec.encode(SIMILAR.schema, updated_event(view, state_t)),
-                           key=view["item_id"].encode())
+        if views and not out.dropped(SIMILAR.name, len(views)):
+            for view in views:
+                state_t = entries[view["item_id"]]["c"]["t"]
+                await out.send(SIMILAR.name, self.codec.encode(SIMILAR.schema, updated_event(view, state_t)),
+                               key=view["item_id"].encode())
         if views:
             VIEW_WRITES.labels(view="similar").inc(len(views))
             LISTS.inc(len(views))

@@ -89,6 +89,8 @@ class PlayCounter:
                 pipe.zadd(POPULAR_KEY, {item: state["plays"]})
             await pipe.execute()
         VIEW_WRITES.labels(view="plays").inc(len(touched))
+        if not changed or out.dropped(STATS.name, len(changed)):
+            return
         for item, state in changed.items():
             value = self.codec.encode(STATS.schema, {
                 "item_id": item, "plays": state["plays"], "events": state["events"],

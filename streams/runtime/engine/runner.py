@@ -130,6 +130,16 @@ class Output:
                                              EVENTS_OUT.labels(topic=topic, agent=self.agent))
         return route
 
+    def dropped(self, topic: str, count: int = 1) -> bool:
+        """Whether sends to ``topic`` are dropped here (a replay worker's outputs: ``replay_mode``). If so,
+        ``count`` sends are counted as dropped, as ``send`` would, and the caller need not build them: a
+        rebuild encoded every similar.updated event and stats.plays update only to throw it away."""
+        route = self._routes.get(topic) or self._route(topic)
+        if route.physical is not None:
+            return False
+        replay_mode.REPLAY_SUPPRESSED.labels(topic=topic).inc(count)
+        return True
+
     async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send to a registry topic (a replay worker writes internal topics to its private copy and

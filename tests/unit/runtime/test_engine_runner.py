@@ -343,3 +343,27 @@ def test_keyed_outputs_go_to_the_partition_kafka_s_default_partitioner_picks():
         assert picked[1:40] == [DefaultPartitioner()(key, list(range(6)), list(range(6))) for key in keys[1:]]
         assert picked[40] == 5 and len(set(picked[1:40])) == 6
     asyncio.run(scenario())
+
+
+def test_a_replay_worker_s_dropped_outputs_are_counted_and_need_not_be_built(monkeypatch):
+    """A replay (rebuild) worker drops its output events: ``Output.dropped`` says so before the processor
+    encodes them, and counts them as dropped like ``send`` does; internal topics (the by-item copy) and a
+    normal worker's outputs are sent."""
+    from streams.runtime import replay_mode
+
+    def suppressed(topic: str) -> float:
+        return replay_mode.REPLAY_SUPPRESSED.labels(topic=topic)._value.get()
+
+    async def scenario(replaying: bool):
+        producer = FakeProducer()
+        out = Output(producer, load(), "test", CODEC)
+        before = suppressed("stats.plays")
+        assert out.dropped("stats.plays", 3) is replaying
+        assert suppressed("stats.plays") - before == (3 if replaying else 0)
+        assert out.dropped(OUT_TOPIC) is False
+        await out.send(OUT_TOPIC, b"v", key=b"t1")
+        assert [s.topic for s in producer.sent] == [full_name(out.settings, replay_mode.physical_name(OUT_TOPIC))]
+
+    asyncio.run(scenario(False))
+    monkeypatch.setenv("VITRINA_REPLAY_ID", "t1")
+    asyncio.run(scenario(True))
