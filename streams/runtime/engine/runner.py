@@ -124,7 +124,7 @@ class Output:
         self._routes: dict[str, _Route] = {}
 
     def _route(self, topic: str) -> _Route:
-        """Resolve and remember ``topic``'s route (first send to it)."""
+        """Resolve and remember ``topic``'s route (its first ``send`` or ``dropped``)."""
         physical = None if replay_mode.suppresses(topic) else full_name(self.settings, replay_mode.physical_name(topic))
         route = self._routes[topic] = _Route(physical, is_compacted(topic),
                                              EVENTS_OUT.labels(topic=topic, agent=self.agent))
