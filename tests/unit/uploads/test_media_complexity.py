@@ -108,7 +108,9 @@ def test_the_probe_trial_encodes_each_candidate_and_a_failing_one_is_only_skippe
 
 def test_process_upload_builds_the_per_title_ladder_when_asked(tmp_path: Path):
     path = clip(tmp_path / "cartoon.mp4", "testsrc=size=640x360:rate=25")
-    settings = dataclasses.replace(EncodeSettings(), per_title="1")
+    # the per-title CRF curve only, not the encoder choice (six candidates' trial encodes, tested by
+    # test_process_upload_builds_the_per_title_ladder_when_asked): the bits and VMAF per rung depend on the curve
+    settings = dataclasses.replace(EncodeSettings(), per_title="1", per_title_candidates="")
     result = process_upload(path, tmp_path / "work", settings=settings, measure=False)
     assert isinstance(result, ProcessResult), result
     assert result.complexity is not None and "complexity" in result.timings_s
@@ -211,7 +213,9 @@ def test_the_chosen_encoder_sets_the_recipes_and_its_own_curve_sets_the_crf():
 
 def _rung_scores(path: Path, tmp: Path) -> dict:
     from processors.media.quality import measure_quality
-    settings = dataclasses.replace(EncodeSettings(), per_title="1")
+    # the per-title CRF curve only, not the encoder choice (six candidates' trial encodes, tested by
+    # test_process_upload_builds_the_per_title_ladder_when_asked): the bits and VMAF per rung depend on the curve
+    settings = dataclasses.replace(EncodeSettings(), per_title="1", per_title_candidates="")
     result = process_upload(path, tmp, settings=settings, measure=False)
     assert isinstance(result, ProcessResult), result
     return {r.recipe.name: (r.file.size_bytes, measure_quality(path, result.media, r.file.path, r.recipe, max_seconds=None,

@@ -160,7 +160,8 @@ def test_ssim_psnr_when_vmaf_is_unavailable(media: FixtureMedia, tmp_path):
 
 
 async def test_cancelling_the_task_kills_the_pipeline(tmp_path):
-    """The pool hands process_upload a cancel event; cancelling the awaiting task stops ffmpeg."""
+    """The pool hands process_upload a cancel event; cancelling the awaiting task stops ffmpeg. (The
+    per-title probe is off: it would take ~30 s of this 30 s clip before the encode starts.)"""
     pool = EncoderPool(size=1)
     encoding = asyncio.Event()
 
@@ -169,7 +170,7 @@ async def test_cancelling_the_task_kills_the_pipeline(tmp_path):
             encoding.set()
 
     task = asyncio.create_task(pool.run(process_upload, shared("moviepy__big_buck_bunny_0_30.webm"), tmp_path,
-                                        on_progress=on_progress))
+                                        settings=EncodeSettings(per_title="0"), on_progress=on_progress))
     await asyncio.wait_for(encoding.wait(), timeout=60)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
