@@ -50,6 +50,28 @@ for _signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(_signum, _interrupt)
 
 
+_TANSU_SELECTED = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The Tansu re-run (support/tansu_run.py) goes last: its child pytest runs in the background from
+    the first unit test on (CPU-bound and short, while the child mostly waits), and the test at the
+    end checks the result."""
+    from support import tansu_run
+
+    tansu = [item for item in items if item.nodeid.startswith(tansu_run.TEST_ID)]
+    config.stash[_TANSU_SELECTED] = bool(tansu)
+    if tansu:
+        items[:] = [item for item in items if item not in tansu] + tansu
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.config.stash.get(_TANSU_SELECTED, False) and item.nodeid.startswith("tests/unit/"):
+        from support import tansu_run
+
+        tansu_run.start()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _release_kafka_clients() -> Iterator[None]:
     """Collect a module's Kafka clients when it ends. A client kept by a reference cycle outlives its
