@@ -108,9 +108,7 @@ def test_the_probe_trial_encodes_each_candidate_and_a_failing_one_is_only_skippe
 
 def test_process_upload_builds_the_per_title_ladder_when_asked(tmp_path: Path):
     path = clip(tmp_path / "cartoon.mp4", "testsrc=size=640x360:rate=25")
-    # the per-title CRF curve only, not the encoder choice (six candidates' trial encodes, tested by
-    # test_process_upload_builds_the_per_title_ladder_when_asked): the bits and VMAF per rung depend on the curve
-    settings = dataclasses.replace(EncodeSettings(), per_title="1", per_title_candidates="")
+    settings = dataclasses.replace(EncodeSettings(), per_title="1")
     result = process_upload(path, tmp_path / "work", settings=settings, measure=False)
     assert isinstance(result, ProcessResult), result
     assert result.complexity is not None and "complexity" in result.timings_s
