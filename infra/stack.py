@@ -147,6 +147,24 @@ class _Launch:
     cwd: Path
 
 
+def parent_death_signal(death_signal: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``death_signal`` to the child when this process dies
+    (Linux ``PR_SET_PDEATHSIG``); None off the main thread (the signal follows the thread that forked,
+    not the process) or without a C library. ``prctl`` is resolved here, before the fork: a process
+    with threads must not load anything between fork and exec."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, death_signal)
+
+    return set_death_signal
+
+
 class EmbeddedStack:
     """Start, stop and inspect the embedded stack described by ``settings``.
 
@@ -384,19 +402,10 @@ class EmbeddedStack:
         return proc
 
     def _child_setup(self, name: str) -> Callable[[], None] | None:
-        if not self.die_with_parent or threading.current_thread() is not threading.main_thread():
+        if not self.die_with_parent:
             return None
-        libc_name = ctypes.util.find_library("c")
-        if libc_name is None:
-            return None
-        prctl = ctypes.CDLL(libc_name, use_errno=True).prctl  # resolved before fork
         # weed takes ~15 s to stop on SIGTERM (see _STOP_TIMEOUT) and loses nothing on SIGKILL.
-        death_signal = signal.SIGKILL if name == "s3" else signal.SIGTERM
-
-        def die_with_parent() -> None:
-            prctl(_PR_SET_PDEATHSIG, death_signal)
-
-        return die_with_parent
+        return parent_death_signal(signal.SIGKILL if name == "s3" else signal.SIGTERM)
 
     def _stop(self, name: str) -> ComponentStatus:
         ports = self.ports(name)  # before the pid file goes: an extra cluster node is known by it

@@ -14,7 +14,6 @@ conftest turns SIGTERM into a teardown, so its stacks stop too.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import shutil
 import signal
@@ -24,6 +23,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from infra.stack import parent_death_signal
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_ID = "tests/integration/test_tansu_path.py"
@@ -54,26 +55,12 @@ class TansuRun:
             code = self.process.wait(timeout=max(1.0, self.started + timeout_s - time.monotonic()))
         except subprocess.TimeoutExpired:
             stop(self)
-            code = -1
-        text = self.output.read_text(errors="replace")
-        if code == -1:
-            text += f"\n(stopped after {timeout_s:.0f} s)"
-        return code, text
+            text = self.output.read_text(errors="replace")
+            return self.process.returncode, f"{text}\n(stopped after {timeout_s:.0f} s)"
+        return code, self.output.read_text(errors="replace")
 
 
 _current: TansuRun | None = None
-
-
-try:  # resolved here, not in the forked child (this process has threads: no loader call after fork)
-    _PRCTL = ctypes.CDLL(None).prctl
-except (OSError, AttributeError):
-    _PRCTL = None
-
-
-def _sigterm_on_parent_death() -> None:
-    """In the child between fork and exec: SIGTERM when this pytest dies (Linux; best effort)."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def start() -> TansuRun:
@@ -90,7 +77,7 @@ def start() -> TansuRun:
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(workdir / "t"),
                  *BROKER_SENSITIVE],
                 cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_sigterm_on_parent_death)
+                preexec_fn=parent_death_signal(signal.SIGTERM))
         _current = TansuRun(process, workdir, output, time.monotonic())
         atexit.register(stop, _current)
     return _current
