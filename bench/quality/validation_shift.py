@@ -1,0 +1,155 @@
+"""Does the MovieLens validation slice predict the test slice? Validation scores only (issue 17).
+
+On the recorded bench (``bench/results/coview_quality.json``) the served list leads EASE by 0.0135
+NDCG@10 on validation and by 0.0017 on test. This script checks, without scoring any test session,
+the explanations a next attempt would act on:
+
+* **the validation window**: the bench validates on sessions from the 70th percentile of the earlier
+  sessions' starts to the test cut (2008-06 .. 2014-03). A rolling origin (a window as long as the test
+  window, ending at the test cut) and a window half that long are built the same way (fit on every view
+  before the window, evaluate the sessions starting in it);
+* **session length**: the served list against EASE by how many titles the session already holds (long
+  sessions deplete the per-title lists of unseen titles; EASE scores the whole catalogue);
+* **how long the sessions are** when a title is predicted, in each window and in the test slice
+  (counts of targets by titles already seen: what a method sees, nothing scored);
+* **the fit data's density** before each cut: views in the last 180 / 365 / 730 / 1460 days, and the
+  co-view counts' decayed mass with the served half-life (``CoviewConfig.half_life_ms``). This looks
+  at fit data only (what a model has at the cut), never at the sessions evaluated after it.
+
+Both methods run with the configurations the bench recorded (no tuning here). Writes
+``bench/results/coview_validation_shift.json``.
+
+    .venv/bin/python -m bench.quality.validation_shift      (about 10 minutes on one core)
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import time
+from datetime import datetime, timezone
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from bench.quality.protocol import Slice, _gain_of, paired_bootstrap, sessions_from_views
+from processors.coview.coldstart import MetadataIndex
+from processors.coview.cooccurrence import DAY_MS, CoviewConfig
+
+PREFIX_BUCKETS = ((0, 10), (10, 30), (30, 100), (100, None))  # titles already in the session
+DENSITY_DAYS = (180, 365, 730, 1460)
+
+
+def _date(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).date().isoformat()
+
+
+def per_target(method, data: Slice, batch: int = 256) -> list[tuple[int, int, float]]:
+    """(session index, titles already seen, NDCG@10 gain) per target, as ``protocol.evaluate`` scores them."""
+    out = []
+    for start in range(0, len(data.targets), batch):
+        chunk = data.targets[start:start + batch]
+        rows = np.asarray(method.scores([t.prefix for t in chunk]), dtype=np.float64)
+        for row, target in zip(rows, chunk):
+            row = row.copy()
+            if target.prefix.seen:
+                row[target.prefix.seen] = -np.inf
+            out.append((target.session, len(target.prefix.seen), _gain_of(row, target.wanted)))
+    return out
+
+
+def by_session(gains: list[tuple[int, int, float]]) -> list[list[float]]:
+    sessions: dict[int, list[float]] = {}
+    for session, _, gain in gains:
+        sessions.setdefault(session, []).append(gain)
+    return [sessions[s] for s in sorted(sessions)]
+
+
+def buckets(gains: list[tuple[int, int, float]]) -> list[dict]:
+    out = []
+    for lo, hi in PREFIX_BUCKETS:
+        chosen = [g for _, seen, g in gains if seen >= lo and (hi is None or seen < hi)]
+        out.append({"seen": f"{lo}-{hi - 1}" if hi else f">={lo}", "targets": len(chosen),
+                    "ndcg10": round(float(np.mean(chosen)), 4) if chosen else None})
+    return out
+
+
+def density(times: list[int], cut_ms: int, half_life_ms: int | None) -> dict:
+    """Fit views before ``cut_ms``: how many in the last N days, and their decayed mass."""
+    before = bisect.bisect_left(times, cut_ms)
+    out = {"views": before}
+    for days in DENSITY_DAYS:
+        out[f"last_{days}_days"] = before - bisect.bisect_left(times, cut_ms - days * DAY_MS)
+    if half_life_ms:
+        out["decayed_mass"] = round(sum(math.pow(2.0, (t - cut_ms) / half_life_ms) for t in times[:before]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from bench import coview_quality as cq
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(cq.RESULT.parent / "coview_validation_shift.json"))
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    recorded = json.loads(cq.RESULT.read_text())["datasets"]["movielens"]
+    served_params = recorded["served_params"]
+    ease_params = recorded["baselines"]["ease"]["params"]
+    ratings = cq.load_ratings(cq.DATA)
+    ratings.sort(key=lambda r: (r[2], r[0], r[1]))
+    views = cq.sessionize(ratings)
+    val, _test, cuts = cq.movielens_slices(views)  # the test slice is built but never scored
+    t_test, t_val = cuts["test_from_ms"], cuts["validation_from_ms"]
+    t_end = max(v.at_ms for v in views) - 4000
+    test_days = (t_end - t_test) / DAY_MS
+    times = sorted(v.at_ms for v in views)
+    half_life = CoviewConfig().half_life_ms
+    windows = {"bench": t_val, "rolling_origin": int(t_test - (t_end - t_test)),
+               "rolling_origin_half": int(t_test - (t_end - t_test) / 2)}
+    result: dict = {"command": "python -m bench.quality.validation_shift", "served_params": served_params,
+                    "ease_params": ease_params, "test_cut": _date(t_test), "test_window_days": round(test_days),
+                    "test_slice_scored": False, "windows": {},
+                    "fit_density": {"test_cut": density(times, t_test, half_life)},
+                    "half_life_days": half_life / DAY_MS if half_life else None}
+    for name, cut in windows.items():
+        data = val if name == "bench" else Slice(
+            name, sessions_from_views(views, 0, 0, before_ms=cut),
+            [s for s in sessions_from_views(views, cut, t_test) if len(s.items) >= 2], cut).prepare()
+        metadata = MetadataIndex()
+        for title in cq.load_titles(cq.DATA, cut).values():
+            metadata.add_title(title)
+        served = per_target(cq.served_builder(data, [v for v in views if v.at_ms < cut], metadata)(served_params),
+                            data)
+        ease = per_target(cq.baseline_builders(data, True)["ease"][1](ease_params), data)
+        entry = {"from": _date(cut), "fit_sessions": len(data.fit), "sessions": len(data.evaluate),
+                 "targets": len(data.targets),
+                 "served_ndcg10": round(float(np.mean([g for *_, g in served])), 4),
+                 "ease_ndcg10": round(float(np.mean([g for *_, g in ease])), 4),
+                 "served_vs_ease": paired_bootstrap(by_session(served), by_session(ease)),
+                 "by_titles_seen": {"served": buckets(served), "ease": buckets(ease)}}
+        result["windows"][name] = entry
+        result["fit_density"][name] = density(times, cut, half_life)
+        print(f"{name} (from {entry['from']}): served {entry['served_ndcg10']:.4f}, EASE {entry['ease_ndcg10']:.4f}, "
+              f"{entry['targets']} targets", flush=True)
+    # how long the test sessions are when a title is predicted: counts of targets only (the prefix a method
+    # sees), nothing scored; beside the same counts of each validation window
+    result["targets_by_titles_seen"] = {
+        name: {b["seen"]: b["targets"] for b in entry["by_titles_seen"]["served"]}
+        for name, entry in result["windows"].items()}
+    result["targets_by_titles_seen"]["test"] = {
+        b["seen"]: b["targets"] for b in buckets([(t.session, len(t.prefix.seen), 0.0) for t in _test.targets])}
+    result["recorded_test"] = {"served_ndcg10": recorded["ndcg10"],
+                               "ease_ndcg10": recorded["baselines"]["ease"]["ndcg10"],
+                               "note": "the bench's own test read (coview_quality.json), not recomputed here"}
+    result["seconds"] = round(time.perf_counter() - began, 1)
+    with open(args.out, "w") as fh:
+        fh.write(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["fit_density"], indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
