@@ -72,6 +72,7 @@ CITATION = (
 )
 RSC_CITATION = ('D. Ben-Shimon et al., "RecSys Challenge 2015 and the YOOCHOOSE Dataset", RecSys 2015; '
                 'split from session-rec (Ludewig and Jannach, UMUAI 28, 2018)')
+OFFLINE_BROKER = "none: an offline bench (the pure co-view processors and the baselines on the dataset files)"
 K = 50
 GRU_GRID = [{"hidden": 100, "lr": 5e-3}, {"hidden": 200, "lr": 5e-3, "dropout": 0.25},
             {"hidden": 100, "lr": 1e-2, "dropout": 0.1}]
@@ -506,12 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
         val, test, cuts = movielens_slices(views)
         val_views = [v for v in views if v.at_ms < cuts["validation_from_ms"]]
         test_views = [v for v in views if v.at_ms < cuts["test_from_ms"]]
-        metas = []
-        for cut in (cuts["validation_from_ms"], cuts["test_from_ms"]):
-            meta = MetadataIndex()
-            for title in load_titles(args.data, cut).values():
-                meta.add_title(title)
-            metas.append(meta)
+        metas = [metadata_before(args.data, cut) for cut in (cuts["validation_from_ms"], cuts["test_from_ms"])]
         out = run_dataset("movielens", val, test, val_views, test_views, metas[0], metas[1], True, tests, log,
                           skip, GRU_GRID, args.gru_epochs, args.gru_budget_s)
         out["split"].update({"validation_from": iso(cuts["validation_from_ms"]),
@@ -544,14 +540,17 @@ def setup_dataset(name: str, data: Path, rsc: Path) -> tuple:
     ratings.sort(key=lambda r: (r[2], r[0], r[1]))
     views = sessionize(ratings)
     val, test, cuts = movielens_slices(views)
-    metas = []
-    for cut in (cuts["validation_from_ms"], cuts["test_from_ms"]):
-        meta = MetadataIndex()
-        for title in load_titles(data, cut).values():
-            meta.add_title(title)
-        metas.append(meta)
+    metas = [metadata_before(data, cut) for cut in (cuts["validation_from_ms"], cuts["test_from_ms"])]
     return (val, test, [v for v in views if v.at_ms < cuts["validation_from_ms"]],
             [v for v in views if v.at_ms < cuts["test_from_ms"]], metas[0], metas[1], True, cuts)
+
+
+def metadata_before(data: Path, cut_ms: int) -> MetadataIndex:
+    """The catalogue's metadata index as of ``cut_ms`` (tags added before it)."""
+    metadata = MetadataIndex()
+    for title in load_titles(data, cut_ms).values():
+        metadata.add_title(title)
+    return metadata
 
 
 def add_item_model(args, argv) -> dict:
@@ -668,7 +667,7 @@ def add_item_model(args, argv) -> dict:
         "item_model_blend": (first.get("candidates") or {}).get("coview_item_model_blend"),
         "goal_met": {name: all(c["ci95"][0] > 0 for key, c in d["paired_bootstrap"].items()
                                if key.startswith("served_vs_")) for name, d in datasets.items()},
-        "broker": "none: an offline bench (the pure co-view processors and the baselines on the dataset files)",
+        "broker": OFFLINE_BROKER,
         "test_reads": result["test_reads"] + tests.reads,
         "recomputed_for_bootstrap": result.get("recomputed_for_bootstrap", []) + recomputed,
         "commands": result.get("commands", []) + [
@@ -764,7 +763,7 @@ def assemble(datasets: dict, reads: list, ratings, skip: set, argv, began: float
         "per_measure": first["per_measure_validation"], "coview_only_best_measure": {k: first["served"]["coview"][k] for k in ("hr10", "ndcg10")},
         "blend": first["served"].get("coview_metadata_blend"),
         "streaming": None,
-        "broker": "none: an offline bench (the pure co-view processors and the baselines on the dataset files)",
+        "broker": OFFLINE_BROKER,
         "split": first["split"],
         "protocol": PROTOCOL,
         "datasets": datasets,

@@ -146,9 +146,8 @@ def _gain_of(row: np.ndarray, wanted: list[int]) -> float:
     return 1.0 / math.log2(best + 2) if best < TOP else 0.0
 
 
-def evaluate(method: Method, data: Slice, batch: int = 256) -> dict:
-    """Per-session NDCG@10 gains and the summary figures."""
-    gains: list[list[float]] = [[] for _ in data.evaluate]
+def target_gains(method: Method, data: Slice, batch: int = 256):
+    """(target, NDCG@10 gain) for every target of the slice, in order (titles already seen excluded)."""
     targets = data.targets
     for start in range(0, len(targets), batch):
         chunk = targets[start:start + batch]
@@ -157,7 +156,14 @@ def evaluate(method: Method, data: Slice, batch: int = 256) -> dict:
             row = row.copy()
             if target.prefix.seen:
                 row[target.prefix.seen] = -np.inf
-            gains[target.session].append(_gain_of(row, target.wanted))
+            yield target, _gain_of(row, target.wanted)
+
+
+def evaluate(method: Method, data: Slice, batch: int = 256) -> dict:
+    """Per-session NDCG@10 gains and the summary figures."""
+    gains: list[list[float]] = [[] for _ in data.evaluate]
+    for target, gain in target_gains(method, data, batch):
+        gains[target.session].append(gain)
     return summary([g for g in gains if g])
 
 
@@ -256,11 +262,15 @@ def movielens_slices(views) -> tuple[Slice, Slice, dict]:
     t_test = int(t_min + 0.8 * (t_max - t_min))
     train_starts = sorted(t for t in starts.values() if t < t_test)
     t_val = train_starts[int(0.7 * len(train_starts))]
-    val = Slice("validation", sessions_from_views(views, 0, 0, before_ms=t_val),
-                [s for s in sessions_from_views(views, t_val, t_test) if len(s.items) >= 2], t_val)
-    test = Slice("test", sessions_from_views(views, 0, 0, before_ms=t_test),
-                 [s for s in sessions_from_views(views, t_test, t_max + 10_000) if len(s.items) >= 2], t_test)
-    return val.prepare(), test.prepare(), {"validation_from_ms": t_val, "test_from_ms": t_test}
+    val = movielens_window("validation", views, t_val, t_test)
+    test = movielens_window("test", views, t_test, t_max + 10_000)
+    return val, test, {"validation_from_ms": t_val, "test_from_ms": t_test}
+
+
+def movielens_window(name: str, views, from_ms: int, before_ms: int) -> Slice:
+    """Sessions of 2+ views starting in [from_ms, before_ms), fitted on every view before ``from_ms``."""
+    return Slice(name, sessions_from_views(views, 0, 0, before_ms=from_ms),
+                 [s for s in sessions_from_views(views, from_ms, before_ms) if len(s.items) >= 2], from_ms).prepare()
 
 
 def load_rsc(path: Path) -> list[Session]:

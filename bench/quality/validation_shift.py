@@ -35,8 +35,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from bench.quality.protocol import Slice, _gain_of, paired_bootstrap, sessions_from_views
-from processors.coview.coldstart import MetadataIndex
+from bench.quality.protocol import Slice, movielens_window, paired_bootstrap, target_gains
 from processors.coview.cooccurrence import DAY_MS, CoviewConfig
 
 PREFIX_BUCKETS = ((0, 10), (10, 30), (30, 100), (100, None))  # titles already in the session
@@ -47,18 +46,9 @@ def _date(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).date().isoformat()
 
 
-def per_target(method, data: Slice, batch: int = 256) -> list[tuple[int, int, float]]:
+def per_target(method, data: Slice) -> list[tuple[int, int, float]]:
     """(session index, titles already seen, NDCG@10 gain) per target, as ``protocol.evaluate`` scores them."""
-    out = []
-    for start in range(0, len(data.targets), batch):
-        chunk = data.targets[start:start + batch]
-        rows = np.asarray(method.scores([t.prefix for t in chunk]), dtype=np.float64)
-        for row, target in zip(rows, chunk):
-            row = row.copy()
-            if target.prefix.seen:
-                row[target.prefix.seen] = -np.inf
-            out.append((target.session, len(target.prefix.seen), _gain_of(row, target.wanted)))
-    return out
+    return [(target.session, len(target.prefix.seen), gain) for target, gain in target_gains(method, data)]
 
 
 def by_session(gains: list[tuple[int, int, float]]) -> list[list[float]]:
@@ -109,20 +99,16 @@ def main(argv: list[str] | None = None) -> dict:
     half_life = CoviewConfig().half_life_ms
     windows = {"bench": t_val, "rolling_origin": int(t_test - (t_end - t_test)),
                "rolling_origin_half": int(t_test - (t_end - t_test) / 2)}
-    result: dict = {"command": "python -m bench.quality.validation_shift", "served_params": served_params,
+    result: dict = {"command": "python -m bench.quality.validation_shift", "broker": cq.OFFLINE_BROKER,
+                    "served_params": served_params,
                     "ease_params": ease_params, "test_cut": _date(t_test), "test_window_days": round(test_days),
                     "test_slice_scored": False, "windows": {},
                     "fit_density": {"test_cut": density(times, t_test, half_life)},
                     "half_life_days": half_life / DAY_MS if half_life else None}
     for name, cut in windows.items():
-        data = val if name == "bench" else Slice(
-            name, sessions_from_views(views, 0, 0, before_ms=cut),
-            [s for s in sessions_from_views(views, cut, t_test) if len(s.items) >= 2], cut).prepare()
-        metadata = MetadataIndex()
-        for title in cq.load_titles(cq.DATA, cut).values():
-            metadata.add_title(title)
-        served = per_target(cq.served_builder(data, [v for v in views if v.at_ms < cut], metadata)(served_params),
-                            data)
+        data = val if name == "bench" else movielens_window(name, views, cut, t_test)
+        served = per_target(cq.served_builder(data, [v for v in views if v.at_ms < cut],
+                                              cq.metadata_before(cq.DATA, cut))(served_params), data)
         ease = per_target(cq.baseline_builders(data, True)["ease"][1](ease_params), data)
         entry = {"from": _date(cut), "fit_sessions": len(data.fit), "sessions": len(data.evaluate),
                  "targets": len(data.targets),
