@@ -277,7 +277,8 @@ def served_builder(data: Slice, views: list[ViewCompleted], metadata: MetadataIn
         similarity = SimilarityConfig(measure=params["measure"], k=k, min_support=params["min_support"])
         model = None
         if params.get("model_weight"):
-            model = models.get(ItemModelConfig(max_items=MODEL_ITEMS, l2=params["model_l2"], k=k))
+            min_sessions = params.get("model_min_sessions", ItemModelConfig.min_sessions)
+            model = models.get(ItemModelConfig(max_items=MODEL_ITEMS, l2=params["model_l2"], k=k, min_sessions=min_sessions))
         return Served(data, cache.get(config), similarity, params["context"], meta, params.get("prior"),
                       series_slots=params.get("series_slots", 0), kids_share=params.get("kids_share", 0.0),
                       item_model=model, model_weight=params.get("model_weight", 0.0), k=k)

@@ -14,7 +14,13 @@ the explanations a next attempt would act on:
   (counts of targets by titles already seen: what a method sees, nothing scored);
 * **the fit data's density** before each cut: views in the last 180 / 365 / 730 / 1460 days, and the
   co-view counts' decayed mass with the served half-life (``CoviewConfig.half_life_ms``). This looks
-  at fit data only (what a model has at the cut), never at the sessions evaluated after it.
+  at fit data only (what a model has at the cut), never at the sessions evaluated after it;
+* **which part of the served list** carries each bucket (session 14): the served list's components
+  scored alone on every window, co-view only and the item model's per-title list only (K = 200, and
+  K = 1000 over every title seen once), beside EASE scoring whole rows;
+* **how fast titles follow each other** within a session (``rating_pace``: the share of consecutive
+  views of a session at most 5 s apart, and the median gap) in the fit data before the bench's cut, in
+  each window, and in the test window: timestamps only, nothing scored.
 
 Both methods run with the configurations the bench recorded (no tuning here). Writes
 ``bench/results/coview_validation_shift.json``.
@@ -40,6 +46,14 @@ from processors.coview.cooccurrence import DAY_MS, CoviewConfig
 
 PREFIX_BUCKETS = ((0, 10), (10, 30), (30, 100), (100, None))  # titles already in the session
 DENSITY_DAYS = (180, 365, 730, 1460)
+QUICK_GAP_MS = 5000
+# the served list's parts scored alone (changes to the recorded served configuration): no metadata, and
+# co-view only or the item model's per-title list only (K = 200 as served; K = 1000 over every title seen)
+COMPONENTS = {
+    "coview_only": {"prior": None, "model_weight": 0.0},
+    "model_list_only": {"prior": None, "model_weight": 1.0},
+    "model_list_only_k1000_all_titles": {"prior": None, "model_weight": 1.0, "k": 1000, "model_min_sessions": 1},
+}
 
 
 def _date(ms: int) -> str:
@@ -78,6 +92,23 @@ def density(times: list[int], cut_ms: int, half_life_ms: int | None) -> dict:
     return out
 
 
+def rating_pace(views, start_ms: int | None, end_ms: int | None) -> dict:
+    """Consecutive views of one session with the later one in [start_ms, end_ms): how many, the share at
+    most ``QUICK_GAP_MS`` apart, the median gap in seconds. ``views`` are in time order."""
+    last: dict[str, int] = {}
+    gaps = []
+    for view in views:
+        before = last.get(view.session_id)
+        last[view.session_id] = view.at_ms
+        inside = (start_ms is None or view.at_ms >= start_ms) and (end_ms is None or view.at_ms < end_ms)
+        if before is not None and inside:
+            gaps.append(view.at_ms - before)
+    if not gaps:
+        return {"gaps": 0, "share_within_5s": None, "median_gap_s": None}
+    return {"gaps": len(gaps), "share_within_5s": round(sum(g <= QUICK_GAP_MS for g in gaps) / len(gaps), 3),
+            "median_gap_s": float(np.median(gaps)) / 1000}
+
+
 def main(argv: list[str] | None = None) -> dict:
     from bench import coview_quality as cq
 
@@ -107,15 +138,21 @@ def main(argv: list[str] | None = None) -> dict:
                     "half_life_days": half_life / DAY_MS if half_life else None}
     for name, cut in windows.items():
         data = val if name == "bench" else movielens_window(name, views, cut, t_test)
-        served = per_target(cq.served_builder(data, [v for v in views if v.at_ms < cut],
-                                              cq.metadata_before(cq.DATA, cut))(served_params), data)
+        build = cq.served_builder(data, [v for v in views if v.at_ms < cut], cq.metadata_before(cq.DATA, cut))
+        served = per_target(build(served_params), data)
         ease = per_target(cq.baseline_builders(data, True)["ease"][1](ease_params), data)
+        components = {}
+        for label, change in COMPONENTS.items():
+            gains = per_target(build(dict(served_params, **change)), data)
+            components[label] = {"ndcg10": round(float(np.mean([g for *_, g in gains])), 4),
+                                 "by_titles_seen": buckets(gains)}
         entry = {"from": _date(cut), "fit_sessions": len(data.fit), "sessions": len(data.evaluate),
                  "targets": len(data.targets),
                  "served_ndcg10": round(float(np.mean([g for *_, g in served])), 4),
                  "ease_ndcg10": round(float(np.mean([g for *_, g in ease])), 4),
                  "served_vs_ease": paired_bootstrap(by_session(served), by_session(ease)),
-                 "by_titles_seen": {"served": buckets(served), "ease": buckets(ease)}}
+                 "by_titles_seen": {"served": buckets(served), "ease": buckets(ease)},
+                 "served_components": components, "rating_pace": rating_pace(views, cut, t_test)}
         result["windows"][name] = entry
         result["fit_density"][name] = density(times, cut, half_life)
         print(f"{name} (from {entry['from']}): served {entry['served_ndcg10']:.4f}, EASE {entry['ease_ndcg10']:.4f}, "
@@ -127,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
         for name, entry in result["windows"].items()}
     result["targets_by_titles_seen"]["test"] = {
         b["seen"]: b["targets"] for b in buckets([(t.session, len(t.prefix.seen), 0.0) for t in _test.targets])}
+    result["rating_pace"] = {"fit_before_bench_cut": rating_pace(views, None, t_val),
+                             "test_window": rating_pace(views, t_test, None)}
     result["recorded_test"] = {"served_ndcg10": recorded["ndcg10"],
                                "ease_ndcg10": recorded["baselines"]["ease"]["ndcg10"],
                                "note": "the bench's own test read (coview_quality.json), not recomputed here"}

@@ -12,8 +12,9 @@ if str(ROOT) not in sys.path:  # ``bench`` is not an installed package
     sys.path.insert(0, str(ROOT))
 
 from bench.quality.protocol import Session, Slice, evaluate
-from bench.quality.validation_shift import buckets, by_session, density, per_target
+from bench.quality.validation_shift import buckets, by_session, density, per_target, rating_pace
 from processors.coview.cooccurrence import DAY_MS
+from processors.coview.sessionize import ViewCompleted
 
 
 def test_buckets_split_targets_by_titles_already_seen() -> None:
@@ -59,3 +60,30 @@ def test_per_target_gains_average_to_the_protocols_figure() -> None:
     gains = per_target(_Fixed(), data)
     assert [seen for _, seen, _ in gains] == [1, 2, 1]
     assert np.mean([g for *_, g in gains]) == pytest.approx(evaluate(_Fixed(), data)["ndcg10"])
+
+
+def _view(session: str, at_s: int) -> ViewCompleted:
+    return ViewCompleted("viewer", session, "title", 1, 4000, 8000, at_s * 1000, ())
+
+
+def test_rating_pace_counts_gaps_within_a_session_that_end_inside_the_span() -> None:
+    views = [_view("s1", 0), _view("s2", 1), _view("s1", 3), _view("s1", 100), _view("s2", 30), _view("s1", 104)]
+    # gaps: s1 3 s (ends at 3), s1 97 s (at 100), s2 29 s (at 30), s1 4 s (at 104); a session's first view has none
+    assert rating_pace(views, None, None) == {"gaps": 4, "share_within_5s": 0.5, "median_gap_s": 16.5}
+    # only gaps whose later view is in [30 s, 104 s): the 97 s and 29 s ones
+    assert rating_pace(views, 30_000, 104_000) == {"gaps": 2, "share_within_5s": 0.0, "median_gap_s": 63.0}
+    assert rating_pace(views, 200_000, None) == {"gaps": 0, "share_within_5s": None, "median_gap_s": None}
+
+
+def test_the_served_builder_keeps_titles_of_one_session_in_the_model_when_asked() -> None:
+    from bench.coview_quality import served_builder, views_of_sessions
+
+    fit = [Session("f1", "u", ["a", "b", "c"], [0, 1000, 2000]), Session("f2", "u", ["a", "b"], [3000, 4000]),
+           Session("f3", "w", ["b", "a"], [5000, 6000])]
+    data = Slice("validation", fit, [Session("e1", "v", ["c", "a"], [10_000, 11_000])], 9000).prepare()
+    build = served_builder(data, views_of_sessions(fit), None)
+    base = {"measure": "asymmetric", "window": 20, "min_support": 0.5, "context": 20, "prior": None,
+            "model_l2": 1.0, "model_weight": 1.0, "k": 10}
+    assert build(base).item_model.similar("c") == []  # "c" is in one session: left out by default
+    kept = build(dict(base, model_min_sessions=1)).item_model
+    assert "c" in kept.items and kept.similar("c") and {other for other, _ in kept.similar("c")} <= {"a", "b"}
