@@ -502,28 +502,20 @@ def main(argv: list[str] | None = None) -> dict:
     datasets: dict[str, dict] = {}
     iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()
     wanted = args.datasets.split(",")
-    if "movielens" in wanted:
-        ratings.sort(key=lambda r: (r[2], r[0], r[1]))
-        views = sessionize(ratings)
-        val, test, cuts = movielens_slices(views)
-        val_views = [v for v in views if v.at_ms < cuts["validation_from_ms"]]
-        test_views = [v for v in views if v.at_ms < cuts["test_from_ms"]]
-        metas = [metadata_before(args.data, cut) for cut in (cuts["validation_from_ms"], cuts["test_from_ms"])]
-        out = run_dataset("movielens", val, test, val_views, test_views, metas[0], metas[1], True, tests, log,
-                          skip, GRU_GRID, args.gru_epochs, args.gru_budget_s)
-        out["split"].update({"validation_from": iso(cuts["validation_from_ms"]),
-                             "test_from": iso(cuts["test_from_ms"])})
-        out["dataset"] = {"name": "MovieLens ml-latest-small (GroupLens, 2018 build)", "citation": CITATION,
-                          "path": str(args.data)}
-        datasets["movielens"] = out
-    if "rsc15" in wanted:
-        val, test = bench_rsc(args.rsc)
-        out = run_dataset("rsc15", val, test, views_of_sessions(val.fit), views_of_sessions(test.fit), None, None,
-                          False, tests, log, skip, GRU_GRID, args.gru_epochs,
-                          args.gru_budget_s)
-        out["dataset"] = {"name": "RSC15-100k (YooChoose clicks, session-rec prepared split)",
-                          "citation": RSC_CITATION, "path": str(args.rsc)}
-        datasets["rsc15"] = out
+    for name in ("movielens", "rsc15"):
+        if name not in wanted:
+            continue
+        *slices, cuts = setup_dataset(name, args.data, args.rsc, ratings)
+        out = run_dataset(name, *slices, tests, log, skip, GRU_GRID, args.gru_epochs, args.gru_budget_s)
+        if cuts:
+            out["split"].update({"validation_from": iso(cuts["validation_from_ms"]),
+                                 "test_from": iso(cuts["test_from_ms"])})
+        out["dataset"] = (
+            {"name": "MovieLens ml-latest-small (GroupLens, 2018 build)", "citation": CITATION, "path": str(args.data)}
+            if name == "movielens" else
+            {"name": "RSC15-100k (YooChoose clicks, session-rec prepared split)", "citation": RSC_CITATION,
+             "path": str(args.rsc)})
+        datasets[name] = out
     result = assemble(datasets, tests.reads, ratings, skip, argv, began)
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -532,12 +524,13 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def setup_dataset(name: str, data: Path, rsc: Path) -> tuple:
-    """(val, test, val_views, test_views, val_meta, test_meta, has_users, extra split info)."""
+def setup_dataset(name: str, data: Path, rsc: Path, ratings: list[tuple[str, str, int]] | None = None) -> tuple:
+    """(val, test, val_views, test_views, val_meta, test_meta, has_users, extra split info). MovieLens
+    ``ratings`` already loaded from ``data`` are sorted in place (time, user, title) and used."""
     if name == "rsc15":
         val, test = bench_rsc(rsc)
         return val, test, views_of_sessions(val.fit), views_of_sessions(test.fit), None, None, False, {}
-    ratings = load_ratings(data)
+    ratings = load_ratings(data) if ratings is None else ratings
     ratings.sort(key=lambda r: (r[2], r[0], r[1]))
     views = sessionize(ratings)
     val, test, cuts = movielens_slices(views)

@@ -65,6 +65,10 @@ def per_target(method, data: Slice) -> list[tuple[int, int, float]]:
     return [(target.session, len(target.prefix.seen), gain) for target, gain in target_gains(method, data)]
 
 
+def mean_ndcg(gains: list[tuple[int, int, float]]) -> float:
+    return round(float(np.mean([g for *_, g in gains])), 4)
+
+
 def by_session(gains: list[tuple[int, int, float]]) -> list[list[float]]:
     sessions: dict[int, list[float]] = {}
     for session, _, gain in gains:
@@ -144,12 +148,10 @@ def main(argv: list[str] | None = None) -> dict:
         components = {}
         for label, change in COMPONENTS.items():
             gains = per_target(build(dict(served_params, **change)), data)
-            components[label] = {"ndcg10": round(float(np.mean([g for *_, g in gains])), 4),
-                                 "by_titles_seen": buckets(gains)}
+            components[label] = {"ndcg10": mean_ndcg(gains), "by_titles_seen": buckets(gains)}
         entry = {"from": _date(cut), "fit_sessions": len(data.fit), "sessions": len(data.evaluate),
                  "targets": len(data.targets),
-                 "served_ndcg10": round(float(np.mean([g for *_, g in served])), 4),
-                 "ease_ndcg10": round(float(np.mean([g for *_, g in ease])), 4),
+                 "served_ndcg10": mean_ndcg(served), "ease_ndcg10": mean_ndcg(ease),
                  "served_vs_ease": paired_bootstrap(by_session(served), by_session(ease)),
                  "by_titles_seen": {"served": buckets(served), "ease": buckets(ease)},
                  "served_components": components, "rating_pace": rating_pace(views, cut, t_test)}
